@@ -203,24 +203,28 @@ def business_intervals(
     hours: pd.DataFrame,
     timezones: pd.DataFrame,
     store_ids: pd.Index,
-    start_us: int,
+    start_us: int | np.ndarray,
     end_us: int,
 ) -> BusinessIntervals:
     """Expand weekly local hours to merged UTC intervals covering [start_us, end_us].
 
-    Store codes are positions in ``store_ids``; rows of other stores are ignored.
+    Store codes are positions in ``store_ids``; rows of other stores are ignored. `start_us`
+    may differ per store (an array indexed by code), so one store's old poll does not make
+    every store's range long.
     """
+    starts_by_code = np.broadcast_to(np.asarray(start_us, dtype=np.int64), (len(store_ids),))
     weekly = weekly_hours_seconds(hours)
     weekly["code"] = store_ids.get_indexer(weekly["store_id"])
     weekly = weekly[weekly["code"] >= 0]
     zone_by_code = _zones_by_code(timezones, store_ids)
-    local = _expand_local_dates(weekly, start_us, end_us)
+    row_starts = starts_by_code[weekly["code"].to_numpy()]
+    local = _expand_local_dates(weekly, row_starts, end_us)
     starts, ends = _local_to_utc(local, zone_by_code)
     with_hours = np.zeros(len(store_ids), dtype=bool)
     with_hours[weekly["code"].to_numpy()] = True
     always_open = np.flatnonzero(~with_hours)
     codes = np.concatenate([local["code"].to_numpy(dtype="int64"), always_open])
-    starts = np.concatenate([starts, np.full(always_open.size, start_us - US_PER_DAY)])
+    starts = np.concatenate([starts, starts_by_code[always_open] - US_PER_DAY])
     ends = np.concatenate([ends, np.full(always_open.size, end_us + US_PER_DAY)])
     return _merge_intervals(codes, starts, ends)
 
@@ -233,20 +237,22 @@ def _zones_by_code(timezones: pd.DataFrame, store_ids: pd.Index) -> np.ndarray:
     return zones
 
 
-def _expand_local_dates(weekly: pd.DataFrame, start_us: int, end_us: int) -> pd.DataFrame:
-    """Repeat each weekly row on every local date of its weekday that can touch the range.
+def _expand_local_dates(
+    weekly: pd.DataFrame, row_starts_us: np.ndarray, end_us: int
+) -> pd.DataFrame:
+    """Repeat each weekly row on every local date of its weekday that can touch its range.
 
     Local dates run from two days before to one day after the range in UTC: every zone is
     within ±14 h of UTC and a period lasts at most 24 h.
     """
-    first_day = start_us // US_PER_DAY - 2
+    first_day = row_starts_us // US_PER_DAY - 2
     last_day = end_us // US_PER_DAY + 1
     weekday_of_first = (first_day + 3) % 7  # 1970-01-01 (day 0) was a Thursday (weekday 3)
     offset = (weekly["day"].to_numpy() - weekday_of_first) % 7
     weeks = np.maximum((last_day - first_day - offset) // 7 + 1, 0)
     row = np.repeat(np.arange(len(weekly)), weeks)
     week_index = np.arange(row.size) - np.repeat(np.cumsum(weeks) - weeks, weeks)
-    days = first_day + offset[row] + 7 * week_index
+    days = first_day[row] + offset[row] + 7 * week_index
     return pd.DataFrame(
         {
             "code": weekly["code"].to_numpy()[row],
@@ -521,7 +527,8 @@ def compute_report(
     if prepared.codes.size == 0:
         return pd.DataFrame({name: [] for name in REPORT_COLUMNS})
     week_start = now_us - WINDOWS_US["week"]
-    first = min(int(prepared.instants.min()), week_start)
+    first_poll = prepared.instants[group_starts(prepared.codes, len(prepared.store_ids))[:-1]]
+    first = np.minimum(first_poll, week_start)
     intervals = business_intervals(hours, timezones, prepared.store_ids, first, now_us)
     evidence = evidence_mask(prepared, intervals)
     business = business_clock(intervals, week_start, now_us)

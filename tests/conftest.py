@@ -1,0 +1,117 @@
+"""Fixtures: the app on a fresh database (SQLite and, where it answers, MariaDB)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+from app import create_app
+from models import db, init_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data"
+SHARED = ROOT.parent / "shared" / "data"
+MARIADB_ADMIN_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root:@127.0.0.1:3306/test")
+MARIADB_REQUIRED = os.environ.get("CI", "").lower() in ("1", "true") or bool(
+    os.environ.get("REQUIRE_MARIADB")
+)
+
+
+def mariadb_unavailable_reason() -> str | None:
+    """None when MariaDB answers; else why not (tests then skip, except in CI)."""
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    url = make_url(MARIADB_ADMIN_URL)
+    try:
+        pymysql.connect(
+            host=url.host,
+            port=url.port or 3306,
+            user=url.username,
+            password=url.password or "",
+            connect_timeout=3,
+        ).close()
+    except Exception as exc:
+        return f"MariaDB at {url.host}:{url.port or 3306} does not answer: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def mariadb_server():
+    reason = mariadb_unavailable_reason()
+    if reason:
+        if MARIADB_REQUIRED:
+            pytest.fail(f"MariaDB is required here (CI): {reason}")
+        pytest.skip(reason)
+    return MARIADB_ADMIN_URL
+
+
+def _fresh_mariadb_database(admin_url: str):
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url)
+    name = f"sm_test_{secrets.token_hex(4)}"
+    connection = pymysql.connect(
+        host=url.host,
+        port=url.port or 3306,
+        user=url.username,
+        password=url.password or "",
+        autocommit=True,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    return connection, name, url.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def database_url(request, tmp_path):
+    """A fresh, empty database of each engine (MariaDB: a database created and dropped here)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
+        return
+    admin_url = request.getfixturevalue("mariadb_server")
+    connection, name, url = _fresh_mariadb_database(admin_url)
+    try:
+        yield url
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+        connection.close()
+
+
+def make_app(database_url: str, tmp_path: Path, **settings):
+    app = create_app(
+        {
+            "DATABASE_URL": database_url,
+            "REPORTS_DIR": str(tmp_path / "reports"),
+            "REPORTS_INLINE": True,
+            "TESTING": True,
+            **settings,
+        }
+    )
+    with app.app_context():
+        init_schema()
+    return app
+
+
+@pytest.fixture
+def app(database_url, tmp_path):
+    app = make_app(database_url, tmp_path)
+    yield app
+    app.extensions["report_runner"].shutdown()
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
