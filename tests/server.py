@@ -27,15 +27,25 @@ class ServerProcess:
     def __init__(self, database_url: str, reports_dir: Path, log_path: Path, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.environment = {**os.environ, "DATABASE_URL": database_url, "REPORTS_DIR": str(reports_dir),
-                            "PORT": str(self.port), **env}
+        self.environment = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REPORTS_DIR": str(reports_dir),
+            "PORT": str(self.port),
+            **env,
+        }
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
-        self.process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=self.environment,
-                                        stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "app.py"],
+            cwd=ROOT,
+            env=self.environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -63,11 +73,19 @@ class ServerProcess:
 
 def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess:
     environment = {**os.environ, "DATABASE_URL": database_url}
-    return subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, env=environment,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", *args],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
-def wait_for_report(base_url: str, report_id: str, timeout: float = 120.0, **kwargs) -> requests.Response:
+def wait_for_report(
+    base_url: str, report_id: str, timeout: float = 120.0, **kwargs
+) -> requests.Response:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         response = requests.get(f"{base_url}/get_report/{report_id}", timeout=10, **kwargs)

@@ -35,11 +35,18 @@ def test_trigger_then_get_returns_the_csv(loaded_app):
     assert got.status_code == 200
     assert got.headers["Content-Type"].startswith("text/csv")
     assert got.headers["X-Report-Status"] == "Complete"
-    assert got.headers["Content-Disposition"] == f"attachment; filename=report_{body['report_id']}.csv"
+    assert (
+        got.headers["Content-Disposition"] == f"attachment; filename=report_{body['report_id']}.csv"
+    )
     frame = pd.read_csv(io.BytesIO(got.data), dtype={"store_id": str})
     assert list(frame.columns) == [
-        "store_id", "uptime_last_hour", "uptime_last_day", "uptime_last_week",
-        "downtime_last_hour", "downtime_last_day", "downtime_last_week",
+        "store_id",
+        "uptime_last_hour",
+        "uptime_last_day",
+        "uptime_last_week",
+        "downtime_last_hour",
+        "downtime_last_day",
+        "downtime_last_week",
     ]
     assert len(frame) == sample_store_count()
     assert (frame["uptime_last_hour"] + frame["downtime_last_hour"]).le(60.0).all()
@@ -47,7 +54,9 @@ def test_trigger_then_get_returns_the_csv(loaded_app):
 
 def test_as_of_is_used_and_reported(loaded_app):
     client = loaded_app.test_client()
-    report_id = client.post("/trigger_report", json={"as_of": "2023-01-20T00:00:00Z"}).get_json()["report_id"]
+    report_id = client.post("/trigger_report", json={"as_of": "2023-01-20T00:00:00Z"}).get_json()[
+        "report_id"
+    ]
     listing = client.get("/reports").get_json()["reports"]
     assert listing[0]["report_id"] == report_id
     assert listing[0]["as_of"] == "2023-01-20T00:00:00.000000Z"
@@ -88,8 +97,12 @@ def test_unknown_route_and_method_are_json_errors(client):
 
 
 def test_oversized_body_is_refused(client):
-    response = client.post("/trigger_report", data=b"{" + b" " * 100_000 + b"}", content_type="application/json")
-    assert response.status_code == 413 and response.get_json()["error"] == "request_entity_too_large"
+    response = client.post(
+        "/trigger_report", data=b"{" + b" " * 100_000 + b"}", content_type="application/json"
+    )
+    assert (
+        response.status_code == 413 and response.get_json()["error"] == "request_entity_too_large"
+    )
 
 
 def test_healthz(client):
@@ -138,5 +151,7 @@ def test_api_token_guards_everything_but_health(database_url, tmp_path):
     client = app.test_client()
     assert client.post("/trigger_report").status_code == 401
     assert client.get("/reports", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert client.get("/reports", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+    assert (
+        client.get("/reports", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+    )
     assert client.get("/healthz").status_code == 200

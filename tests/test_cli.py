@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 
 import report
-
 from tests.conftest import SAMPLE
 
 
@@ -46,7 +45,9 @@ def test_report_rejects_a_bad_as_of(runner):
 
 def test_generate_data_writes_loadable_files(runner, tmp_path):
     out = tmp_path / "generated"
-    result = runner.invoke(args=["generate-data", str(out), "--stores", "30", "--days", "2", "--seed", "3"])
+    result = runner.invoke(
+        args=["generate-data", str(out), "--stores", "30", "--days", "2", "--seed", "3"]
+    )
     assert result.exit_code == 0, result.output
     polls = pd.read_csv(out / "store_status.csv", dtype=str)
     assert polls["timestamp_utc"].str.endswith(" UTC").all()

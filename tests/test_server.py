@@ -28,7 +28,7 @@ def test_trigger_poll_download(server):
     assert done.status_code == 200 and done.headers["X-Report-Status"] == "Complete"
     assert f"filename=report_{report_id}.csv" in done.headers["Content-Disposition"]
     frame = pd.read_csv(io.StringIO(done.text), dtype={"store_id": str})
-    assert list(frame.columns)[0] == "store_id" and len(frame.columns) == 7
+    assert frame.columns[0] == "store_id" and len(frame.columns) == 7
     stores = pd.read_csv(SAMPLE / "store_status.csv", dtype=str)["store_id"].nunique()
     assert len(frame) == stores and frame["store_id"].is_unique
 
@@ -36,7 +36,11 @@ def test_trigger_poll_download(server):
 def test_errors_over_http(server):
     assert requests.get(f"{server.url}/get_report/{'0' * 32}", timeout=10).status_code == 404
     assert requests.get(f"{server.url}/get_report/..%2F..%2Fapp.py", timeout=10).status_code == 404
-    bad = requests.post(f"{server.url}/trigger_report", data="{", headers={"Content-Type": "application/json"},
-                        timeout=10)
+    bad = requests.post(
+        f"{server.url}/trigger_report",
+        data="{",
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
     assert bad.status_code == 400 and bad.json()["error"] == "bad_request"
     assert requests.get(f"{server.url}/healthz", timeout=10).json()["status"] == "ok"
