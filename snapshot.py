@@ -5,14 +5,18 @@ before it, and each store's latest poll inside business hours before it (searche
 in doubling spans only for stores that need it). Everything is read as integer columns.
 
 Consistency: hours, time zones, the load watermark (`data_state.last_batch`) and the small
-queries run in one transaction. The big window query may run on another connection (the Arrow
-transport), so every poll query also keeps to `batch <= watermark`: loads take batch numbers
+queries run in one transaction. The big window query runs at the same time on a second
+connection, so every poll query also keeps to `batch <= watermark`: loads take batch numbers
 under a row lock and commit in order, so that is exactly the data committed at snapshot time.
+
+Speed: integer rows come back packed, one text value per store (`GROUP_CONCAT`), so a few
+thousand rows cross the driver instead of millions and are decoded by numpy in one call.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 WEEK_US = report.WINDOWS_US["week"]
 FIRST_LOOKBACK_US = report.US_PER_DAY
-POLL_COLUMNS = ["store_id", "timestamp_utc", "status"]
+MAX_GROUP_CONCAT_BYTES = 4_294_967_295
 
 
 @dataclass
@@ -42,23 +46,32 @@ class ReportInputs:
 
 def read_inputs(engine: Engine, as_of_us: int | None = None) -> ReportInputs:
     """Read the snapshot a report as of `as_of_us` (default: latest poll) is computed from."""
-    with engine.connect() as conn, conn.begin():
+    with engine.connect() as conn, conn.begin(), ThreadPoolExecutor(1) as background:
+        prepare_session(conn)
         batch = int(
             conn.execute(text("SELECT last_batch FROM data_state WHERE id = 1")).scalar_one()
         )
         now_us = as_of_us if as_of_us is not None else latest_poll_us(conn, batch)
-        hours = read_hours(conn)
-        timezones = read_timezones(conn)
-        external_ids = read_store_ids(conn)
-        if now_us is None:
-            empty = pd.DataFrame({"store_id": [], "timestamp_utc": [], "status": []})
-            return ReportInputs(empty, hours, timezones, external_ids, None, batch)
-        window_start = now_us - WEEK_US
-        window = read_window_polls(conn, batch, window_start, now_us)
-        before = latest_polls_before(conn, batch, window_start)
-        earlier = latest_evidence_before(conn, batch, before, hours, timezones, window_start)
-    polls = pd.concat([window, before, earlier], ignore_index=True)
+        window = None
+        if now_us is not None:
+            window = background.submit(read_window_polls, engine, batch, now_us - WEEK_US, now_us)
+        hours, timezones, external_ids = (
+            read_hours(conn),
+            read_timezones(conn),
+            read_store_ids(conn),
+        )
+        if window is None:
+            return ReportInputs(poll_frame([], [], []), hours, timezones, external_ids, None, batch)
+        before = latest_polls_before(conn, batch, now_us - WEEK_US)
+        earlier = latest_evidence_before(conn, batch, before, hours, timezones, now_us - WEEK_US)
+        polls = pd.concat([window.result(), before, earlier], ignore_index=True)
     return ReportInputs(polls, hours, timezones, external_ids, now_us, batch)
+
+
+def prepare_session(conn: Connection) -> None:
+    """MySQL truncates GROUP_CONCAT at 1 KB unless told otherwise."""
+    if conn.dialect.name == "mysql":
+        conn.execute(text(f"SET SESSION group_concat_max_len = {MAX_GROUP_CONCAT_BYTES}"))
 
 
 def latest_poll_us(conn: Connection, batch: int) -> int | None:
@@ -69,61 +82,57 @@ def latest_poll_us(conn: Connection, batch: int) -> int | None:
 
 
 def read_hours(conn: Connection) -> pd.DataFrame:
-    query = text("SELECT store_key, day_of_week, start_s, end_s FROM business_hours")
-    columns = ["store_id", "day", "start_time_local", "end_time_local"]
-    return pd.DataFrame(_int_rows(conn, query, {}, 4), columns=columns)
+    columns = ["store_key", "day_of_week", "start_s", "end_s"]
+    matrix = packed_rows(conn, "business_hours", columns, "1 = 1", {})
+    return pd.DataFrame(matrix, columns=["store_id", "day", "start_time_local", "end_time_local"])
 
 
 def read_timezones(conn: Connection) -> pd.DataFrame:
-    rows = conn.execute(
-        text("SELECT store_key, timezone_str FROM store_timezones")
-    ).cursor.fetchall()
-    return pd.DataFrame(rows or None, columns=["store_id", "timezone_str"]).astype(
-        {"store_id": "int64"}
-    )
+    query = text("SELECT store_key, timezone_str FROM store_timezones")
+    rows = conn.execute(query).cursor.fetchall()
+    frame = pd.DataFrame(rows or None, columns=["store_id", "timezone_str"])
+    return frame.astype({"store_id": "int64", "timezone_str": object})
 
 
 def read_store_ids(conn: Connection) -> pd.Series:
     rows = conn.execute(text("SELECT id, external_id FROM stores")).cursor.fetchall()
     frame = pd.DataFrame(rows or None, columns=["key", "external_id"])
-    return pd.Series(
-        frame["external_id"].to_numpy(dtype=object), index=frame["key"].to_numpy(dtype=np.int64)
-    )
+    keys = frame["key"].to_numpy(dtype=np.int64)
+    return pd.Series(frame["external_id"].to_numpy(dtype=object), index=keys)
 
 
-# --------------------------------------------------------------------------- polls
-
-# One row per store, its polls packed as "ts_us*2+active" in one text value: a few thousand
-# rows cross the driver instead of millions, so even a pure-Python driver reads fast.
-WINDOW_QUERY = text(
-    "SELECT store_key, COUNT(*), GROUP_CONCAT(ts_us * 2 + active) FROM polls "
-    "WHERE ts_us >= :low AND ts_us <= :high AND batch <= :batch GROUP BY store_key"
-)
+# --------------------------------------------------------------------------- packed reads
 
 
-def read_window_polls(conn: Connection, batch: int, low: int, high: int) -> pd.DataFrame:
-    """All polls in [low, high], as integer columns."""
-    if conn.dialect.name == "mysql":
-        conn.execute(text("SET SESSION group_concat_max_len = 4294967295"))
-    params = {"low": int(low), "high": int(high), "batch": int(batch)}
-    rows = conn.execute(WINDOW_QUERY, params).cursor.fetchall()
-    if not rows:
-        return _poll_frame([], [], [])
-    keys, counts, packed_lists = zip(*rows, strict=True)
-    if isinstance(packed_lists[0], bytes | bytearray):
-        packed_lists = [part.decode() for part in packed_lists]
-    packed = np.fromstring(",".join(packed_lists), dtype=np.int64, sep=",")
-    store_keys = np.repeat(np.array(keys, dtype=np.int64), np.array(counts, dtype=np.int64))
-    return _poll_frame(store_keys, packed >> 1, packed & 1)
+def packed_rows(
+    conn: Connection, table: str, columns: list[str], where: str, params: dict
+) -> np.ndarray:
+    """Integer columns of the matching rows as a matrix.
+
+    On MySQL one packed text value per store crosses the (pure-Python) driver; SQLite's C
+    driver is faster with plain rows. `table`, `columns` and `where` are fixed strings of this
+    module; values are bound.
+    """
+    if conn.dialect.name != "mysql":
+        sql = f"SELECT {', '.join(columns)} FROM {table} WHERE {where}"
+        rows = conn.execute(text(sql), params).cursor.fetchall()
+        return np.array(rows, dtype=np.int64).reshape(-1, len(columns))
+    row_text = f"CONCAT_WS(',', {', '.join(columns)})"
+    sql = f"SELECT GROUP_CONCAT({row_text}) FROM {table} WHERE {where} GROUP BY store_key"
+    values = [row[0] for row in conn.execute(text(sql), params).cursor.fetchall()]
+    return decode_integers(values).reshape(-1, len(columns))
 
 
-def _int_rows(conn: Connection, statement, params: dict, width: int) -> np.ndarray:
-    """Fetch integer rows straight from the driver cursor (no per-row result objects)."""
-    rows = conn.execute(statement, params).cursor.fetchall()
-    return np.array(rows, dtype=np.int64).reshape(-1, width)
+def decode_integers(values: list[str | bytes]) -> np.ndarray:
+    """Comma-separated integers (str or bytes, as drivers return them) → one int64 array."""
+    if not values:
+        return np.zeros(0, dtype=np.int64)
+    if isinstance(values[0], bytes | bytearray):
+        values = [value.decode() for value in values]
+    return np.fromstring(",".join(values), dtype=np.int64, sep=",")
 
 
-def _poll_frame(keys, instants, active) -> pd.DataFrame:
+def poll_frame(keys, instants, active) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "store_id": np.asarray(keys, dtype=np.int64),
@@ -131,6 +140,35 @@ def _poll_frame(keys, instants, active) -> pd.DataFrame:
             "status": np.asarray(active).astype(bool),
         }
     )
+
+
+def _polls(conn: Connection, where: str, params: dict) -> pd.DataFrame:
+    """Matching polls: per store its key, count and instants packed as ts_us * 2 + active."""
+    sql = (
+        "SELECT store_key, COUNT(*), GROUP_CONCAT(ts_us * 2 + active) FROM polls "
+        f"WHERE {where} GROUP BY store_key"
+    )
+    statement = text(sql)
+    if "IN :keys" in where:
+        statement = statement.bindparams(bindparam("keys", expanding=True))
+    rows = conn.execute(statement, params).cursor.fetchall()
+    if not rows:
+        return poll_frame([], [], [])
+    keys, counts, packed_lists = zip(*rows, strict=True)
+    packed = decode_integers(list(packed_lists))
+    store_keys = np.repeat(np.array(keys, dtype=np.int64), np.array(counts, dtype=np.int64))
+    return poll_frame(store_keys, packed >> 1, packed & 1)
+
+
+# --------------------------------------------------------------------------- polls
+
+
+def read_window_polls(engine: Engine, batch: int, low: int, high: int) -> pd.DataFrame:
+    """All committed polls in [low, high], on a connection of its own (runs in parallel)."""
+    with engine.connect() as conn:
+        prepare_session(conn)
+        where = "ts_us >= :low AND ts_us <= :high AND batch <= :batch"
+        return _polls(conn, where, {"low": int(low), "high": int(high), "batch": int(batch)})
 
 
 BEFORE_QUERY = text(
@@ -143,13 +181,7 @@ def latest_polls_before(conn: Connection, batch: int, low: int) -> pd.DataFrame:
     """Each store's latest poll before `low` (one index seek per store)."""
     rows = conn.execute(BEFORE_QUERY, {"low": low, "batch": batch}).cursor.fetchall()
     found = np.array([row for row in rows if row[1] is not None], dtype=np.int64).reshape(-1, 2)
-    return _poll_frame(found[:, 0], found[:, 1] >> 1, found[:, 1] & 1)
-
-
-SPAN_QUERY = text(
-    "SELECT store_key, ts_us, active FROM polls WHERE store_key IN :keys "
-    "AND ts_us >= :low AND ts_us < :high AND batch <= :batch"
-).bindparams(bindparam("keys", expanding=True))
+    return poll_frame(found[:, 0], found[:, 1] >> 1, found[:, 1] & 1)
 
 
 def latest_evidence_before(
@@ -162,51 +194,48 @@ def latest_evidence_before(
 ) -> pd.DataFrame:
     """For stores whose latest earlier poll is outside business hours, find their latest
     earlier poll inside business hours, looking back 1, 2, 4, ... days."""
-    pending = _outside_hours(before, hours, timezones, low)
+    pending = np.unique(before["store_id"].to_numpy()[outside_hours(before, hours, timezones)])
     oldest = _oldest_poll_us(conn, batch)
     found: list[pd.DataFrame] = []
     high, span = low, FIRST_LOOKBACK_US
     while pending.size and oldest is not None and high > oldest:
         rows = _polls_in_span(conn, batch, pending, high - span, high)
-        inside = rows[~_outside_hours(rows, hours, timezones, high, keys_only=False)]
+        inside = rows[~outside_hours(rows, hours, timezones)]
         latest = inside.sort_values("timestamp_utc").drop_duplicates("store_id", keep="last")
         found.append(latest)
         pending = np.setdiff1d(pending, latest["store_id"].to_numpy())
         high, span = high - span, span * 2
-    return pd.concat(found, ignore_index=True) if found else _poll_frame([], [], [])
+    return pd.concat(found, ignore_index=True) if found else poll_frame([], [], [])
 
 
-def _outside_hours(polls: pd.DataFrame, hours, timezones, end_us: int, keys_only: bool = True):
-    """Which polls fall outside their store's business hours (store keys, or a row mask)."""
+def outside_hours(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFrame) -> np.ndarray:
+    """Mark the polls that fall outside their store's business hours."""
     if polls.empty:
-        return np.array([], dtype=np.int64) if keys_only else np.zeros(0, dtype=bool)
+        return np.zeros(0, dtype=bool)
     store_ids = pd.Index(pd.unique(polls["store_id"]))
     codes = store_ids.get_indexer(polls["store_id"])
     instants = polls["timestamp_utc"].to_numpy()
     starts = np.full(len(store_ids), instants.min(), dtype=np.int64)
-    intervals = report.business_intervals(hours, timezones, store_ids, starts, end_us)
-    outside = ~report.in_business_hours(intervals, codes, instants)
-    return np.unique(polls["store_id"].to_numpy()[outside]) if keys_only else outside
+    intervals = report.business_intervals(hours, timezones, store_ids, starts, int(instants.max()))
+    return ~report.in_business_hours(intervals, codes, instants)
 
 
 def _oldest_poll_us(conn: Connection, batch: int) -> int | None:
-    value = conn.execute(
-        text("SELECT MIN(min_ts_us) FROM load_batches WHERE id <= :b"), {"b": batch}
-    ).scalar()
+    query = text("SELECT MIN(min_ts_us) FROM load_batches WHERE id <= :b")
+    value = conn.execute(query, {"b": batch}).scalar()
     return None if value is None else int(value)
 
 
 def _polls_in_span(
     conn: Connection, batch: int, keys: np.ndarray, low: int, high: int
 ) -> pd.DataFrame:
+    where = "store_key IN :keys AND ts_us >= :low AND ts_us < :high AND batch <= :batch"
     parts = [
-        _int_rows(
+        _polls(
             conn,
-            SPAN_QUERY,
-            {"keys": keys[start : start + 500].tolist(), "low": low, "high": high, "batch": batch},
-            3,
+            where,
+            {"keys": keys[i : i + 500].tolist(), "low": low, "high": high, "batch": batch},
         )
-        for start in range(0, keys.size, 500)
+        for i in range(0, keys.size, 500)
     ]
-    rows = np.concatenate(parts) if parts else np.zeros((0, 3), dtype=np.int64)
-    return _poll_frame(rows[:, 0], rows[:, 1], rows[:, 2])
+    return pd.concat(parts, ignore_index=True) if parts else poll_frame([], [], [])
