@@ -51,7 +51,6 @@ def configure_sqlite(engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA cache_size=-131072")  # 128 MiB: bulk inserts stay in memory
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -55,6 +55,7 @@ LOAD_ORDER = [TIMEZONES, HOURS, POLLS]
 MAX_LISTED_ERRORS = 20
 BATCH_BYTES = 8 << 20
 POLL_BUFFER_ROWS = 4_000_000
+EXECUTEMANY_ROWS = 200_000
 VALID_ZONES = frozenset(zoneinfo.available_timezones()) | {"UTC"}
 ProgressCallback = Callable[[str, int, int, int], None]
 
@@ -510,8 +511,12 @@ def bulk_insert(
     marks = ", ".join(["?"] * rows.shape[1])
     sql = f"{verb} INTO {table} ({', '.join(rows.columns)}) VALUES ({marks})"
     cursor = conn.connection.driver_connection.cursor()
-    cursor.executemany(sql, zip(*(rows[name].tolist() for name in rows.columns), strict=True))
-    return cursor.rowcount
+    inserted = 0
+    for start in range(0, len(rows), EXECUTEMANY_ROWS):  # bounds the Python objects alive
+        part = rows.iloc[start : start + EXECUTEMANY_ROWS]
+        cursor.executemany(sql, zip(*(part[name].tolist() for name in part.columns), strict=True))
+        inserted += cursor.rowcount
+    return inserted
 
 
 def _load_data_local(

@@ -1,0 +1,69 @@
+"""Benchmark loading the full data set into SQLite and MariaDB, then the report's read.
+
+Each load runs in a fresh child process (`flask load-data`) on a fresh database: wall time
+and the child's peak RSS. The read (`snapshot.read_inputs`: polls of the last week plus each
+store's earlier evidence, hours, time zones → DataFrames) is timed 3 times in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, fresh_mariadb, require_full_data, timed
+
+
+def load_in_child(database_url: str, folder: Path) -> tuple[float, float, str]:
+    """Return (seconds, peak RSS MB, summary) of `flask load-data` in a child process."""
+    environment = {**os.environ, "DATABASE_URL": database_url}
+    command = ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "flask", "--app", "app"]
+    subprocess.run(
+        [*command, "init-db"], cwd=ROOT, env=environment, check=True, capture_output=True
+    )
+    start = time.perf_counter()
+    done = subprocess.run(
+        [*command, "load-data", str(folder)],
+        cwd=ROOT,
+        env=environment,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - start
+    peak_kb = int(done.stderr.strip().splitlines()[-1])
+    return seconds, peak_kb / 1024, done.stdout.strip().splitlines()[-2]
+
+
+def read_time(database_url: str) -> tuple[float, int]:
+    from app import create_app
+    from models import db
+
+    import snapshot
+
+    app = create_app({"DATABASE_URL": database_url})
+    with app.app_context():
+        seconds, inputs = timed(lambda: snapshot.read_inputs(db.engine))
+        db.engine.dispose()
+    return seconds, len(inputs.polls)
+
+
+def main() -> None:
+    folder = require_full_data()
+    with tempfile.TemporaryDirectory() as scratch:
+        targets = {
+            "SQLite": f"sqlite:///{Path(scratch) / 'bench.sqlite3'}",
+            "MariaDB": fresh_mariadb("store_monitor_bench"),
+        }
+        for name, url in targets.items():
+            seconds, peak, polls_line = load_in_child(url, folder)
+            print(f"load  {name:<8} {seconds:6.1f} s  peak RSS {peak:5.0f} MB   ({polls_line})")
+            read_seconds, rows = read_time(url)
+            print(f"read  {name:<8} {read_seconds:6.2f} s  ({rows:,} polls read, median of 3)")
+
+
+if __name__ == "__main__":
+    main()

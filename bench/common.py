@@ -1,0 +1,67 @@
+"""Shared helpers for the benchmark scripts: data location, timing, memory."""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+FULL = Path(os.environ.get("FULL_DATA", ROOT.parent / "shared" / "data" / "loop-full"))
+MARIADB_ADMIN = os.environ.get("BENCH_MARIADB_URL", "mysql+pymysql://root:@127.0.0.1:3306/test")
+
+
+def require_full_data() -> Path:
+    if not (FULL / "store_status.csv.gz").exists():
+        sys.exit(f"full data set not found at {FULL} (set FULL_DATA)")
+    return FULL
+
+
+def timed(function, repeat: int = 3) -> tuple[float, object]:
+    """Median wall time of `repeat` runs, and the last result."""
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def children_peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def process_peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of a live process (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def fresh_mariadb(name: str) -> str:
+    """Drop and create a MariaDB database; return its SQLAlchemy URL."""
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    url = make_url(MARIADB_ADMIN)
+    connection = pymysql.connect(
+        host=url.host,
+        port=url.port or 3306,
+        user=url.username,
+        password=url.password or "",
+        autocommit=True,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+        cursor.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    connection.close()
+    return url.set(database=name).render_as_string(hide_password=False)
