@@ -39,10 +39,9 @@ def load_in_child(database_url: str, folder: Path) -> tuple[float, float, str]:
 
 
 def read_time(database_url: str) -> tuple[float, int]:
+    import snapshot
     from app import create_app
     from models import db
-
-    import snapshot
 
     app = create_app({"DATABASE_URL": database_url})
     with app.app_context():

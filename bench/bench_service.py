@@ -17,7 +17,7 @@ import requests
 from common import ROOT, fresh_mariadb, process_peak_rss_mb, require_full_data
 
 sys.path.insert(0, str(ROOT))
-from tests.server import ServerProcess, run_cli  # noqa: E402
+from tests.server import ServerProcess, run_cli
 
 
 def trigger_to_complete(base_url: str) -> float:
