@@ -55,8 +55,9 @@ def main() -> None:
             finally:
                 server.stop()
             listed = ", ".join(f"{t:.2f}" for t in times)
+            median = statistics.median(times)
             print(
-                f"{name:<8} trigger → Complete: median {statistics.median(times):.2f} s ({listed}); "
+                f"{name:<8} trigger → Complete: median {median:.2f} s ({listed}); "
                 f"server peak RSS {peak:.0f} MB"
             )
 
