@@ -12,6 +12,7 @@ from sqlalchemy import select, text
 from werkzeug.exceptions import HTTPException
 
 import jobs
+import openapi as openapi_document
 import report
 from models import Report, ReportStatus, db
 
@@ -89,9 +90,9 @@ def parse_trigger_body() -> int | None:
         raise ApiError(
             400, "bad_request", f"unknown field(s): {', '.join(unknown)}; only as_of is accepted"
         )
-    as_of = body.get("as_of")
-    if as_of is None:
+    if "as_of" not in body:
         return None
+    as_of = body["as_of"]
     if not isinstance(as_of, str):
         raise ApiError(400, "bad_request", "as_of must be a string with an ISO-8601 instant")
     try:
@@ -205,6 +206,11 @@ def list_reports() -> Response:
         raise ApiError(400, "bad_request", "limit must be an integer from 1 to 1000")
     rows = db.session.scalars(select(Report).order_by(Report.created_at.desc()).limit(int(limit)))
     return jsonify({"reports": [describe(row) for row in rows]})
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(openapi_document.document())
 
 
 @bp.get("/healthz")

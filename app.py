@@ -62,6 +62,7 @@ def start_service(app: Flask) -> None:
     """Create the schema if needed, drop expired reports, resume interrupted ones."""
     with app.app_context():
         init_schema()
+        jobs.remove_partial_files(app.config["REPORTS_DIR"])
         removed = jobs.remove_expired(app.config["REPORTS_DIR"], app.config["REPORT_TTL_DAYS"])
         if removed:
             logger.info("removed %d expired reports", removed)

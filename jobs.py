@@ -141,14 +141,22 @@ def write_atomically(result, path: Path) -> None:
 
 
 def _start(report_id: str) -> int | None:
-    row = db.session.get(Report, report_id)
-    if row is None:
+    """Mark the job started and return its requested as_of.
+
+    Writes before it reads: on SQLite a transaction that reads first cannot wait for the write
+    lock later (it fails with "database is locked"), one that writes first simply waits.
+    """
+    started = db.session.execute(
+        update(Report)
+        .where(Report.id == report_id)
+        .values(started_at=utcnow(), attempts=Report.attempts + 1, progress=0.1)
+    )
+    if started.rowcount != 1:
+        db.session.rollback()
         raise ReportNotFound(report_id)
-    row.started_at = utcnow()
-    row.attempts += 1
-    row.progress = 0.1
+    requested = db.session.scalar(select(Report.requested_as_of_us).where(Report.id == report_id))
     db.session.commit()
-    return row.requested_as_of_us
+    return requested
 
 
 def _set_progress(report_id: str, progress: float, **values) -> None:
@@ -182,18 +190,24 @@ def recover_interrupted(runner: ReportRunner) -> list[str]:
     return ids
 
 
+def remove_partial_files(reports_dir: str) -> int:
+    """Delete temporary files a dead process left half-written (never served anyway)."""
+    stale = list(Path(reports_dir).glob(".report_*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def remove_expired(reports_dir: str, ttl_days: float) -> int:
     """Delete finished reports older than the retention period, with their files."""
     cutoff = utcnow() - timedelta(days=ttl_days)
-    expired = list(
-        db.session.scalars(
-            select(Report.id).where(
-                Report.status != ReportStatus.RUNNING, Report.created_at < cutoff
-            )
-        )
-    )
-    for report_id in expired:
-        report_path(reports_dir, report_id).unlink(missing_ok=True)
-        db.session.execute(Report.__table__.delete().where(Report.id == report_id))
-    db.session.commit()
+    finished_before = (Report.status != ReportStatus.RUNNING) & (Report.created_at < cutoff)
+    expired = list(db.session.scalars(select(Report.id).where(finished_before)))
+    db.session.commit()  # end the read; the delete below starts a write-first transaction
+    for start in range(0, len(expired), 500):
+        chunk = expired[start : start + 500]
+        db.session.execute(Report.__table__.delete().where(Report.id.in_(chunk)))
+        db.session.commit()
+        for report_id in chunk:
+            report_path(reports_dir, report_id).unlink(missing_ok=True)
     return len(expired)
