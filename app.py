@@ -79,7 +79,13 @@ def main() -> None:
     start_service(app)
     host, port = app.config["HOST"], app.config["PORT"]
     logger.info("serving on http://%s:%d", host, port)
-    serve(app, host=host, port=port, threads=app.config["HTTP_THREADS"])
+    serve(
+        app,
+        host=host,
+        port=port,
+        threads=app.config["HTTP_THREADS"],
+        connection_limit=app.config["HTTP_CONNECTION_LIMIT"],
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ ENVIRONMENT_SETTINGS: dict[str, type] = {
     "HOST": str,
     "PORT": int,
     "HTTP_THREADS": int,
+    "HTTP_CONNECTION_LIMIT": int,
 }
 
 
@@ -36,6 +37,7 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "HOST": "127.0.0.1",
         "PORT": 5000,
         "HTTP_THREADS": 8,
+        "HTTP_CONNECTION_LIMIT": 1000,  # open client connections (waitress' default is 100)
     }
 
 
