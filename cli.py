@@ -39,12 +39,15 @@ class TerminalProgress:
     def __init__(self) -> None:
         self.started = time.perf_counter()
         self.last_print = 0.0
+        self.last_kind = ""
 
     def __call__(self, kind: str, done_bytes: int, total_bytes: int, rows: int) -> None:
         now = time.perf_counter()
-        if now - self.last_print < 0.25:
+        if now - self.last_print < 0.25 and kind == self.last_kind:
             return
-        self.last_print = now
+        if kind != self.last_kind and self.last_kind:
+            click.echo(err=True)
+        self.last_print, self.last_kind = now, kind
         rate = rows / max(now - self.started, 1e-9)
         percent = 100 * min(done_bytes / total_bytes, 1.0)
         click.echo(

@@ -171,6 +171,7 @@ class Chunk:
 
     columns: dict[str, pa.Array]
     lines: np.ndarray
+    bytes_read: int = 0  # of the file on disk (compressed, for .gz)
 
     def __len__(self) -> int:
         return self.lines.size
@@ -231,23 +232,18 @@ class _BadRows:
         return "skip"
 
 
-def iter_chunks(
-    path: Path, kind: str, bad_rows: _BadRows, progress: Callable[[int], None]
-) -> Iterator[Chunk]:
+def iter_chunks(path: Path, kind: str, bad_rows: _BadRows) -> Iterator[Chunk]:
     """Stream the file as text columns; empty lines are skipped, malformed rows collected."""
     header = read_header(path, kind)
     wanted = REQUIRED_COLUMNS[kind]
-    with open(path, "rb") as raw:
-        source = pa.PythonFile(raw, mode="r")
-        if str(path).endswith(".gz"):
-            source = pa.CompressedInputStream(source, "gzip")
+    with pa.OSFile(str(path), mode="r") as raw:
+        source = pa.CompressedInputStream(raw, "gzip") if str(path).endswith(".gz") else raw
         rows_before = 0
         try:
             for batch in _csv_reader(source, header, wanted, bad_rows):
                 lines = _line_numbers(rows_before, len(batch), bad_rows.lines)
                 rows_before += len(batch)
-                progress(raw.tell())
-                yield Chunk({name: batch.column(name) for name in wanted}, lines)
+                yield Chunk({name: batch.column(name) for name in wanted}, lines, raw.tell())
         except (pa.ArrowInvalid, OSError, EOFError) as exc:
             raise _decode_problem(path, exc) from exc
 
@@ -676,16 +672,13 @@ def _load_file(
     """Stream one file into the open transaction; return the (min, max) poll instant."""
     size = max(item.path.stat().st_size, 1)
     bad_rows = _BadRows()
-    report_progress = (
-        (lambda done: progress(item.kind, done, size, item.summary.rows_read))
-        if progress
-        else (lambda done: None)
-    )
     collected: list[dict[str, np.ndarray]] = []
     writer = PollWriter(conn, batch)
-    for chunk in iter_chunks(item.path, item.kind, bad_rows, report_progress):
+    for chunk in iter_chunks(item.path, item.kind, bad_rows):
         checked = check_chunk(item.kind, chunk)
         item.summary.rows_read += len(chunk)
+        if progress:
+            progress(f"{item.kind}: reading", chunk.bytes_read, size, item.summary.rows_read)
         item.record(checked)
         if item.error_count and not item.skip_invalid:
             continue  # keep validating to report every error; nothing will commit
@@ -705,6 +698,8 @@ def _load_file(
     if item.kind != POLLS:
         _replace_store_rows(conn, item, keys, collected)
         return None, None
+    if progress:
+        progress(f"{item.kind}: writing", size, size, item.summary.rows_read)
     writer.flush()
     item.summary.loaded += writer.inserted
     item.summary.duplicates += writer.written - writer.inserted
