@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, fresh_mariadb, require_full_data, timed
+from common import ROOT, require_full_data, targets, timed
 
 
 def load_in_child(database_url: str, folder: Path) -> tuple[float, float, str]:
@@ -53,11 +53,7 @@ def read_time(database_url: str) -> tuple[float, int]:
 def main() -> None:
     folder = require_full_data()
     with tempfile.TemporaryDirectory() as scratch:
-        targets = {
-            "SQLite": f"sqlite:///{Path(scratch) / 'bench.sqlite3'}",
-            "MariaDB": fresh_mariadb("store_monitor_bench"),
-        }
-        for name, url in targets.items():
+        for name, url in targets(Path(scratch)).items():
             seconds, peak, polls_line = load_in_child(url, folder)
             print(f"load  {name:<8} {seconds:6.1f} s  peak RSS {peak:5.0f} MB   ({polls_line})")
             read_seconds, rows = read_time(url)

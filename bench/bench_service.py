@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import requests
-from common import ROOT, fresh_mariadb, process_peak_rss_mb, require_full_data
+from common import ROOT, process_peak_rss_mb, require_full_data, targets
 
 sys.path.insert(0, str(ROOT))
 from tests.server import ServerProcess, run_cli
@@ -37,11 +37,7 @@ def trigger_to_complete(base_url: str) -> float:
 def main() -> None:
     folder = require_full_data()
     with tempfile.TemporaryDirectory() as scratch:
-        targets = {
-            "SQLite": f"sqlite:///{Path(scratch) / 'bench.sqlite3'}",
-            "MariaDB": fresh_mariadb("store_monitor_bench"),
-        }
-        for name, url in targets.items():
+        for name, url in targets(Path(scratch)).items():
             loaded = run_cli(url, "load-data", str(folder))
             if loaded.returncode != 0:
                 raise RuntimeError(loaded.stderr)

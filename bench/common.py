@@ -47,21 +47,11 @@ def process_peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def fresh_mariadb(name: str) -> str:
-    """Drop and create a MariaDB database; return its SQLAlchemy URL."""
-    import pymysql
-    from sqlalchemy.engine import make_url
+def targets(scratch: Path) -> dict[str, str]:
+    """A fresh SQLite file and a fresh MariaDB database to benchmark on."""
+    from tests.databases import create_database
 
-    url = make_url(MARIADB_ADMIN)
-    connection = pymysql.connect(
-        host=url.host,
-        port=url.port or 3306,
-        user=url.username,
-        password=url.password or "",
-        autocommit=True,
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {name}")
-        cursor.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-    connection.close()
-    return url.set(database=name).render_as_string(hide_password=False)
+    return {
+        "SQLite": f"sqlite:///{scratch / 'bench.sqlite3'}",
+        "MariaDB": create_database(MARIADB_ADMIN, "store_monitor_bench"),
+    }

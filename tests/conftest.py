@@ -10,6 +10,7 @@ import pytest
 
 from app import create_app
 from models import db, init_schema
+from tests.databases import admin_connection, create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data"
@@ -22,20 +23,10 @@ MARIADB_REQUIRED = os.environ.get("CI", "").lower() in ("1", "true") or bool(
 
 def mariadb_unavailable_reason() -> str | None:
     """None when MariaDB answers; else why not (tests then skip, except in CI)."""
-    import pymysql
-    from sqlalchemy.engine import make_url
-
-    url = make_url(MARIADB_ADMIN_URL)
     try:
-        pymysql.connect(
-            host=url.host,
-            port=url.port or 3306,
-            user=url.username,
-            password=url.password or "",
-            connect_timeout=3,
-        ).close()
-    except Exception as exc:
-        return f"MariaDB at {url.host}:{url.port or 3306} does not answer: {exc}"
+        admin_connection(MARIADB_ADMIN_URL).close()
+    except Exception as exc:  # any failure to connect is a reason to skip
+        return f"MariaDB at {MARIADB_ADMIN_URL} does not answer: {exc}"
     return None
 
 
@@ -49,24 +40,6 @@ def mariadb_server():
     return MARIADB_ADMIN_URL
 
 
-def _fresh_mariadb_database(admin_url: str):
-    import pymysql
-    from sqlalchemy.engine import make_url
-
-    url = make_url(admin_url)
-    name = f"sm_test_{secrets.token_hex(4)}"
-    connection = pymysql.connect(
-        host=url.host,
-        port=url.port or 3306,
-        user=url.username,
-        password=url.password or "",
-        autocommit=True,
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-    return connection, name, url.set(database=name).render_as_string(hide_password=False)
-
-
 @pytest.fixture(params=["sqlite", "mariadb"])
 def database_url(request, tmp_path):
     """A fresh, empty database of each engine (MariaDB: a database created and dropped here)."""
@@ -74,13 +47,11 @@ def database_url(request, tmp_path):
         yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
         return
     admin_url = request.getfixturevalue("mariadb_server")
-    connection, name, url = _fresh_mariadb_database(admin_url)
+    name = f"sm_test_{secrets.token_hex(4)}"
     try:
-        yield url
+        yield create_database(admin_url, name)
     finally:
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {name}")
-        connection.close()
+        drop_database(admin_url, name)
 
 
 def make_app(database_url: str, tmp_path: Path, **settings):
@@ -115,3 +86,14 @@ def client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
+
+@pytest.fixture
+def live_server(database_url, tmp_path):
+    """The real service (`python app.py`) on the sample data, over HTTP on a free port."""
+    from tests.server import ServerProcess, run_cli
+
+    assert run_cli(database_url, "load-data", str(SAMPLE)).returncode == 0
+    server = ServerProcess(database_url, tmp_path / "reports", tmp_path / "server.log").start()
+    yield server
+    server.stop()

@@ -295,14 +295,6 @@ def test_openapi_document_describes_every_route(app):
     assert documented | {("/openapi.json", "get")} == routes
 
 
-@pytest.fixture
-def live_server(database_url, tmp_path):
-    assert run_cli(database_url, "load-data", str(SAMPLE)).returncode == 0
-    server = ServerProcess(database_url, tmp_path / "reports", tmp_path / "server.log").start()
-    yield server
-    server.stop()
-
-
 def test_schemathesis_finds_no_5xx_and_no_schema_violation(live_server):
     command = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     result = subprocess.run(

@@ -5,26 +5,17 @@ from __future__ import annotations
 import io
 
 import pandas as pd
-import pytest
 import requests
 
 from tests.conftest import SAMPLE
-from tests.server import ServerProcess, run_cli, wait_for_report
+from tests.server import wait_for_report
 
 
-@pytest.fixture
-def server(database_url, tmp_path):
-    assert run_cli(database_url, "load-data", str(SAMPLE)).returncode == 0
-    process = ServerProcess(database_url, tmp_path / "reports", tmp_path / "server.log").start()
-    yield process
-    process.stop()
-
-
-def test_trigger_poll_download(server):
-    response = requests.post(f"{server.url}/trigger_report", timeout=10)
+def test_trigger_poll_download(live_server):
+    response = requests.post(f"{live_server.url}/trigger_report", timeout=10)
     assert response.status_code == 202
     report_id = response.json()["report_id"]
-    done = wait_for_report(server.url, report_id)
+    done = wait_for_report(live_server.url, report_id)
     assert done.status_code == 200 and done.headers["X-Report-Status"] == "Complete"
     assert f"filename=report_{report_id}.csv" in done.headers["Content-Disposition"]
     frame = pd.read_csv(io.StringIO(done.text), dtype={"store_id": str})
@@ -33,14 +24,17 @@ def test_trigger_poll_download(server):
     assert len(frame) == stores and frame["store_id"].is_unique
 
 
-def test_errors_over_http(server):
-    assert requests.get(f"{server.url}/get_report/{'0' * 32}", timeout=10).status_code == 404
-    assert requests.get(f"{server.url}/get_report/..%2F..%2Fapp.py", timeout=10).status_code == 404
+def test_errors_over_http(live_server):
+    assert requests.get(f"{live_server.url}/get_report/{'0' * 32}", timeout=10).status_code == 404
+    assert (
+        requests.get(f"{live_server.url}/get_report/..%2F..%2Fapp.py", timeout=10).status_code
+        == 404
+    )
     bad = requests.post(
-        f"{server.url}/trigger_report",
+        f"{live_server.url}/trigger_report",
         data="{",
         headers={"Content-Type": "application/json"},
         timeout=10,
     )
     assert bad.status_code == 400 and bad.json()["error"] == "bad_request"
-    assert requests.get(f"{server.url}/healthz", timeout=10).json()["status"] == "ok"
+    assert requests.get(f"{live_server.url}/healthz", timeout=10).json()["status"] == "ok"
