@@ -85,6 +85,9 @@ class ReportRunner:
         try:
             with self.app.app_context():
                 execute_report(report_id, self.app.config["REPORTS_DIR"])
+                remove_expired(self.app.config["REPORTS_DIR"], self.app.config["REPORT_TTL_DAYS"])
+        except Exception:  # a failed clean-up must not take the worker down
+            logger.exception("report %s: clean-up after the job failed", report_id)
         finally:
             with self._lock:
                 self._in_flight -= 1
