@@ -1,6 +1,6 @@
 """Uptime/downtime report engine: the pure computation behind every report.
 
-Implements ../SPEC (see README "What the numbers mean") on whole columns with numpy and pandas.
+Implements the rules in README "What the numbers mean" on whole columns with numpy and pandas.
 No Flask, no SQLAlchemy, no models: inputs are DataFrames, the output is a DataFrame.
 
 Internally every instant is an int64 count of microseconds since the Unix epoch (UTC).
