@@ -180,8 +180,10 @@ BEFORE_QUERY = text(
 def latest_polls_before(conn: Connection, batch: int, low: int) -> pd.DataFrame:
     """Each store's latest poll before `low` (one index seek per store)."""
     rows = conn.execute(BEFORE_QUERY, {"low": low, "batch": batch}).cursor.fetchall()
-    found = np.array([row for row in rows if row[1] is not None], dtype=np.int64).reshape(-1, 2)
-    return poll_frame(found[:, 0], found[:, 1] >> 1, found[:, 1] & 1)
+    table = np.array(rows, dtype=object).reshape(-1, 2)
+    polled = table[:, 1] != None  # noqa: E711 - elementwise test for SQL NULL
+    keys, packed = table[polled, 0].astype(np.int64), table[polled, 1].astype(np.int64)
+    return poll_frame(keys, packed >> 1, packed & 1)
 
 
 def latest_evidence_before(
