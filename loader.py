@@ -572,11 +572,19 @@ class _FileLoad:
         if self.skip_invalid and len(checked.rejected):
             self._write_rejects(checked.rejected)
 
+    @property
+    def _partial_rejects(self) -> Path | None:
+        """Rejects are written here first and renamed when the load commits."""
+        return (
+            None
+            if self.rejects_path is None
+            else self.rejects_path.with_name(self.rejects_path.name + ".part")
+        )
+
     def _write_rejects(self, rejected: pd.DataFrame) -> None:
-        assert self.rejects_path is not None
-        temp = self.rejects_path.with_name(self.rejects_path.name + ".part")
+        assert self._partial_rejects is not None
         rejected.to_csv(
-            temp,
+            self._partial_rejects,
             mode="a" if self.rejects_written else "w",
             header=not self.rejects_written,
             index=False,
@@ -585,14 +593,12 @@ class _FileLoad:
 
     def finish(self) -> None:
         if self.rejects_written and self.rejects_path is not None:
-            os.replace(
-                self.rejects_path.with_name(self.rejects_path.name + ".part"), self.rejects_path
-            )
+            os.replace(self._partial_rejects, self.rejects_path)
             self.summary.rejects_path = str(self.rejects_path)
 
     def discard(self) -> None:
-        if self.rejects_path is not None:
-            self.rejects_path.with_name(self.rejects_path.name + ".part").unlink(missing_ok=True)
+        if self._partial_rejects is not None:
+            self._partial_rejects.unlink(missing_ok=True)
 
 
 def default_rejects_path(path: Path) -> Path:

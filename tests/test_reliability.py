@@ -168,7 +168,16 @@ def shifted_polls(tmp_path: Path, copies: int) -> Path:
     return path
 
 
-def test_report_during_a_load_sees_all_of_it_or_none(app, tmp_path):
+def test_report_during_a_load_sees_all_of_it_or_none(app, tmp_path, monkeypatch):
+    # The window's polls are read on a second connection; slow it down so that loads commit
+    # between the snapshot's first read and that one: the watermark must still hold.
+    window_read = snapshot.read_window_polls
+
+    def slow_window_read(*args):
+        time.sleep(0.2)
+        return window_read(*args)
+
+    monkeypatch.setattr(snapshot, "read_window_polls", slow_window_read)
     with app.app_context():
         loader.load(db.engine, SAMPLE)
         before = len(
