@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ logger = logging.getLogger(__name__)
 WEEK_US = report.WINDOWS_US["week"]
 FIRST_LOOKBACK_US = report.US_PER_DAY
 MAX_GROUP_CONCAT_BYTES = 4_294_967_295
+# Parallel connections reading the week window: SQLite's C driver releases the GIL while it
+# scans, so two parts use both cores; PyMySQL decodes in Python, so one part is faster there.
+WINDOW_PARTS = {"sqlite": 2}
 
 
 @dataclass
@@ -46,25 +50,30 @@ class ReportInputs:
 
 def read_inputs(engine: Engine, as_of_us: int | None = None) -> ReportInputs:
     """Read the snapshot a report as of `as_of_us` (default: latest poll) is computed from."""
-    with engine.connect() as conn, conn.begin(), ThreadPoolExecutor(1) as background:
+    with engine.connect() as conn, conn.begin(), ThreadPoolExecutor(2) as background:
         prepare_session(conn)
         batch = int(
             conn.execute(text("SELECT last_batch FROM data_state WHERE id = 1")).scalar_one()
         )
         now_us = as_of_us if as_of_us is not None else latest_poll_us(conn, batch)
-        window = None
+        window = []
         if now_us is not None:
-            window = background.submit(read_window_polls, engine, batch, now_us - WEEK_US, now_us)
+            for keys in store_key_ranges(conn, WINDOW_PARTS.get(conn.dialect.name, 1)):
+                window.append(
+                    background.submit(
+                        read_window_polls, engine, batch, now_us - WEEK_US, now_us, keys
+                    )
+                )
         hours, timezones, external_ids = (
             read_hours(conn),
             read_timezones(conn),
             read_store_ids(conn),
         )
-        if window is None:
+        if not window:
             return ReportInputs(poll_frame([], [], []), hours, timezones, external_ids, None, batch)
         before = latest_polls_before(conn, batch, now_us - WEEK_US)
         earlier = latest_evidence_before(conn, batch, before, hours, timezones, now_us - WEEK_US)
-        polls = pd.concat([window.result(), before, earlier], ignore_index=True)
+        polls = pd.concat([part.result() for part in window] + [before, earlier], ignore_index=True)
     return ReportInputs(polls, hours, timezones, external_ids, now_us, batch)
 
 
@@ -163,12 +172,32 @@ def _polls(conn: Connection, where: str, params: dict) -> pd.DataFrame:
 # --------------------------------------------------------------------------- polls
 
 
-def read_window_polls(engine: Engine, batch: int, low: int, high: int) -> pd.DataFrame:
-    """All committed polls in [low, high], on a connection of its own (runs in parallel)."""
+def store_key_ranges(conn: Connection, parts: int) -> list[tuple[int, int]]:
+    """Split the store keys into `parts` ranges [first, last) that cover every key."""
+    largest = int(conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM stores")).scalar_one())
+    bounds = [0] + [largest * n // parts + 1 for n in range(1, parts)] + [2**31]
+    return list(pairwise(bounds))
+
+
+def read_window_polls(
+    engine: Engine, batch: int, low: int, high: int, keys: tuple[int, int]
+) -> pd.DataFrame:
+    """Committed polls in [low, high] of stores with keys in [first, last), on a connection of
+    its own: the parts run in parallel with each other and with the rest of the read."""
     with engine.connect() as conn:
         prepare_session(conn)
-        where = "ts_us >= :low AND ts_us <= :high AND batch <= :batch"
-        return _polls(conn, where, {"low": int(low), "high": int(high), "batch": int(batch)})
+        where = (
+            "store_key >= :first AND store_key < :last "
+            "AND ts_us >= :low AND ts_us <= :high AND batch <= :batch"
+        )
+        params = {
+            "first": keys[0],
+            "last": keys[1],
+            "low": int(low),
+            "high": int(high),
+            "batch": int(batch),
+        }
+        return _polls(conn, where, params)
 
 
 BEFORE_QUERY = text(
