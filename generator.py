@@ -148,8 +148,9 @@ def in_outage(
     owner = np.repeat(np.arange(count), outages)
     begins = rng.integers(start_us, end_us, owner.size)
     ends = begins + (rng.exponential(2.0, owner.size) * HOUR_US).astype(np.int64)
-    order = np.lexsort((begins, owner))
-    owner, begins, ends = owner[order], begins[order], ends[order]
+    order = report.sort_order(owner, begins)
+    if order is not None:
+        owner, begins, ends = owner[order], begins[order], ends[order]
     if owner.size == 0:
         return np.zeros(store.size, dtype=bool)
     index = report.grouped_searchsorted(owner, begins, store, instants) - 1

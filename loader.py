@@ -478,7 +478,9 @@ class PollWriter:
             np.concatenate(column) for column in zip(*self.parts, strict=True)
         )
         self.parts, self.buffered = [], 0
-        order = np.lexsort((instants, keys))
+        order = report.sort_order(keys, instants)
+        if order is None:
+            order = slice(None)
         rows = pd.DataFrame(
             {
                 "store_key": keys[order],

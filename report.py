@@ -326,8 +326,9 @@ def _merge_intervals(codes: np.ndarray, starts: np.ndarray, ends: np.ndarray) ->
     """Merge overlapping or touching intervals of the same store."""
     if codes.size == 0:
         return BusinessIntervals(codes, starts, ends)
-    order = np.lexsort((starts, codes))
-    codes, starts, ends = codes[order], starts[order], ends[order]
+    order = sort_order(codes, starts)
+    if order is not None:
+        codes, starts, ends = codes[order], starts[order], ends[order]
     running_end = pd.Series(ends).groupby(codes).cummax().to_numpy()
     new_store = np.r_[True, codes[1:] != codes[:-1]]
     opens_new = new_store | np.r_[True, starts[1:] > running_end[:-1]]
@@ -367,7 +368,7 @@ def prepare_polls(polls: pd.DataFrame, now_us: int) -> SortedPolls:
     keep = instants <= now_us
     codes, store_ids = pd.factorize(polls["store_id"].to_numpy()[keep], sort=True)
     instants, active = instants[keep], active[keep]
-    order = _order_by_store_and_time(codes, instants)
+    order = sort_order(codes, instants)
     if order is not None:
         codes, instants, active = codes[order], instants[order], active[order]
     first = np.ones(codes.size, dtype=bool)
@@ -396,8 +397,12 @@ def status_is_active(values: pd.Series) -> np.ndarray:
     )
 
 
-def _order_by_store_and_time(codes: np.ndarray, instants: np.ndarray) -> np.ndarray | None:
-    """Return the sort order by (code, instant), or None when already sorted."""
+def sort_order(codes: np.ndarray, instants: np.ndarray) -> np.ndarray | None:
+    """Return the stable sort order by (code, instant), or None when already sorted.
+
+    Sorts one packed int64 key when (code, instant) fits in it: several times faster than
+    ``np.lexsort`` on two keys.
+    """
     if codes.size == 0:
         return None
     low = int(instants.min())
