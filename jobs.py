@@ -86,8 +86,8 @@ class ReportRunner:
             with self.app.app_context():
                 execute_report(report_id, self.app.config["REPORTS_DIR"])
                 remove_expired(self.app.config["REPORTS_DIR"], self.app.config["REPORT_TTL_DAYS"])
-        except Exception:  # a failed clean-up must not take the worker down
-            logger.exception("report %s: clean-up after the job failed", report_id)
+        except Exception:  # e.g. the database went away: log it, keep the worker alive
+            logger.exception("report %s: could not record the outcome or clean up", report_id)
         finally:
             with self._lock:
                 self._in_flight -= 1
