@@ -101,32 +101,27 @@ def parse_trigger_body() -> int | None:
         raise ApiError(400, "bad_request", str(exc)) from exc
 
 
+def too_many_reports(reason: str) -> ApiError:
+    return ApiError(
+        429, "too_many_reports", f"{reason}; retry later", {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    )
+
+
 @bp.post("/trigger_report")
 def trigger_report() -> Response:
     as_of_us = parse_trigger_body()
     runner: jobs.ReportRunner = current_app.extensions["report_runner"]
     if not runner.has_room():
-        raise ApiError(
-            429,
-            "too_many_reports",
-            "too many reports are running or queued; retry later",
-            {"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+        raise too_many_reports("too many reports are running or queued")
     report_id = jobs.create_report(as_of_us)
     try:
         runner.submit(report_id)
     except jobs.QueueFull as exc:
         db.session.execute(Report.__table__.delete().where(Report.id == report_id))
         db.session.commit()
-        raise ApiError(
-            429,
-            "too_many_reports",
-            f"{exc}; retry later",
-            {"Retry-After": str(RETRY_AFTER_SECONDS)},
-        ) from exc
-    row = db.session.get(Report, report_id)
-    db.session.refresh(row)
-    response = jsonify({"report_id": report_id, "status": row.status})
+        raise too_many_reports(str(exc)) from exc
+    status = db.session.scalar(select(Report.status).where(Report.id == report_id))
+    response = jsonify({"report_id": report_id, "status": status})
     response.status_code = 202
     response.headers["Location"] = url_for("api.get_report", report_id=report_id)
     return response

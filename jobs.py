@@ -59,7 +59,6 @@ class ReportRunner:
     def __init__(self, app: Flask, workers: int, queue_limit: int, inline: bool = False) -> None:
         self.app = app
         self.capacity = workers + queue_limit
-        self.inline = inline
         self._executor = (
             None if inline else ThreadPoolExecutor(workers, thread_name_prefix="report")
         )

@@ -92,7 +92,7 @@ def latest_poll_us(conn: Connection, batch: int) -> int | None:
 
 def read_hours(conn: Connection) -> pd.DataFrame:
     columns = ["store_key", "day_of_week", "start_s", "end_s"]
-    matrix = packed_rows(conn, "business_hours", columns, "1 = 1", {})
+    matrix = integer_rows(conn, "business_hours", columns)
     return pd.DataFrame(matrix, columns=["store_id", "day", "start_time_local", "end_time_local"])
 
 
@@ -113,22 +113,19 @@ def read_store_ids(conn: Connection) -> pd.Series:
 # --------------------------------------------------------------------------- packed reads
 
 
-def packed_rows(
-    conn: Connection, table: str, columns: list[str], where: str, params: dict
-) -> np.ndarray:
-    """Integer columns of the matching rows as a matrix.
+def integer_rows(conn: Connection, table: str, columns: list[str]) -> np.ndarray:
+    """All rows of integer columns of a table as a matrix.
 
     On MySQL one packed text value per store crosses the (pure-Python) driver; SQLite's C
-    driver is faster with plain rows. `table`, `columns` and `where` are fixed strings of this
-    module; values are bound.
+    driver is faster with plain rows. `table` and `columns` are fixed strings of this module.
     """
     if conn.dialect.name != "mysql":
-        sql = f"SELECT {', '.join(columns)} FROM {table} WHERE {where}"
-        rows = conn.execute(text(sql), params).cursor.fetchall()
+        sql = f"SELECT {', '.join(columns)} FROM {table}"
+        rows = conn.execute(text(sql)).cursor.fetchall()
         return np.array(rows, dtype=np.int64).reshape(-1, len(columns))
     row_text = f"CONCAT_WS(',', {', '.join(columns)})"
-    sql = f"SELECT GROUP_CONCAT({row_text}) FROM {table} WHERE {where} GROUP BY store_key"
-    values = [row[0] for row in conn.execute(text(sql), params).cursor.fetchall()]
+    sql = f"SELECT GROUP_CONCAT({row_text}) FROM {table} GROUP BY store_key"
+    values = [row[0] for row in conn.execute(text(sql)).cursor.fetchall()]
     return decode_integers(values).reshape(-1, len(columns))
 
 
