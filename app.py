@@ -18,12 +18,17 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    """Build the app: defaults, then the environment, then `test_config`."""
+    """Build the app: defaults, then the environment, or `test_config` instead of it.
+
+    A test mapping replaces the environment (as in Flask's tutorial): whatever the shell
+    exports, a test sees only its own settings.
+    """
     app = Flask(__name__, instance_relative_config=True)
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.from_mapping(config.defaults(app.instance_path))
-    app.config.from_mapping(config.from_environment(config.environment()))
-    if test_config:
+    if test_config is None:
+        app.config.from_mapping(config.from_environment(config.environment()))
+    else:
         app.config.from_mapping(test_config)
     database_url = app.config["DATABASE_URL"]
     app.config["SQLALCHEMY_DATABASE_URI"] = database_url

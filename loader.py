@@ -25,9 +25,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
-import report
+import grouped
+import timestamps
 from models import (
     STORE_ID_MAX_LENGTH,
     BusinessHours,
@@ -324,7 +325,7 @@ def check_polls(chunk: Chunk) -> tuple[dict[str, np.ndarray], list[tuple[str, np
     known = pc.is_in(status, value_set=pa.array(["active", "inactive"])).to_numpy(
         zero_copy_only=False
     )
-    instants = report.parse_utc_timestamps(chunk.columns["timestamp_utc"])
+    instants = timestamps.parse_utc_timestamps(chunk.columns["timestamp_utc"])
     problems = [("store_id", mask, reason) for mask, reason in store_id_problems(store_ids)]
     problems += [
         ("status", ~known, "status is not 'active' or 'inactive'"),
@@ -343,8 +344,8 @@ def check_hours(chunk: Chunk) -> tuple[dict[str, np.ndarray], list[tuple[str, np
         pc.fill_null(pc.utf8_slice_codeunits(day_text, 0, 1), "0").to_numpy(zero_copy_only=False),
         "0",
     )
-    starts = report.parse_local_times(chunk.columns["start_time_local"])
-    ends = report.parse_local_times(chunk.columns["end_time_local"])
+    starts = timestamps.parse_local_times(chunk.columns["start_time_local"])
+    ends = timestamps.parse_local_times(chunk.columns["end_time_local"])
     problems = [("store_id", mask, reason) for mask, reason in store_id_problems(store_ids)]
     problems += [
         ("day", ~day_ok, "day of week is not an integer 0 (Monday) to 6 (Sunday)"),
@@ -478,7 +479,7 @@ class PollWriter:
             np.concatenate(column) for column in zip(*self.parts, strict=True)
         )
         self.parts, self.buffered = [], 0
-        order = report.sort_order(keys, instants)
+        order = grouped.sort_order(keys, instants)
         if order is None:
             order = slice(None)
         rows = pd.DataFrame(
@@ -540,12 +541,18 @@ def _load_data_local(
         os.unlink(temp_path)
 
 
-def replace_rows(conn: Connection, model, rows: pd.DataFrame) -> None:
-    """Delete the rows of the stores in `rows` from the model's table, then insert `rows`."""
+def replace_rows(conn: Connection, model, rows: pd.DataFrame, batch: int) -> None:
+    """Retire the current rows of the stores in `rows` (kept for reports reading an earlier
+    batch), then insert `rows` as written by `batch`."""
     unique_keys = np.unique(rows["store_key"].to_numpy()).tolist()
     for start in range(0, len(unique_keys), 500):
-        conn.execute(delete(model).where(model.store_key.in_(unique_keys[start : start + 500])))
-    bulk_insert(conn, model.__tablename__, rows)
+        conn.execute(
+            update(model)
+            .where(model.store_key.in_(unique_keys[start : start + 500]))
+            .where(model.retired_batch.is_(None))
+            .values(retired_batch=batch)
+        )
+    bulk_insert(conn, model.__tablename__, rows.assign(batch=batch))
 
 
 # --------------------------------------------------------------------------- the load
@@ -704,7 +711,7 @@ def _load_file(
             item.error_count,
         )
     if item.kind != POLLS:
-        _replace_store_rows(conn, item, keys, collected)
+        _replace_store_rows(conn, item, keys, collected, batch)
         return None, None
     if progress:
         progress(f"{item.kind}: writing", size, size, item.summary.rows_read)
@@ -729,7 +736,7 @@ def _record_bad_rows(item: _FileLoad, bad_rows: _BadRows) -> None:
 
 
 def _replace_store_rows(
-    conn: Connection, item: _FileLoad, keys: StoreKeys, collected: list[dict]
+    conn: Connection, item: _FileLoad, keys: StoreKeys, collected: list[dict], batch: int
 ) -> None:
     """Hours and time zones: the file's stores get exactly the file's rows."""
     if not collected:
@@ -745,7 +752,7 @@ def _replace_store_rows(
     else:
         rows = frame.rename(columns={"day": "day_of_week"})
         model, columns = BusinessHours, ["store_key", "day_of_week", "start_s", "end_s"]
-    replace_rows(conn, model, rows[columns])
+    replace_rows(conn, model, rows[columns], batch)
     item.summary.loaded += len(rows)
     item.summary.duplicates += len(frame) - len(rows)
 

@@ -1,8 +1,14 @@
-"""Database schema: stores, polls, business hours, time zones, loads and reports.
+"""Database schema: stores, polls, business hours, time zones, closures, loads and reports.
 
 One schema for SQLite and MySQL/MariaDB. External store ids (64-bit integers or UUIDs, at most
-64 characters) live only in `stores`; the big `polls` table uses a compact integer key.
-Instants are int64 microseconds since the Unix epoch (UTC): exact, zone-free, fast to read.
+64 characters) live only in `stores`, compared byte for byte on every engine; the big `polls`
+table uses a compact integer key. Instants are int64 microseconds since the Unix epoch (UTC):
+exact, zone-free, fast to read.
+
+Versions: every row a load writes carries its `batch`. Polls are only ever added; hours, time
+zones and closures are replaced by marking the old rows `retired_batch` instead of deleting
+them, so a report reading "as of batch W" sees exactly the rows with
+`batch <= W AND (retired_batch IS NULL OR retired_batch > W)`, whatever loaded since.
 """
 
 from __future__ import annotations
@@ -12,11 +18,34 @@ from datetime import UTC, datetime
 from typing import ClassVar
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, Integer, SmallInteger, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    inspect,
+)
+from sqlalchemy import Enum as SqlEnum
+from sqlalchemy.dialects import mysql
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 STORE_ID_MAX_LENGTH = 64
 TIMEZONE_MAX_LENGTH = 64
+SCHEMA_VERSION = 2
+# MySQL/MariaDB compare text with the database's default collation, which ignores case and
+# accents (utf8mb4_general_ci): store ids must be binary there. SQLite compares bytes already.
+EXACT_TEXT = String(STORE_ID_MAX_LENGTH).with_variant(
+    mysql.VARCHAR(STORE_ID_MAX_LENGTH, charset="utf8mb4", collation="utf8mb4_bin"), "mysql"
+)
+# LargeBinary is a 64 KB BLOB on MySQL: report results need LONGBLOB.
+BLOB = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql")
 
 
 class Base(DeclarativeBase):
@@ -36,7 +65,7 @@ class Store(db.Model):
 
     __tablename__ = "stores"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    external_id: Mapped[str] = mapped_column(String(STORE_ID_MAX_LENGTH), unique=True)
+    external_id: Mapped[str] = mapped_column(EXACT_TEXT, unique=True)
 
 
 class Poll(db.Model):
@@ -52,20 +81,44 @@ class Poll(db.Model):
 
 
 class BusinessHours(db.Model):
-    """A weekly opening period in local wall time (seconds after midnight, as given)."""
+    """A weekly opening period in local wall time (seconds after midnight, as written:
+    23:59:59 is 86399, 24:00 is 86400)."""
 
     __tablename__ = "business_hours"
+    __table_args__ = (Index("ix_business_hours_store_version", "store_key", "retired_batch"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    store_key: Mapped[int] = mapped_column(Integer, index=True)
+    store_key: Mapped[int] = mapped_column(Integer)
     day_of_week: Mapped[int] = mapped_column(SmallInteger)  # 0 = Monday
     start_s: Mapped[int] = mapped_column(Integer)
     end_s: Mapped[int] = mapped_column(Integer)
+    batch: Mapped[int] = mapped_column(Integer)
+    retired_batch: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class StoreTimezone(db.Model):
+    """A store's IANA zone name (one current row per store)."""
+
     __tablename__ = "store_timezones"
-    store_key: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    __table_args__ = (Index("ix_store_timezones_store_version", "store_key", "retired_batch"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    store_key: Mapped[int] = mapped_column(Integer)
     timezone_str: Mapped[str] = mapped_column(String(TIMEZONE_MAX_LENGTH))
+    batch: Mapped[int] = mapped_column(Integer)
+    retired_batch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class Closure(db.Model):
+    """A planned closure [start, end) in the store's local wall time (seconds since
+    1970-01-01 00:00 on the local clock; the zone is applied when a report reads it)."""
+
+    __tablename__ = "closures"
+    __table_args__ = (Index("ix_closures_store_version", "store_key", "retired_batch"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    store_key: Mapped[int] = mapped_column(Integer)
+    start_local_s: Mapped[int] = mapped_column(BigInteger)
+    end_local_s: Mapped[int] = mapped_column(BigInteger)
+    batch: Mapped[int] = mapped_column(Integer)
+    retired_batch: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class DataState(db.Model):
@@ -74,6 +127,7 @@ class DataState(db.Model):
     __tablename__ = "data_state"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     last_batch: Mapped[int] = mapped_column(Integer, default=0)
+    schema_version: Mapped[int] = mapped_column(Integer, default=SCHEMA_VERSION)
 
 
 class LoadBatch(db.Model):
@@ -92,20 +146,37 @@ class LoadBatch(db.Model):
 
 
 class ReportStatus(enum.StrEnum):
+    """A report's state (RQ's job states are the model): Queued waits for a worker."""
+
+    QUEUED = "Queued"
     RUNNING = "Running"
     COMPLETE = "Complete"
     FAILED = "Failed"
 
 
+ACTIVE_STATES = (ReportStatus.QUEUED, ReportStatus.RUNNING)
+STATUS = SqlEnum(
+    ReportStatus,
+    native_enum=False,
+    create_constraint=False,
+    length=16,
+    values_callable=lambda states: [state.value for state in states],
+)
+
+
 class Report(db.Model):
-    """A report job: its state transitions, the snapshot it read and where its CSV lives."""
+    """A report job: options, the snapshot it reads (fixed when it starts), its shards' progress,
+    its state transitions and, while a process works on it, that process's lease."""
 
     __tablename__ = "reports"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16), default=ReportStatus.RUNNING, index=True)
+    status: Mapped[ReportStatus] = mapped_column(STATUS, default=ReportStatus.QUEUED, index=True)
+    options: Mapped[str] = mapped_column(Text, default="{}")  # JSON
     requested_as_of_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     as_of_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     batch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    shard_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    shards_done: Mapped[int] = mapped_column(Integer, default=0)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
@@ -114,11 +185,65 @@ class Report(db.Model):
     row_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     file_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ReportShard(db.Model):
+    """One contiguous range of store keys [key_low, key_high) of a report, and its result."""
+
+    __tablename__ = "report_shards"
+    report_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    key_low: Mapped[int] = mapped_column(Integer)
+    key_high: Mapped[int] = mapped_column(Integer)
+    status: Mapped[ReportStatus] = mapped_column(STATUS, default=ReportStatus.QUEUED, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    row_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result: Mapped[bytes | None] = mapped_column(BLOB, nullable=True)
+
+
+class ReportResult(db.Model):
+    """A finished report's table (Arrow IPC, compressed): any API process on any machine can
+    serve the report from it without the assembling machine's file."""
+
+    __tablename__ = "report_results"
+    report_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    data: Mapped[bytes] = mapped_column(BLOB)
+
+
+class SchemaError(Exception):
+    """The database holds tables of an older, incompatible layout."""
 
 
 def init_schema() -> None:
-    """Create missing tables and the data-state row (idempotent)."""
+    """Create missing tables and the data-state row (idempotent, safe from several processes)."""
+    _refuse_old_layout()
     db.create_all()
     if db.session.get(DataState, 1) is None:
-        db.session.add(DataState(id=1, last_batch=0))
-        db.session.commit()
+        db.session.add(DataState(id=1, last_batch=0, schema_version=SCHEMA_VERSION))
+        try:
+            db.session.commit()
+        except IntegrityError:  # another process created it first
+            db.session.rollback()
+
+
+def _refuse_old_layout() -> None:
+    inspector = inspect(db.engine)
+    tables = set(inspector.get_table_names())
+    required = {"store_timezones": "batch", "business_hours": "batch", "reports": "shard_count"}
+    outdated = [
+        name
+        for name, column in required.items()
+        if name in tables and column not in {c["name"] for c in inspector.get_columns(name)}
+    ]
+    if outdated:
+        raise SchemaError(
+            f"the database holds tables of an older layout ({', '.join(outdated)}): create a new "
+            "database (or drop its tables) and run `flask --app app init-db`, then load the data"
+        )

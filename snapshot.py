@@ -65,8 +65,8 @@ def read_inputs(engine: Engine, as_of_us: int | None = None) -> ReportInputs:
                     )
                 )
         hours, timezones, external_ids = (
-            read_hours(conn),
-            read_timezones(conn),
+            read_hours(conn, batch),
+            read_timezones(conn, batch),
             read_store_ids(conn),
         )
         if not window:
@@ -90,14 +90,20 @@ def latest_poll_us(conn: Connection, batch: int) -> int | None:
     return None if value is None else int(value)
 
 
-def read_hours(conn: Connection) -> pd.DataFrame:
+VERSION = "batch <= {batch} AND (retired_batch IS NULL OR retired_batch > {batch})"
+
+
+def read_hours(conn: Connection, batch: int) -> pd.DataFrame:
     columns = ["store_key", "day_of_week", "start_s", "end_s"]
-    matrix = integer_rows(conn, "business_hours", columns)
+    matrix = integer_rows(conn, "business_hours", columns, VERSION.format(batch=int(batch)))
     return pd.DataFrame(matrix, columns=["store_id", "day", "start_time_local", "end_time_local"])
 
 
-def read_timezones(conn: Connection) -> pd.DataFrame:
-    query = text("SELECT store_key, timezone_str FROM store_timezones")
+def read_timezones(conn: Connection, batch: int) -> pd.DataFrame:
+    query = text(
+        "SELECT store_key, timezone_str FROM store_timezones WHERE "
+        + VERSION.format(batch=int(batch))
+    )
     rows = conn.execute(query).cursor.fetchall()
     frame = pd.DataFrame(rows or None, columns=["store_id", "timezone_str"])
     return frame.astype({"store_id": "int64", "timezone_str": object})
@@ -113,18 +119,18 @@ def read_store_ids(conn: Connection) -> pd.Series:
 # --------------------------------------------------------------------------- packed reads
 
 
-def integer_rows(conn: Connection, table: str, columns: list[str]) -> np.ndarray:
+def integer_rows(conn: Connection, table: str, columns: list[str], where: str) -> np.ndarray:
     """All rows of integer columns of a table as a matrix.
 
     On MySQL one packed text value per store crosses the (pure-Python) driver; SQLite's C
     driver is faster with plain rows. `table` and `columns` are fixed strings of this module.
     """
     if conn.dialect.name != "mysql":
-        sql = f"SELECT {', '.join(columns)} FROM {table}"
+        sql = f"SELECT {', '.join(columns)} FROM {table} WHERE {where}"
         rows = conn.execute(text(sql)).cursor.fetchall()
         return np.array(rows, dtype=np.int64).reshape(-1, len(columns))
     row_text = f"CONCAT_WS(',', {', '.join(columns)})"
-    sql = f"SELECT GROUP_CONCAT({row_text}) FROM {table} GROUP BY store_key"
+    sql = f"SELECT GROUP_CONCAT({row_text}) FROM {table} WHERE {where} GROUP BY store_key"
     values = [row[0] for row in conn.execute(text(sql)).cursor.fetchall()]
     return decode_integers(values).reshape(-1, len(columns))
 

@@ -13,6 +13,15 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
+# Only these pass from the shell to a child process: the service's own settings never do, so
+# a stray API_TOKEN or DATABASE_URL in the developer's shell cannot change a test.
+INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONDONTWRITEBYTECODE")
+
+
+def clean_environment(**settings: str) -> dict[str, str]:
+    """The environment of a child process: the basics of the shell plus `settings`."""
+    inherited = {name: os.environ[name] for name in INHERITED if name in os.environ}
+    return {**inherited, **settings}
 
 
 def free_port() -> int:
@@ -27,13 +36,9 @@ class ServerProcess:
     def __init__(self, database_url: str, reports_dir: Path, log_path: Path, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.environment = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "REPORTS_DIR": str(reports_dir),
-            "PORT": str(self.port),
-            **env,
-        }
+        self.environment = clean_environment(
+            DATABASE_URL=database_url, REPORTS_DIR=str(reports_dir), PORT=str(self.port), **env
+        )
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
 
@@ -71,8 +76,8 @@ class ServerProcess:
                 self.kill()
 
 
-def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "DATABASE_URL": database_url}
+def run_cli(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    environment = clean_environment(DATABASE_URL=database_url, **env)
     return subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app", *args],
         cwd=ROOT,

@@ -94,13 +94,13 @@ def test_hours_and_timezones_replace_only_the_stores_in_the_file(app, tmp_path):
         hours = conn.execute(
             text(
                 "SELECT s.external_id, h.day_of_week, h.start_s, h.end_s FROM business_hours h "
-                "JOIN stores s ON s.id = h.store_key ORDER BY 1, 2"
+                "JOIN stores s ON s.id = h.store_key WHERE h.retired_batch IS NULL ORDER BY 1, 2"
             )
         ).all()
         zones = conn.execute(
             text(
                 "SELECT s.external_id, z.timezone_str FROM store_timezones z "
-                "JOIN stores s ON s.id = z.store_key ORDER BY 1"
+                "JOIN stores s ON s.id = z.store_key WHERE z.retired_batch IS NULL ORDER BY 1"
             )
         ).all()
     assert [tuple(r) for r in hours] == [
