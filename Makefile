@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run run-prod test lint format bench load-test clean
+.PHONY: run run-prod test test-fast lint format bench load-test clean
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(BIN)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+# The inner loop: SQLite only, no real server processes or full-size data (under a minute).
+test-fast: $(BIN)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -m "not slow and not mariadb"
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .

@@ -40,7 +40,7 @@ def mariadb_server():
     return MARIADB_ADMIN_URL
 
 
-@pytest.fixture(params=["sqlite", "mariadb"])
+@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
 def database_url(request, tmp_path):
     """A fresh, empty database of each engine (MariaDB: a database created and dropped here)."""
     if request.param == "sqlite":
@@ -81,6 +81,21 @@ def app(database_url, tmp_path):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def sqlite_app(tmp_path):
+    """The app on SQLite only: for tests of HTTP parsing, where the engine makes no difference."""
+    app = make_app(f"sqlite:///{tmp_path / 'test.sqlite3'}", tmp_path)
+    yield app
+    app.extensions["report_runner"].shutdown()
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def sqlite_client(sqlite_app):
+    return sqlite_app.test_client()
 
 
 @pytest.fixture

@@ -23,7 +23,9 @@ def create_database(admin_url: str, name: str) -> str:
     connection = admin_connection(admin_url)
     with connection.cursor() as cursor:
         cursor.execute(f"DROP DATABASE IF EXISTS {name}")
-        cursor.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+        # The server's defaults (utf8mb4_general_ci here: case- and accent-blind), as a user's
+        # plain CREATE DATABASE gets them: the schema must be exact whatever they are.
+        cursor.execute(f"CREATE DATABASE {name}")
     connection.close()
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 

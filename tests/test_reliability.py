@@ -65,6 +65,7 @@ def report_status(database_url: str, report_id: str) -> str:
     return status
 
 
+@pytest.mark.slow
 def test_kill_9_mid_report_then_restart_completes_it(big_data, tmp_path):
     url = f"sqlite:///{tmp_path / 'crash.sqlite3'}"
     assert run_cli(url, "load-data", str(big_data)).returncode == 0
@@ -304,6 +305,7 @@ def test_openapi_document_describes_every_route(app):
     assert documented | {("/openapi.json", "get")} == routes
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_5xx_and_no_schema_violation(live_server):
     command = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     result = subprocess.run(
@@ -327,6 +329,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(live_server):
     assert result.returncode == 0, result.stdout[-4000:]
 
 
+@pytest.mark.slow
 def test_bounded_load_loses_nothing_and_gives_no_5xx(live_server):
     sys.path.insert(0, str(ROOT / "bench"))
     import load_test

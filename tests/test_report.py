@@ -455,6 +455,7 @@ def full_data():
     return polls, hours, zones
 
 
+@pytest.mark.slow
 def test_full_data_invariant_and_reference_sample(full_data):
     polls, hours, zones = full_data
     result = report.compute_report(polls, hours, zones)

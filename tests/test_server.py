@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 
 import pandas as pd
+import pytest
 import requests
 
 from tests.conftest import SAMPLE
 from tests.server import wait_for_report
 
 
+@pytest.mark.slow
 def test_trigger_poll_download(live_server):
     response = requests.post(f"{live_server.url}/trigger_report", timeout=10)
     assert response.status_code == 202
@@ -24,6 +26,7 @@ def test_trigger_poll_download(live_server):
     assert len(frame) == stores and frame["store_id"].is_unique
 
 
+@pytest.mark.slow
 def test_errors_over_http(live_server):
     assert requests.get(f"{live_server.url}/get_report/{'0' * 32}", timeout=10).status_code == 404
     assert (
