@@ -1,9 +1,11 @@
-"""HTTP API: trigger a report, fetch it, list reports, health. Errors are always JSON."""
+"""HTTP API: trigger a report, fetch it (CSV or JSON), list reports, health. Errors are JSON."""
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
+import re
 from datetime import datetime
 from typing import Any
 
@@ -14,21 +16,28 @@ from werkzeug.exceptions import HTTPException
 import jobs
 import openapi as openapi_document
 import report
-from models import Report, ReportStatus, db
+import results
+import timestamps
+from models import ACTIVE_STATES, Report, ReportStatus, db
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 RETRY_AFTER_SECONDS = 5
-PUBLIC_ENDPOINTS = {"api.healthz", "api.openapi"}
+PUBLIC_ENDPOINTS = {"api.healthz", "api.openapi", "static"}
+TRIGGER_FIELDS = {"as_of", "stale_after", "outages"}
+LIMIT_PATTERN = re.compile(r"[0-9]{1,4}")
 
 
 class ApiError(Exception):
     """An error answered as JSON `{"error": ..., "message": ...}` with an HTTP status."""
 
-    def __init__(self, status: int, error: str, message: str, headers: dict | None = None) -> None:
+    def __init__(
+        self, status: int, error: str, message: str, headers: dict | None = None, **extra: Any
+    ) -> None:
         super().__init__(message)
         self.status, self.error, self.message = status, error, message
         self.headers = headers or {}
+        self.extra = extra
 
 
 def error_response(
@@ -42,7 +51,7 @@ def error_response(
 
 @bp.app_errorhandler(ApiError)
 def handle_api_error(exc: ApiError) -> Response:
-    return error_response(exc.status, exc.error, exc.message, exc.headers)
+    return error_response(exc.status, exc.error, exc.message, exc.headers, **exc.extra)
 
 
 @bp.app_errorhandler(HTTPException)
@@ -62,43 +71,83 @@ def handle_unexpected(exc: Exception) -> Response:
 
 @bp.before_app_request
 def require_token() -> None:
-    """With API_TOKEN set, every endpoint but health and the API description needs it."""
+    """With API_TOKEN set, every endpoint but health, the API description and the web
+    page's static files needs `Authorization: Bearer <token>` (scheme in any letter case)."""
     token = current_app.config.get("API_TOKEN")
-    if not token or request.endpoint in PUBLIC_ENDPOINTS:
+    if not token or request.endpoint in PUBLIC_ENDPOINTS or is_public(request.endpoint):
         return
-    given = request.headers.get("Authorization", "")
-    expected = f"Bearer {token}"
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+    matches = hmac.compare_digest(given.strip().encode(), token.encode())
+    if scheme.lower() != "bearer" or not matches:
         raise ApiError(
             401, "unauthorized", "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
         )
 
 
-def parse_trigger_body() -> int | None:
-    """Return the requested as_of (epoch µs) from an optional JSON body `{"as_of": ISO-8601}`."""
-    if not request.get_data(cache=True):
+def is_public(endpoint: str | None) -> bool:
+    """Endpoints that serve page shells or assets (no data) are public."""
+    view = current_app.view_functions.get(endpoint or "")
+    return bool(getattr(view, "public", False))
+
+
+# --------------------------------------------------------------------------- trigger
+
+
+def json_body() -> dict[str, Any] | None:
+    """The request's JSON object, None without a body; 400 for anything else."""
+    data = request.get_data(cache=True)
+    if not data:
         return None
-    body = request.get_json(silent=True)
+    example = '{"as_of": "2023-01-25T18:00:00Z", "stale_after": "2h", "outages": true}'
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        body = None
     if not isinstance(body, dict):
-        raise ApiError(
-            400,
-            "bad_request",
-            'the body must be a JSON object such as {"as_of": "2023-01-25T18:00:00Z"}',
-        )
-    unknown = sorted(set(body) - {"as_of"})
+        raise ApiError(400, "bad_request", f"the body must be a JSON object such as {example}")
+    return body
+
+
+def parse_trigger_body() -> jobs.ReportRequest:
+    """The report asked for: `as_of` (ISO-8601), `stale_after` (duration), `outages` (bool)."""
+    body = json_body() or {}
+    unknown = sorted(set(body) - TRIGGER_FIELDS)
     if unknown:
+        accepted = ", ".join(sorted(TRIGGER_FIELDS))
         raise ApiError(
-            400, "bad_request", f"unknown field(s): {', '.join(unknown)}; only as_of is accepted"
+            400, "bad_request", f"unknown field(s): {', '.join(unknown)}; accepted: {accepted}"
         )
-    if "as_of" not in body:
-        return None
-    as_of = body["as_of"]
-    if not isinstance(as_of, str):
+    return jobs.ReportRequest(
+        as_of_us=parse_as_of(body.get("as_of")) if "as_of" in body else None,
+        options=report.ReportOptions(
+            stale_after_us=parse_stale_after(body["stale_after"])
+            if "stale_after" in body
+            else None,
+            outages=parse_outages(body.get("outages", False)),
+        ),
+    )
+
+
+def parse_as_of(value: Any) -> int:
+    if not isinstance(value, str):
         raise ApiError(400, "bad_request", "as_of must be a string with an ISO-8601 instant")
     try:
-        return report.parse_iso_instant(as_of)
+        return timestamps.parse_iso_instant(value)
     except ValueError as exc:
         raise ApiError(400, "bad_request", str(exc)) from exc
+
+
+def parse_stale_after(value: Any) -> int:
+    try:
+        return timestamps.parse_duration(value)
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"stale_after: {exc}") from exc
+
+
+def parse_outages(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ApiError(400, "bad_request", "outages must be true or false")
+    return value
 
 
 def too_many_reports(reason: str) -> ApiError:
@@ -109,22 +158,26 @@ def too_many_reports(reason: str) -> ApiError:
 
 @bp.post("/trigger_report")
 def trigger_report() -> Response:
-    as_of_us = parse_trigger_body()
-    runner: jobs.ReportRunner = current_app.extensions["report_runner"]
-    if not runner.has_room():
-        raise too_many_reports("too many reports are running or queued")
-    report_id = jobs.create_report(as_of_us)
+    requested = parse_trigger_body()
     try:
-        runner.submit(report_id)
+        report_id = jobs.submit_report(requested)
     except jobs.QueueFull as exc:
-        db.session.execute(Report.__table__.delete().where(Report.id == report_id))
-        db.session.commit()
         raise too_many_reports(str(exc)) from exc
+    except jobs.ServiceBusy as exc:
+        raise ApiError(
+            503,
+            "unavailable",
+            f"{exc}; nothing was created, retry later",
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from exc
     status = db.session.scalar(select(Report.status).where(Report.id == report_id))
-    response = jsonify({"report_id": report_id, "status": status})
+    response = jsonify({"report_id": report_id, "status": str(status)})
     response.status_code = 202
     response.headers["Location"] = url_for("api.get_report", report_id=report_id)
     return response
+
+
+# --------------------------------------------------------------------------- reports
 
 
 def find_report(report_id: str) -> Report:
@@ -136,11 +189,23 @@ def find_report(report_id: str) -> Report:
     return row
 
 
+def wanted_format() -> str:
+    """`?format=csv|json`, else the Accept header (CSV unless JSON is preferred)."""
+    asked = request.args.get("format")
+    if asked is not None:
+        if asked not in ("csv", "json"):
+            raise ApiError(400, "bad_request", "format must be csv or json")
+        return asked
+    best = request.accept_mimetypes.best_match(["text/csv", "application/json"])
+    return "json" if best == "application/json" else "csv"
+
+
 @bp.get("/get_report/<report_id>")
 def get_report(report_id: str) -> Response:
     row = find_report(report_id)
-    if row.status == ReportStatus.RUNNING:
-        response = jsonify({**describe(row), "status": "Running"})
+    form = wanted_format()
+    if row.status in ACTIVE_STATES:
+        response = jsonify(describe(row))
         response.status_code = 202
         response.headers["Retry-After"] = "1"
         return response
@@ -152,12 +217,15 @@ def get_report(report_id: str) -> Response:
             status="Failed",
             report_id=row.id,
         )
-    path = jobs.report_path(current_app.config["REPORTS_DIR"], row.id)
-    if not path.is_file():
+    try:
+        if form == "json":
+            return report_json(row)
+        path = jobs.local_csv(row)
+    except jobs.ReportNotFound:
         return error_response(
             410,
             "gone",
-            "the report's file is no longer available; trigger a new report",
+            "the report's data is no longer available; trigger a new report",
             status="Complete",
             report_id=row.id,
         )
@@ -172,12 +240,29 @@ def get_report(report_id: str) -> Response:
     return response
 
 
+def report_json(row: Report) -> Response:
+    table = jobs.finished_table(row)
+    response = jsonify(
+        {
+            "report_id": row.id,
+            "as_of": _instant(row.as_of_us),
+            "options": jobs.describe_options(row),
+            "columns": list(table.columns),
+            "rows": results.json_rows(table),
+        }
+    )
+    response.headers["X-Report-Status"] = "Complete"
+    return response
+
+
 def describe(row: Report) -> dict[str, Any]:
     return {
         "report_id": row.id,
-        "status": row.status,
+        "status": str(row.status),
         "progress": row.progress,
         "as_of": _instant(row.as_of_us if row.as_of_us is not None else row.requested_as_of_us),
+        "options": jobs.describe_options(row),
+        "shards": {"total": row.shard_count, "done": row.shards_done},
         "created_at": _time(row.created_at),
         "started_at": _time(row.started_at),
         "finished_at": _time(row.finished_at),
@@ -187,7 +272,7 @@ def describe(row: Report) -> dict[str, Any]:
 
 
 def _instant(micros: int | None) -> str | None:
-    return None if micros is None else report.format_instant(micros)
+    return None if micros is None else timestamps.format_instant(micros)
 
 
 def _time(moment: datetime | None) -> str | None:
@@ -197,7 +282,7 @@ def _time(moment: datetime | None) -> str | None:
 @bp.get("/reports")
 def list_reports() -> Response:
     limit = request.args.get("limit", "100")
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+    if not LIMIT_PATTERN.fullmatch(limit) or not 1 <= int(limit) <= 1000:
         raise ApiError(400, "bad_request", "limit must be an integer from 1 to 1000")
     rows = db.session.scalars(select(Report).order_by(Report.created_at.desc()).limit(int(limit)))
     return jsonify({"reports": [describe(row) for row in rows]})
@@ -212,7 +297,9 @@ def openapi() -> Response:
 def healthz() -> Response:
     try:
         db.session.execute(text("SELECT 1"))
+        db.session.commit()
     except Exception as exc:
+        db.session.rollback()
         logger.warning("health check: database unavailable: %s", type(exc).__name__)
         return error_response(
             503, "unavailable", "the database does not answer", status="unavailable"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 from flask import Flask
 from sqlalchemy import event
@@ -12,6 +13,7 @@ import api
 import cli
 import config
 import jobs
+from executors import CeleryExecutor, InlineExecutor, ThreadExecutor
 from models import db, init_schema
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(config.from_environment(config.environment()))
     else:
         app.config.from_mapping(test_config)
+    config.validate(app.config)
     database_url = app.config["DATABASE_URL"]
     app.config["SQLALCHEMY_DATABASE_URI"] = database_url
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = config.engine_options(database_url)
@@ -38,12 +41,22 @@ def create_app(test_config: dict | None = None) -> Flask:
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             configure_sqlite(db.engine)
-    app.extensions["report_runner"] = jobs.ReportRunner(
-        app, app.config["REPORT_WORKERS"], app.config["REPORT_QUEUE"], app.config["REPORTS_INLINE"]
-    )
+    app.extensions["report_executor"] = build_executor(app)
     app.register_blueprint(api.bp)
+    app.before_request(lambda: start_service(app))
     cli.register(app)
     return app
+
+
+def build_executor(app: Flask) -> jobs.Executor:
+    """Inline for tests, Celery when a broker is configured, else this process's threads."""
+    if app.config["REPORTS_INLINE"]:
+        return InlineExecutor()
+    if app.config["CELERY_BROKER_URL"]:
+        from tasks import celery_init_app
+
+        return CeleryExecutor(celery_init_app(app))
+    return ThreadExecutor(app, app.config["REPORT_WORKERS"])
 
 
 def configure_sqlite(engine) -> None:
@@ -55,7 +68,7 @@ def configure_sqlite(engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={jobs.SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -63,15 +76,32 @@ def configure_sqlite(engine) -> None:
         connection.exec_driver_sql("BEGIN")
 
 
+_started: set[int] = set()
+_start_lock = threading.Lock()
+
+
 def start_service(app: Flask) -> None:
-    """Create the schema if needed, drop expired reports, resume interrupted ones."""
+    """Once per serving process: schema, leftovers, retention, and the lease keeper.
+
+    `python app.py` calls it before serving; under another server (gunicorn) the first request
+    does. With the embedded executor the lease keeper also takes over the work of processes
+    that died; with Celery the workers do that.
+    """
+    with _start_lock:
+        if id(app) in _started:
+            return
+        _started.add(id(app))
     with app.app_context():
         init_schema()
         jobs.remove_partial_files(app.config["REPORTS_DIR"])
-        removed = jobs.remove_expired(app.config["REPORTS_DIR"], app.config["REPORT_TTL_DAYS"])
-        if removed:
-            logger.info("removed %d expired reports", removed)
-        jobs.recover_interrupted(app.extensions["report_runner"])
+        jobs.after_report()
+    if app.config["START_BACKGROUND"] and not app.config["REPORTS_INLINE"]:
+        from leases import LeaseKeeper
+
+        sweep = isinstance(app.extensions["report_executor"], ThreadExecutor)
+        keeper = LeaseKeeper(app, sweep=sweep)
+        app.extensions["lease_keeper"] = keeper
+        keeper.start()
 
 
 def main() -> None:
@@ -80,7 +110,10 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_app()
+    try:
+        app = create_app()
+    except config.SettingsError as exc:
+        raise SystemExit(f"cannot start: {exc.message}") from None
     start_service(app)
     host, port = app.config["HOST"], app.config["PORT"]
     logger.info("serving on http://%s:%d", host, port)

@@ -1,6 +1,7 @@
-"""Command line: `flask --app app init-db | load-data | generate-data | report`.
+"""Command line: `flask --app app init-db | load-data | generate-data | report | worker`.
 
-Thin doors into the same code the service uses: `loader.load`, `jobs.execute_report`.
+Thin doors into the same code the service uses: `loader.load`, `jobs.submit_report`; `worker`
+runs Celery workers for the same job steps.
 """
 
 from __future__ import annotations
@@ -17,11 +18,19 @@ import generator
 import jobs
 import loader
 import report
-from models import LoadBatch, Report, db, init_schema
+import timestamps
+from executors import InlineExecutor
+from models import LoadBatch, Report, ReportStatus, db, init_schema
 
 
 def register(app: Flask) -> None:
-    for command in (init_db_command, load_data_command, generate_data_command, report_command):
+    for command in (
+        init_db_command,
+        load_data_command,
+        generate_data_command,
+        report_command,
+        worker_command,
+    ):
         app.cli.add_command(command)
 
 
@@ -115,7 +124,7 @@ def load_data_command(folder, polls, hours, timezones, skip_invalid, if_empty) -
 def generate_data_command(out_dir: Path, stores: int, days: int, seed: int, end: str) -> None:
     """Write realistic polls, hours and time zones in the original CSV format."""
     try:
-        end_us = report.parse_iso_instant(end)
+        end_us = timestamps.parse_iso_instant(end)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--end") from exc
     paths = generator.write_dataset(out_dir, stores=stores, days=days, seed=seed, end_us=end_us)
@@ -123,27 +132,66 @@ def generate_data_command(out_dir: Path, stores: int, days: int, seed: int, end:
         click.echo(str(path))
 
 
+def parse_stale_after(_ctx, _param, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return timestamps.parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def parse_as_of(_ctx, _param, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return timestamps.parse_iso_instant(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 @click.command("report")
 @with_appcontext
-@click.option("--as-of", default=None, help="ISO-8601 instant (default: the latest poll).")
+@click.option("--as-of", callback=parse_as_of, help="ISO-8601 instant (default: the latest poll).")
+@click.option(
+    "--stale-after",
+    callback=parse_stale_after,
+    help="Count time farther than this from any poll as unknown (90s, 30m, 2h, 1d, PT2H).",
+)
+@click.option("--outages", is_flag=True, help="Add outage counts and the longest outage.")
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="Also copy the CSV here."
 )
-def report_command(as_of: str | None, out: Path | None) -> None:
+def report_command(
+    as_of: int | None, stale_after: int | None, outages: bool, out: Path | None
+) -> None:
     """Compute a report now, with the same job code as the API; print its id and path."""
     init_schema()
+    request = jobs.ReportRequest(as_of, report.ReportOptions(stale_after, outages))
     try:
-        as_of_us = report.parse_iso_instant(as_of) if as_of else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--as-of") from exc
-    report_id = jobs.create_report(as_of_us)
-    reports_dir = current_app.config["REPORTS_DIR"]
-    jobs.execute_report(report_id, reports_dir)
-    row = db.session.get(Report, report_id)
-    db.session.refresh(row)
-    if row.status != "Complete":
+        report_id = jobs.submit_report(request, InlineExecutor())
+    except (jobs.QueueFull, jobs.ServiceBusy) as exc:
+        raise click.ClickException(f"cannot start a report now: {exc}") from exc
+    row = db.session.get(Report, report_id, populate_existing=True)
+    if row.status != ReportStatus.COMPLETE:
         raise click.ClickException(f"report {report_id} failed: {row.error}")
-    path = jobs.report_path(reports_dir, report_id)
+    path = jobs.local_csv(row)
     if out:
         out.write_bytes(path.read_bytes())
     click.echo(f"{report_id} {out or path} ({row.row_count} stores)")
+
+
+@click.command("worker")
+@with_appcontext
+@click.option("--concurrency", type=click.IntRange(1, 256), default=None, help="Processes.")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker_command(concurrency: int | None, loglevel: str) -> None:
+    """Run a Celery worker for report jobs (needs CELERY_BROKER_URL)."""
+    celery_app = current_app.extensions.get("celery")
+    if celery_app is None:
+        raise click.UsageError("set CELERY_BROKER_URL (an AMQP or Redis URL) to run workers")
+    init_schema()
+    arguments = ["worker", f"--loglevel={loglevel}", "--prefetch-multiplier=1", "--without-mingle"]
+    if concurrency:
+        arguments.append(f"--concurrency={concurrency}")
+    celery_app.worker_main(arguments)

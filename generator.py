@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import grouped
 import report
+import timestamps
 
 ZONES = [
     "America/New_York",
@@ -26,7 +28,7 @@ ZONES = [
     "Asia/Beirut",
 ]
 ZONE_WEIGHTS = [0.58, 0.23, 0.11, 0.02, 0.03, 0.01, 0.01, 0.01]
-HOUR_US = report.US_PER_HOUR
+HOUR_US = timestamps.US_PER_HOUR
 
 
 def write_dataset(out_dir: Path, *, stores: int, days: int, seed: int, end_us: int) -> list[Path]:
@@ -112,8 +114,8 @@ def make_polls(
     per_store[sparse] = rng.integers(1, 6, sparse.sum())
     store = np.repeat(np.arange(count), per_store)
     step = np.arange(store.size) - np.repeat(np.cumsum(per_store) - per_store, per_store)
-    start_us = end_us - days * report.US_PER_DAY
-    jitter = rng.integers(60, 12 * 60, store.size) * report.US_PER_SECOND + rng.integers(
+    start_us = end_us - days * timestamps.US_PER_DAY
+    jitter = rng.integers(60, 12 * 60, store.size) * timestamps.US_PER_SECOND + rng.integers(
         0, 10**6, store.size
     )
     instants = start_us + step * interval_h[store] * HOUR_US + jitter
@@ -122,7 +124,7 @@ def make_polls(
     store, instants = store[keep], instants[keep]
     active = ~in_outage(rng, store, instants, count, start_us, end_us)
     closed_inactive = rng.random(count) < 0.3
-    open_now = open_at(store_ids, hours, zones, store, instants, start_us, end_us)
+    open_now = open_at(store_ids, hours, zones, store, instants)
     active &= ~(closed_inactive[store] & ~open_now)
     frame = pd.DataFrame(
         {
@@ -144,24 +146,33 @@ def in_outage(
     end_us: int,
 ) -> np.ndarray:
     """Outages: about one every two days per store, lasting 2 h on average."""
-    outages = rng.poisson(max((end_us - start_us) / report.US_PER_DAY / 2, 0.5), count)
+    outages = rng.poisson(max((end_us - start_us) / timestamps.US_PER_DAY / 2, 0.5), count)
     owner = np.repeat(np.arange(count), outages)
     begins = rng.integers(start_us, end_us, owner.size)
     ends = begins + (rng.exponential(2.0, owner.size) * HOUR_US).astype(np.int64)
-    order = report.sort_order(owner, begins)
+    order = grouped.sort_order(owner, begins)
     if order is not None:
         owner, begins, ends = owner[order], begins[order], ends[order]
     if owner.size == 0:
         return np.zeros(store.size, dtype=bool)
-    index = report.grouped_searchsorted(owner, begins, store, instants) - 1
+    index = grouped.grouped_searchsorted(owner, begins, store, instants) - 1
     safe = np.maximum(index, 0)
     return (index >= 0) & (owner[safe] == store) & (instants < ends[safe])
 
 
-def open_at(store_ids, hours, zones, store, instants, start_us, end_us) -> np.ndarray:
+def open_at(store_ids, hours, zones, store, instants) -> np.ndarray:
     """Whether each poll falls in its store's business hours (the engine's own rule)."""
-    intervals = report.business_intervals(hours, zones, pd.Index(store_ids), start_us, end_us)
-    return report.in_business_hours(intervals, store, instants)
+    context = report.ReportInputs(
+        polls=report.Polls.of(),
+        hours=report.WeeklyHours.of(
+            hours["store_id"].to_numpy(),
+            hours["day"].to_numpy(),
+            timestamps.parse_local_times(hours["start_time_local"]),
+            timestamps.parse_local_times(hours["end_time_local"], end_of_day=True),
+        ),
+        zones=report.StoreZones.of(zones["store_id"].to_numpy(), zones["timezone_str"].to_numpy()),
+    )
+    return report.in_business_hours(context, store_ids[store], instants)
 
 
 def format_stamps(rng: np.random.Generator, instants: np.ndarray) -> np.ndarray:

@@ -1,40 +1,95 @@
-"""Report jobs: a persisted state machine run on a bounded thread pool.
+"""Report jobs: one job code, persisted as rows, run by any executor in any process.
 
-Every job is a `reports` row (Running → Complete | Failed, with timestamps, progress and the
-error), so nothing is lost with the process: reports left Running by a process that died are
-run again when the service starts. Results are written under a temporary name and renamed,
-so a reader never sees half a file.
+A report is a `reports` row (Queued → Running → Complete | Failed) split into shards, each a
+`report_shards` row over a contiguous range of store keys. The steps:
+
+1. `submit_report`: check room (Queued + Running reports, counted in the database), create
+   the Queued row and hand `start_report` to the executor.
+2. `start_report`: fix `now` and the load watermark once, create the shards, hand each to the
+   executor.
+3. `run_shard`: claim the shard (a conditional update only one process can win), compute it,
+   store its result in the database. The process that completes the last shard assembles
+   the report (`assemble_report`), whichever it is.
+
+Every row being worked on carries its worker's lease, renewed while that process lives
+(`leases.LeaseKeeper`); an expired lease is taken over by another process (`leases.sweep`).
+Each step is idempotent: a step delivered twice does nothing the second time. A shard attempted
+`REPORT_MAX_ATTEMPTS` times is Failed with a clear message, never re-run forever.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import re
 import secrets
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
+from itertools import pairwise
 from pathlib import Path
+from typing import Any, Protocol
 
-from flask import Flask
-from sqlalchemy import select, update
+import pandas as pd
+from flask import current_app
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 import report
+import results
 import snapshot
-from models import Report, ReportStatus, db, utcnow
+import timestamps
+from models import (
+    ACTIVE_STATES,
+    LoadBatch,
+    Report,
+    ReportResult,
+    ReportShard,
+    ReportStatus,
+    ServiceLock,
+    db,
+    utcnow,
+)
 
 logger = logging.getLogger(__name__)
 
 REPORT_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+TRIGGER_LOCK = "trigger"
+WAIT_POLL_SECONDS = 0.5
 
 
 class QueueFull(Exception):
-    """More reports are running or waiting than the service accepts."""
+    """More reports are queued or running than the service accepts."""
 
 
 class ReportNotFound(Exception):
     """No report has this id (or the id is malformed)."""
+
+
+class ServiceBusy(Exception):
+    """The database's write lock or the task broker is not available right now."""
+
+
+class Executor(Protocol):
+    """Runs job steps: in this process (threads, or inline for tests) or on Celery workers."""
+
+    owner: str | None  # the process that holds queued steps, None when a broker holds them
+
+    def enqueue_start(self, report_id: str) -> None: ...
+
+    def enqueue_shard(self, report_id: str, shard: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """What a user asks for: an optional `as_of` and the report options."""
+
+    as_of_us: int | None = None
+    options: report.ReportOptions = field(default_factory=report.ReportOptions)
+
+
+# --------------------------------------------------------------------------- ids and options
 
 
 def new_report_id() -> str:
@@ -53,143 +108,596 @@ def report_path(reports_dir: str | Path, report_id: str) -> Path:
     return Path(reports_dir) / f"report_{report_id}.csv"
 
 
-class ReportRunner:
-    """Runs report jobs on `workers` threads with at most `queue_limit` waiting."""
-
-    def __init__(self, app: Flask, workers: int, queue_limit: int, inline: bool = False) -> None:
-        self.app = app
-        self.capacity = workers + queue_limit
-        self._executor = (
-            None if inline else ThreadPoolExecutor(workers, thread_name_prefix="report")
-        )
-        self._lock = threading.Lock()
-        self._in_flight = 0
-
-    def submit(self, report_id: str) -> None:
-        """Queue a job, or raise QueueFull when `workers + queue_limit` are in flight."""
-        with self._lock:
-            if self._in_flight >= self.capacity:
-                raise QueueFull(f"{self._in_flight} reports running or queued")
-            self._in_flight += 1
-        if self._executor is None:
-            self._run(report_id)
-        else:
-            self._executor.submit(self._run, report_id)
-
-    def has_room(self) -> bool:
-        with self._lock:
-            return self._in_flight < self.capacity
-
-    def _run(self, report_id: str) -> None:
-        try:
-            with self.app.app_context():
-                execute_report(report_id, self.app.config["REPORTS_DIR"])
-                remove_expired(self.app.config["REPORTS_DIR"], self.app.config["REPORT_TTL_DAYS"])
-        except Exception:  # e.g. the database went away: log it, keep the worker alive
-            logger.exception("report %s: could not record the outcome or clean up", report_id)
-        finally:
-            with self._lock:
-                self._in_flight -= 1
-
-    def shutdown(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=False)
+def options_json(options: report.ReportOptions) -> str:
+    return json.dumps({"stale_after_us": options.stale_after_us, "outages": options.outages})
 
 
-def create_report(as_of_us: int | None) -> str:
-    """Persist a new Running report before any work starts, so it survives a crash."""
-    report_id = new_report_id()
-    db.session.add(Report(id=report_id, status=ReportStatus.RUNNING, requested_as_of_us=as_of_us))
-    db.session.commit()
+def options_of(row: Report) -> report.ReportOptions:
+    stored = json.loads(row.options or "{}")
+    return report.ReportOptions(stored.get("stale_after_us"), bool(stored.get("outages")))
+
+
+def describe_options(row: Report) -> dict[str, Any]:
+    """Options as a user writes them: `stale_after` as an ISO-8601 duration, `outages`."""
+    options = options_of(row)
+    stale = options.stale_after_us
+    return {
+        "stale_after": None if stale is None else timestamps.format_duration(stale),
+        "outages": options.outages,
+    }
+
+
+def settings() -> dict[str, Any]:
+    return current_app.config
+
+
+def executor() -> Executor:
+    return current_app.extensions["report_executor"]
+
+
+# --------------------------------------------------------------------------- 1. submit
+
+
+def submit_report(request: ReportRequest, worker: Executor | None = None) -> str:
+    """Create a Queued report if there is room, then hand its start to the executor (the
+    app's, unless another is given: the `report` command runs the steps inline).
+
+    QueueFull when `REPORT_WORKERS + REPORT_QUEUE` reports are already queued or running;
+    ServiceBusy (nothing created) when the database is locked or the broker does not answer.
+    """
+    worker = worker or executor()
+    report_id = create_queued_report(request, worker.owner)
+    try:
+        worker.enqueue_start(report_id)
+    except Exception as exc:
+        logger.warning("report %s: could not be queued: %s", report_id, exc)
+        delete_reports([report_id])
+        raise ServiceBusy("the task queue does not answer") from exc
     return report_id
 
 
-def execute_report(report_id: str, reports_dir: str) -> None:
-    """Compute one report and record the outcome; never raises (errors become Failed)."""
-    logger.info("report %s: started", report_id)
+def create_queued_report(request: ReportRequest, owner: str | None) -> str:
+    """Insert the Queued row after counting active reports, serialised by a lock row."""
+    capacity = settings()["REPORT_WORKERS"] + settings()["REPORT_QUEUE"]
+    report_id = new_report_id()
     try:
-        requested = _start(report_id)
-        inputs = snapshot.read_inputs(db.engine, requested)
-        _set_progress(report_id, 0.5, as_of_us=inputs.now_us, batch=inputs.batch)
-        result = compute(inputs)
-        _set_progress(report_id, 0.9)
-        write_atomically(result, report_path(reports_dir, report_id))
-        _finish(report_id, ReportStatus.COMPLETE, row_count=len(result))
-        logger.info("report %s: complete, %d stores", report_id, len(result))
-    except Exception as exc:
-        db.session.rollback()
-        logger.exception("report %s: failed", report_id)
-        _finish(report_id, ReportStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
-
-
-def compute(inputs: snapshot.ReportInputs):
-    """Run the engine on the snapshot and put the external store ids back."""
-    result = report.compute_report(inputs.polls, inputs.hours, inputs.timezones, inputs.now_us)
-    if inputs.now_us is None or result.empty:
-        return result
-    result["store_id"] = inputs.external_ids.reindex(result["store_id"].to_numpy()).to_numpy()
-    return result.sort_values("store_id", kind="stable").reset_index(drop=True)
-
-
-def write_atomically(result, path: Path) -> None:
-    """Write the CSV to a temporary name beside its final one, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        result.to_csv(temporary, index=False, float_format="%.2f")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def _start(report_id: str) -> int | None:
-    """Mark the job started and return its requested as_of.
-
-    Writes before it reads: on SQLite a transaction that reads first cannot wait for the write
-    lock later (it fails with "database is locked"), one that writes first simply waits.
-    """
-    started = db.session.execute(
-        update(Report)
-        .where(Report.id == report_id)
-        .values(started_at=utcnow(), attempts=Report.attempts + 1, progress=0.1)
-    )
-    if started.rowcount != 1:
-        db.session.rollback()
-        raise ReportNotFound(report_id)
-    requested = db.session.scalar(select(Report.requested_as_of_us).where(Report.id == report_id))
-    db.session.commit()
-    return requested
-
-
-def _set_progress(report_id: str, progress: float, **values) -> None:
-    db.session.execute(
-        update(Report).where(Report.id == report_id).values(progress=progress, **values)
-    )
-    db.session.commit()
-
-
-def _finish(report_id: str, status: ReportStatus, **values) -> None:
-    if status == ReportStatus.COMPLETE:
-        values.update(progress=1.0, file_name=f"report_{report_id}.csv")
-    values.update(status=status, finished_at=utcnow())
-    db.session.execute(update(Report).where(Report.id == report_id).values(**values))
-    db.session.commit()
-
-
-def recover_interrupted(runner: ReportRunner) -> list[str]:
-    """Run again the reports a dead process left Running (called once at start-up)."""
-    ids = list(db.session.scalars(select(Report.id).where(Report.status == ReportStatus.RUNNING)))
-    for report_id in ids:
-        logger.warning("report %s: left running by a previous process; running it again", report_id)
-        try:
-            runner.submit(report_id)
-        except QueueFull:
-            _finish(
-                report_id,
-                ReportStatus.FAILED,
-                error="interrupted and the queue was full at restart",
+        with short_lock_wait():
+            db.session.execute(
+                update(ServiceLock)
+                .where(ServiceLock.name == TRIGGER_LOCK)
+                .values(uses=ServiceLock.uses + 1)
             )
-    return ids
+            active = db.session.scalar(
+                select(func.count()).select_from(Report).where(Report.status.in_(ACTIVE_STATES))
+            )
+            if active >= capacity:
+                raise QueueFull(f"{active} reports are queued or running")
+            db.session.add(
+                Report(
+                    id=report_id,
+                    status=ReportStatus.QUEUED,
+                    requested_as_of_us=request.as_of_us,
+                    options=options_json(request.options),
+                    owner=owner,
+                    lease_expires_at=lease_deadline() if owner else None,
+                )
+            )
+            db.session.commit()
+    except (QueueFull, OperationalError) as exc:
+        db.session.rollback()
+        if isinstance(exc, QueueFull):
+            raise
+        raise ServiceBusy("the database is busy (a load holds its write lock)") from exc
+    return report_id
+
+
+class short_lock_wait:
+    """On SQLite, wait at most TRIGGER_LOCK_TIMEOUT_MS for the write lock (a load may hold it
+    for seconds): a request answers 503 quickly instead of tying up a server thread."""
+
+    def __enter__(self) -> None:
+        self.sqlite = db.engine.dialect.name == "sqlite"
+        if self.sqlite:
+            timeout = int(settings()["TRIGGER_LOCK_TIMEOUT_MS"])
+            db.session.execute(db.text(f"PRAGMA busy_timeout = {timeout}"))
+
+    def __exit__(self, *exc_info) -> None:
+        if self.sqlite:
+            db.session.rollback()
+            db.session.execute(db.text(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"))
+            db.session.commit()
+
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def lease_deadline() -> Any:
+    return utcnow() + timedelta(seconds=settings()["REPORT_LEASE_SECONDS"])
+
+
+# --------------------------------------------------------------------------- 2. start
+
+
+def start_report(report_id: str, owner: str, worker: Executor) -> None:
+    """Fix the snapshot, create the shards and queue them on `worker` (idempotent)."""
+    if not claim_report_start(report_id, owner):
+        logger.info("report %s: already started or owned elsewhere", report_id)
+        return
+    row = fresh_report(report_id)
+    requested, attempts = row.requested_as_of_us, row.attempts
+    db.session.commit()  # end the read: on SQLite a write transaction must begin with a write
+    if attempts > settings()["REPORT_MAX_ATTEMPTS"]:
+        give_up(report_id, f"gave up after {attempts - 1} attempts to start it")
+        return
+    fixed = with_database_retries(lambda: snapshot.fix_snapshot(db.engine, requested), report_id)
+    ranges = shard_ranges(fixed, settings()["REPORT_SHARD_STORES"])
+    db.session.add_all(
+        ReportShard(
+            report_id=report_id,
+            shard=number,
+            key_low=low,
+            key_high=high,
+            status=ReportStatus.QUEUED,
+            owner=worker.owner,
+            lease_expires_at=lease_deadline() if worker.owner else None,
+        )
+        for number, (low, high) in enumerate(ranges)
+    )
+    planned = db.session.execute(
+        update(Report)
+        .where(Report.id == report_id, Report.owner == owner, Report.status == ReportStatus.QUEUED)
+        .values(
+            status=ReportStatus.RUNNING,
+            as_of_us=fixed.now_us,
+            batch=fixed.batch,
+            shard_count=len(ranges),
+            owner=None,
+            lease_expires_at=None,
+            progress=0.0,
+        )
+    )
+    if planned.rowcount != 1:
+        db.session.rollback()
+        return
+    db.session.commit()
+    logger.info(
+        "report %s: running as of batch %d in %d shards", report_id, fixed.batch, len(ranges)
+    )
+    if not ranges:
+        maybe_assemble(report_id, owner)
+    for number in range(len(ranges)):
+        worker.enqueue_shard(report_id, number)
+
+
+def claim_report_start(report_id: str, owner: str) -> bool:
+    """Take a Queued report for planning: only one process can win."""
+    now = utcnow()
+    claimed = db.session.execute(
+        update(Report)
+        .where(
+            Report.id == report_id,
+            Report.status == ReportStatus.QUEUED,
+            or_(Report.owner.is_(None), Report.owner == owner, Report.lease_expires_at < now),
+        )
+        .values(
+            owner=owner,
+            lease_expires_at=lease_deadline(),
+            attempts=Report.attempts + 1,
+            started_at=now,
+        )
+    )
+    db.session.commit()
+    return claimed.rowcount == 1
+
+
+def shard_ranges(fixed: snapshot.Snapshot, stores_per_shard: int) -> list[tuple[int, int]]:
+    """Contiguous store-key ranges [low, high) of at most `stores_per_shard` keys."""
+    if fixed.now_us is None or fixed.last_store_key == 0:
+        return []
+    bounds = [*range(1, fixed.last_store_key + 1, stores_per_shard), fixed.last_store_key + 1]
+    return list(pairwise(bounds))
+
+
+# --------------------------------------------------------------------------- 3. shards
+
+
+def run_shard(report_id: str, shard: int, owner: str, wait_for_owner: bool = False) -> None:
+    """Compute one shard and store its result; assemble the report if it was the last.
+
+    With `wait_for_owner` (a broker may deliver a step twice), a shard another live process
+    is running is waited for until it completes or its lease expires.
+    """
+    if not claim_shard(report_id, shard, owner, wait_for_owner):
+        maybe_assemble(report_id, owner)
+        return
+    work = shard_work(report_id, shard)
+    if work is None:
+        return
+    if work.attempts > settings()["REPORT_MAX_ATTEMPTS"]:
+        give_up(
+            report_id,
+            f"gave up after {work.attempts - 1} attempts at shard {work.label}: "
+            "the process computing it stopped each time",
+        )
+        return
+    try:
+        frame = with_database_retries(lambda: compute_shard(work), report_id)
+    except Exception as exc:
+        logger.exception("report %s: shard %d failed", report_id, shard)
+        give_up(report_id, f"shard {work.label}: {short_reason(exc)}")
+        return
+    if store_shard_result(report_id, shard, owner, frame):
+        maybe_assemble(report_id, owner)
+
+
+@dataclass(frozen=True)
+class ShardWork:
+    """What computing one shard needs, read once from its rows."""
+
+    report_id: str
+    shard: int
+    shard_count: int
+    key_low: int
+    key_high: int
+    batch: int
+    now_us: int | None
+    options: report.ReportOptions
+    attempts: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.shard + 1} of {self.shard_count}"
+
+
+def shard_work(report_id: str, shard: int) -> ShardWork | None:
+    """The claimed shard's work, or None if its report is no longer Running."""
+    row = fresh_report(report_id)
+    piece = db.session.get(ReportShard, (report_id, shard), populate_existing=True)
+    work = None
+    if row is not None and row.status == ReportStatus.RUNNING:
+        work = ShardWork(
+            report_id,
+            shard,
+            row.shard_count,
+            piece.key_low,
+            piece.key_high,
+            row.batch,
+            row.as_of_us,
+            options_of(row),
+            piece.attempts,
+        )
+    db.session.commit()  # end the read: on SQLite a write transaction must begin with a write
+    return work
+
+
+def claim_shard(report_id: str, shard: int, owner: str, wait_for_owner: bool) -> bool:
+    """Move a Queued shard (or one whose lease expired) to Running under `owner`."""
+    deadline = time.monotonic() + 3 * settings()["REPORT_LEASE_SECONDS"]
+    while True:
+        now = utcnow()
+        claimable = or_(
+            and_(
+                ReportShard.status == ReportStatus.QUEUED,
+                or_(
+                    ReportShard.owner.is_(None),
+                    ReportShard.owner == owner,
+                    ReportShard.lease_expires_at < now,
+                ),
+            ),
+            and_(ReportShard.status == ReportStatus.RUNNING, ReportShard.lease_expires_at < now),
+        )
+        claimed = db.session.execute(
+            update(ReportShard)
+            .where(ReportShard.report_id == report_id, ReportShard.shard == shard, claimable)
+            .values(
+                status=ReportStatus.RUNNING,
+                owner=owner,
+                lease_expires_at=lease_deadline(),
+                attempts=ReportShard.attempts + 1,
+                started_at=now,
+            )
+        )
+        db.session.commit()
+        if claimed.rowcount == 1:
+            return True
+        status = db.session.scalar(
+            select(ReportShard.status).where(
+                ReportShard.report_id == report_id, ReportShard.shard == shard
+            )
+        )
+        db.session.commit()
+        running_elsewhere = status == ReportStatus.RUNNING
+        if not (wait_for_owner and running_elsewhere and time.monotonic() < deadline):
+            return False
+        time.sleep(WAIT_POLL_SECONDS)
+
+
+def compute_shard(work: ShardWork) -> pd.DataFrame:
+    """The report rows of the shard's stores, with their external ids."""
+    fixed = snapshot.Snapshot(work.batch, work.now_us, work.key_high - 1)
+    read = snapshot.read_shard(db.engine, fixed, work.key_low, work.key_high)
+    frame = report.compute_report(read.inputs, work.now_us, work.options)
+    if work.now_us is None or frame.empty:
+        return frame
+    keys = frame["store_id"].to_numpy()
+    return frame.assign(store_id=read.external_ids.reindex(keys).to_numpy())
+
+
+def store_shard_result(report_id: str, shard: int, owner: str, frame: pd.DataFrame) -> bool:
+    """Record the result if this process still owns the shard; count it done once."""
+
+    def store() -> bool:
+        stored = db.session.execute(
+            update(ReportShard)
+            .where(
+                ReportShard.report_id == report_id,
+                ReportShard.shard == shard,
+                ReportShard.owner == owner,
+                ReportShard.status == ReportStatus.RUNNING,
+            )
+            .values(
+                status=ReportStatus.COMPLETE,
+                result=results.pack(frame),
+                row_count=len(frame),
+                finished_at=utcnow(),
+                owner=None,
+                lease_expires_at=None,
+            )
+        )
+        if stored.rowcount == 1:
+            db.session.execute(
+                update(Report)
+                .where(Report.id == report_id, Report.status == ReportStatus.RUNNING)
+                .values(
+                    shards_done=Report.shards_done + 1,
+                    progress=(Report.shards_done + 1) * 1.0 / Report.shard_count,
+                )
+            )
+        db.session.commit()
+        return stored.rowcount == 1
+
+    return with_database_retries(store, report_id, rollback=True)
+
+
+# --------------------------------------------------------------------------- 4. assemble
+
+
+def maybe_assemble(report_id: str, owner: str) -> None:
+    """Assemble the report if every shard is done and no live process is assembling it."""
+    row = fresh_report(report_id)
+    if row is None or row.status != ReportStatus.RUNNING:
+        db.session.commit()
+        return
+    done = db.session.scalar(
+        select(func.count())
+        .select_from(ReportShard)
+        .where(ReportShard.report_id == report_id, ReportShard.status == ReportStatus.COMPLETE)
+    )
+    db.session.commit()
+    if done < (row.shard_count or 0) or not claim_assembly(report_id, owner):
+        return
+    try:
+        with_database_retries(lambda: assemble_report(report_id, owner), report_id)
+    except Exception as exc:
+        logger.exception("report %s: assembly failed", report_id)
+        give_up(report_id, f"could not assemble the report: {short_reason(exc)}")
+
+
+def fresh_report(report_id: str) -> Report | None:
+    """The report row as the database has it now (not as this session last saw it)."""
+    query = select(Report).where(Report.id == report_id)
+    return db.session.execute(query.execution_options(populate_existing=True)).scalar_one_or_none()
+
+
+def claim_assembly(report_id: str, owner: str) -> bool:
+    now = utcnow()
+    claimed = db.session.execute(
+        update(Report)
+        .where(
+            Report.id == report_id,
+            Report.status == ReportStatus.RUNNING,
+            or_(Report.owner.is_(None), Report.owner == owner, Report.lease_expires_at < now),
+        )
+        .values(owner=owner, lease_expires_at=lease_deadline())
+    )
+    db.session.commit()
+    return claimed.rowcount == 1
+
+
+def assemble_report(report_id: str, owner: str) -> None:
+    """Join the shards, store the table, write the CSV, mark the report Complete (once)."""
+    columns = options_of(fresh_report(report_id)).columns()
+    parts = db.session.scalars(
+        select(ReportShard.result)
+        .where(ReportShard.report_id == report_id)
+        .order_by(ReportShard.shard)
+    ).all()
+    db.session.commit()  # end the read: on SQLite a write transaction must begin with a write
+    table = results.assemble([results.unpack(part) for part in parts if part], columns)
+    completed = db.session.execute(
+        update(Report)
+        .where(Report.id == report_id, Report.owner == owner, Report.status == ReportStatus.RUNNING)
+        .values(
+            status=ReportStatus.COMPLETE,
+            progress=1.0,
+            row_count=len(table),
+            file_name=f"report_{report_id}.csv",
+            finished_at=utcnow(),
+            owner=None,
+            lease_expires_at=None,
+        )
+    )
+    if completed.rowcount != 1:
+        db.session.rollback()
+        return
+    db.session.execute(delete(ReportResult).where(ReportResult.report_id == report_id))
+    db.session.add(ReportResult(report_id=report_id, data=results.pack(table)))
+    db.session.execute(
+        update(ReportShard).where(ReportShard.report_id == report_id).values(result=None)
+    )
+    db.session.commit()
+    results.write_atomically(
+        results.csv_bytes(table), report_path(settings()["REPORTS_DIR"], report_id)
+    )
+    logger.info("report %s: complete, %d stores", report_id, len(table))
+    after_report()
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def give_up(report_id: str, reason: str) -> None:
+    """Mark the report (and its unfinished shards) Failed with a short reason for the client."""
+
+    def fail() -> None:
+        db.session.rollback()
+        db.session.execute(
+            update(Report)
+            .where(Report.id == report_id, Report.status.in_(ACTIVE_STATES))
+            .values(
+                status=ReportStatus.FAILED,
+                error=reason,
+                finished_at=utcnow(),
+                owner=None,
+                lease_expires_at=None,
+            )
+        )
+        db.session.execute(
+            update(ReportShard)
+            .where(ReportShard.report_id == report_id, ReportShard.status.in_(ACTIVE_STATES))
+            .values(status=ReportStatus.FAILED, owner=None, lease_expires_at=None)
+        )
+        db.session.commit()
+
+    logger.warning("report %s: failed: %s", report_id, reason)
+    with_database_retries(fail, report_id, rollback=True)
+
+
+def short_reason(exc: Exception) -> str:
+    """What the client is told: no SQL text, no server paths (the log keeps the details)."""
+    if isinstance(exc, DBAPIError):
+        code = getattr(exc.orig, "args", [None])[0]
+        return f"the database failed ({type(exc.orig).__name__}{f' {code}' if code else ''})"
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if isinstance(exc, OSError):
+        return "could not write the report file"
+    return f"internal error ({type(exc).__name__})"
+
+
+# MySQL/MariaDB client and server codes of a lost or refused connection, a lock wait timeout
+# and a deadlock: worth trying again. SQLite says "database is locked".
+RETRYABLE_MYSQL_CODES = {1205, 1213, 2002, 2003, 2006, 2013, 2055}
+
+
+def is_connection_error(exc: Exception) -> bool:
+    """A lost or refused connection, a lock timeout: worth trying again."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    code = (getattr(exc.orig, "args", None) or [None])[0]
+    return code in RETRYABLE_MYSQL_CODES or (
+        isinstance(exc, OperationalError) and "locked" in str(exc.orig)
+    )
+
+
+def with_database_retries(step: Callable[[], Any], report_id: str, rollback: bool = True) -> Any:
+    """Run a step; on a lost connection or a lock timeout try again (REPORT_DB_RETRIES more
+    times, waiting 1, 2, 4… s), then let the error through."""
+    retries = settings()["REPORT_DB_RETRIES"]
+    for attempt in range(retries + 1):
+        try:
+            return step()
+        except Exception as exc:
+            if rollback:
+                db.session.rollback()
+            if not is_connection_error(exc) or attempt == retries:
+                raise
+            logger.warning(
+                "report %s: database error, try %d of %d: %s",
+                report_id,
+                attempt + 1,
+                retries + 1,
+                short_reason(exc),
+            )
+            db.engine.dispose()  # drop pooled connections that may be dead too
+            time.sleep(min(2**attempt, 8))
+    raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------- housekeeping
+
+
+def after_report() -> None:
+    """Retention and old versions, after each finished report (never fails the report)."""
+    try:
+        remove_expired(settings()["REPORTS_DIR"], settings()["REPORT_TTL_DAYS"])
+        remove_beyond_count(settings()["REPORTS_DIR"], settings()["REPORT_MAX_COUNT"])
+        purge_retired_versions()
+    except Exception:
+        db.session.rollback()
+        logger.exception("housekeeping after a report failed; it will run again later")
+
+
+def delete_reports(report_ids: list[str], reports_dir: str | None = None) -> None:
+    """Delete reports with their shards, stored results and files."""
+    for start in range(0, len(report_ids), 500):
+        chunk = report_ids[start : start + 500]
+        for model, column in (
+            (ReportShard, ReportShard.report_id),
+            (ReportResult, ReportResult.report_id),
+            (Report, Report.id),
+        ):
+            db.session.execute(delete(model).where(column.in_(chunk)))
+        db.session.commit()
+        if reports_dir:
+            for report_id in chunk:
+                report_path(reports_dir, report_id).unlink(missing_ok=True)
+
+
+def remove_expired(reports_dir: str, ttl_days: float) -> int:
+    """Delete finished reports older than the retention period, with their files."""
+    cutoff = utcnow() - timedelta(days=ttl_days)
+    finished_before = Report.status.not_in(ACTIVE_STATES) & (Report.created_at < cutoff)
+    expired = list(db.session.scalars(select(Report.id).where(finished_before)))
+    db.session.commit()
+    delete_reports(expired, reports_dir)
+    return len(expired)
+
+
+def remove_beyond_count(reports_dir: str, keep: int) -> int:
+    """Keep at most `keep` finished reports: the oldest go first."""
+    finished = select(Report.id).where(Report.status.not_in(ACTIVE_STATES))
+    surplus = list(db.session.scalars(finished.order_by(Report.created_at.desc()).offset(keep)))
+    db.session.commit()
+    delete_reports(surplus, reports_dir)
+    return len(surplus)
+
+
+def purge_retired_versions() -> int:
+    """Delete hours, zones and closures rows no retained report can still read.
+
+    A report reading as of batch W needs rows retired after W. Kept: everything retired after
+    the oldest retained report's batch, and after any load that finished within the last
+    hour (a report being planned right now may not have recorded its batch yet).
+    """
+    oldest_report = db.session.scalar(select(func.min(Report.batch)))
+    grace = utcnow() - timedelta(hours=1)
+    settled = db.session.scalar(select(func.max(LoadBatch.id)).where(LoadBatch.finished_at < grace))
+    db.session.commit()
+    limits = [value for value in (oldest_report, settled) if value is not None]
+    if settled is None or not limits:
+        return 0
+    before = min(limits)
+    removed = 0
+    for table in ("business_hours", "store_timezones", "closures"):
+        result = db.session.execute(
+            db.text(f"DELETE FROM {table} WHERE retired_batch <= :before"), {"before": before}
+        )
+        removed += result.rowcount
+    db.session.commit()
+    return removed
 
 
 def remove_partial_files(reports_dir: str) -> int:
@@ -200,16 +708,20 @@ def remove_partial_files(reports_dir: str) -> int:
     return len(stale)
 
 
-def remove_expired(reports_dir: str, ttl_days: float) -> int:
-    """Delete finished reports older than the retention period, with their files."""
-    cutoff = utcnow() - timedelta(days=ttl_days)
-    finished_before = (Report.status != ReportStatus.RUNNING) & (Report.created_at < cutoff)
-    expired = list(db.session.scalars(select(Report.id).where(finished_before)))
-    db.session.commit()  # end the read; the delete below starts a write-first transaction
-    for start in range(0, len(expired), 500):
-        chunk = expired[start : start + 500]
-        db.session.execute(Report.__table__.delete().where(Report.id.in_(chunk)))
-        db.session.commit()
-        for report_id in chunk:
-            report_path(reports_dir, report_id).unlink(missing_ok=True)
-    return len(expired)
+# --------------------------------------------------------------------------- serving
+
+
+def finished_table(row: Report) -> pd.DataFrame:
+    """A Complete report's table, from the database."""
+    stored = db.session.get(ReportResult, row.id)
+    if stored is None:
+        raise ReportNotFound(row.id)
+    return results.unpack(stored.data)
+
+
+def local_csv(row: Report) -> Path:
+    """The report's CSV on this machine, re-created from the database if this machine lacks it."""
+    path = report_path(settings()["REPORTS_DIR"], row.id)
+    if not path.is_file():
+        results.write_atomically(results.csv_bytes(finished_table(row)), path)
+    return path

@@ -217,6 +217,18 @@ class ReportResult(db.Model):
     data: Mapped[bytes] = mapped_column(BLOB)
 
 
+class ServiceLock(db.Model):
+    """A row a transaction updates first to run alone among its kind (e.g. counting active
+    reports before adding one), without holding the loads' lock."""
+
+    __tablename__ = "service_locks"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    uses: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+SERVICE_LOCKS = ("trigger",)
+
+
 class SchemaError(Exception):
     """The database holds tables of an older, incompatible layout."""
 
@@ -225,8 +237,14 @@ def init_schema() -> None:
     """Create missing tables and the data-state row (idempotent, safe from several processes)."""
     _refuse_old_layout()
     db.create_all()
-    if db.session.get(DataState, 1) is None:
-        db.session.add(DataState(id=1, last_batch=0, schema_version=SCHEMA_VERSION))
+    missing = [] if db.session.get(DataState, 1) else [DataState(id=1, last_batch=0)]
+    missing += [
+        ServiceLock(name=name, uses=0)
+        for name in SERVICE_LOCKS
+        if not db.session.get(ServiceLock, name)
+    ]
+    for row in missing:
+        db.session.add(row)
         try:
             db.session.commit()
         except IntegrityError:  # another process created it first

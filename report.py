@@ -1,30 +1,39 @@
-"""Uptime/downtime report engine: the pure computation behind every report.
+"""Uptime/downtime report engine: the pure computation behind every report (SPEC.md).
 
-Implements the rules in README "What the numbers mean" on whole columns with numpy and pandas.
-No Flask, no SQLAlchemy, no models: inputs are DataFrames, the output is a DataFrame.
+Inputs are typed columns keyed by store: polls (epoch µs, active flag), weekly business hours
+(weekday, seconds after local midnight), IANA zones and closures (local wall seconds). Output:
+one row per store polled at or before `now`. No Flask, no database, no text parsing: numpy
+and pandas on whole columns; the only Python loops run once per time zone.
 
-Internally every instant is an int64 count of microseconds since the Unix epoch (UTC).
+Time inside the engine is counted in ticks of half a microsecond: the midpoint between two
+polls is then an exact integer, and every length stays exact until the final half-up rounding.
+Business intervals are built only where polls and windows need them, so the work depends on
+the data, not on how far `now` lies from it.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
-US_PER_SECOND = 1_000_000
-US_PER_MINUTE = 60 * US_PER_SECOND
-US_PER_HOUR = 60 * US_PER_MINUTE
-US_PER_DAY = 24 * US_PER_HOUR
-SECONDS_PER_DAY = 86_400
-END_OF_DAY_MARKER = 23 * 3600 + 59 * 60 + 59  # "23:59:59" means 24:00
+from grouped import (
+    exclusive_group_cumsum,
+    group_starts,
+    grouped_searchsorted,
+    merge_intervals,
+    sort_order,
+)
+from timestamps import SECONDS_PER_DAY, US_PER_DAY, US_PER_HOUR, US_PER_MINUTE
+
+TICKS_PER_US = 2
+DAY_TICKS = US_PER_DAY * TICKS_PER_US
 DEFAULT_TIMEZONE = "America/Chicago"
+END_OF_DAY_MARKER = SECONDS_PER_DAY - 1  # "23:59:59" means 24:00 (unless start is the same)
 WINDOWS_US = {"hour": US_PER_HOUR, "day": US_PER_DAY, "week": 7 * US_PER_DAY}
-REPORT_COLUMNS = [
+UNIT_US = {"hour": US_PER_MINUTE, "day": US_PER_HOUR, "week": US_PER_HOUR}
+BASE_COLUMNS = [
     "store_id",
     "uptime_last_hour",
     "uptime_last_day",
@@ -33,260 +42,325 @@ REPORT_COLUMNS = [
     "downtime_last_day",
     "downtime_last_week",
 ]
-# Instants outside [1970, 2100) are rejected by the parsers: they are typos, not polls.
-MIN_VALID_US = 0
-MAX_VALID_US = 4_102_444_800 * US_PER_SECOND
+UNKNOWN_COLUMNS = ["unknown_last_hour", "unknown_last_day", "unknown_last_week"]
+OUTAGE_COLUMNS = [
+    "outages_last_hour",
+    "outages_last_day",
+    "outages_last_week",
+    "longest_outage_last_day",
+    "longest_outage_last_week",
+]
+REPORT_COLUMNS = BASE_COLUMNS
+_FAR = np.int64(2**62)  # beyond any instant: "everything before / after"
 
 
-# --------------------------------------------------------------------------- parsing
+# --------------------------------------------------------------------------- inputs
 
 
-def parse_utc_timestamps(values: pd.Series | pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Parse poll timestamps to int64 epoch microseconds; unparseable or out of range → -1.
-
-    Accepts ``2023-01-22 12:09:39.388884 UTC`` (0–6 fraction digits) and ISO-8601 with ``T``,
-    ``Z`` or a numeric offset (naive means UTC). The common case is one vectorised Arrow cast;
-    anything else goes through pandas' compiled ISO-8601 parser. Never per-element inference.
-    """
-    text = _arrow_strings(values)
-    try:
-        with_zone = pc.replace_substring(text, " UTC", "Z")
-        cast = pc.cast(with_zone, pa.timestamp("us", tz="UTC"))
-        micros = pc.fill_null(cast.cast(pa.int64()), -1).to_numpy()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        micros = _parse_timestamps_slowly(text)
-    micros = np.array(micros, dtype=np.int64)
-    micros[(micros < MIN_VALID_US) | (micros >= MAX_VALID_US)] = -1
-    return micros
+def _column(values, dtype) -> np.ndarray:
+    return np.asarray(values, dtype=dtype)
 
 
-def _arrow_strings(values: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array:
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if isinstance(values, pa.Array):
-        return values.cast(pa.string())
-    return pa.array(pd.Series(values).to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+@dataclass(frozen=True)
+class Polls:
+    """Observations: store label (the database passes int64 keys), epoch µs, active flag."""
+
+    store: np.ndarray
+    ts_us: np.ndarray
+    active: np.ndarray
+
+    @classmethod
+    def of(cls, store=(), ts_us=(), active=()) -> Polls:
+        return cls(np.asarray(store), _column(ts_us, np.int64), _column(active, bool))
 
 
-def _parse_timestamps_slowly(text: pa.Array) -> np.ndarray:
-    """Parse mixed or irregular stamps with pandas (still compiled, still vectorised)."""
-    series = pd.Series(text.to_pandas(), dtype="string").str.strip()
-    series = series.str.removesuffix(" UTC").str.removesuffix("UTC")
-    parsed = pd.to_datetime(series, format="ISO8601", utc=True, errors="coerce")
-    naive = parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
-    micros = naive.view("int64").copy()
-    micros[np.isnat(naive)] = -1
-    return micros
+@dataclass(frozen=True)
+class WeeklyHours:
+    """Weekly opening periods: weekday (0 = Monday) and local seconds after midnight, as
+    written (23:59:59 is 86399, 24:00 is 86400); the meaning is applied by the engine."""
+
+    store: np.ndarray
+    weekday: np.ndarray
+    start_s: np.ndarray
+    end_s: np.ndarray
+
+    @classmethod
+    def of(cls, store=(), weekday=(), start_s=(), end_s=()) -> WeeklyHours:
+        return cls(
+            np.asarray(store),
+            _column(weekday, np.int64),
+            _column(start_s, np.int64),
+            _column(end_s, np.int64),
+        )
 
 
-_TIME_PATTERN = r"^\s*(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2}))?\s*$"
+@dataclass(frozen=True)
+class StoreZones:
+    """Each store's IANA zone name (stores without one are in America/Chicago)."""
+
+    store: np.ndarray
+    zone: np.ndarray
+
+    @classmethod
+    def of(cls, store=(), zone=()) -> StoreZones:
+        return cls(np.asarray(store), np.asarray(zone, dtype=object))
 
 
-def parse_local_times(values: pd.Series) -> np.ndarray:
-    """Parse ``HH:MM:SS`` or ``HH:MM`` wall times to seconds after midnight; invalid → -1."""
-    parts = pc.extract_regex(_arrow_strings(values), _TIME_PATTERN)
-    hours, minutes, seconds = (_field_as_int(parts, name) for name in ("h", "m", "s"))
-    valid = (hours >= 0) & (hours <= 23) & (minutes >= 0) & (minutes <= 59) & (seconds <= 59)
-    return np.where(valid, hours * 3600 + minutes * 60 + np.maximum(seconds, 0), -1)
+@dataclass(frozen=True)
+class Closures:
+    """Planned closures [start, end) in local wall seconds since 1970-01-01 00:00."""
+
+    store: np.ndarray
+    start_local_s: np.ndarray
+    end_local_s: np.ndarray
+
+    @classmethod
+    def of(cls, store=(), start_local_s=(), end_local_s=()) -> Closures:
+        return cls(
+            np.asarray(store), _column(start_local_s, np.int64), _column(end_local_s, np.int64)
+        )
 
 
-def _field_as_int(parts: pa.Array, name: str) -> np.ndarray:
-    """Return a regex group as int64 (absent or empty → -1)."""
-    field = pc.struct_field(parts, name)
-    field = pc.if_else(pc.equal(field, ""), None, field)
-    return pc.fill_null(pc.cast(field, pa.int64()), -1).to_numpy(zero_copy_only=False)
+@dataclass(frozen=True)
+class ReportInputs:
+    polls: Polls
+    hours: WeeklyHours = field(default_factory=WeeklyHours.of)
+    zones: StoreZones = field(default_factory=StoreZones.of)
+    closures: Closures = field(default_factory=Closures.of)
 
 
-def day_column(columns: pd.Index | list[str]) -> str | None:
-    """Return the weekday column's name (``dayOfWeek`` or ``day``), or None if absent."""
-    for name in ("dayOfWeek", "day"):
-        if name in columns:
-            return name
-    return None
+@dataclass(frozen=True)
+class ReportOptions:
+    """SPEC "Report options": unknown time beyond `stale_after_us`, outage counts."""
+
+    stale_after_us: int | None = None
+    outages: bool = False
+
+    def columns(self) -> list[str]:
+        """The report's columns in SPEC's order for these options."""
+        columns = list(BASE_COLUMNS)
+        if self.stale_after_us is not None:
+            columns += UNKNOWN_COLUMNS
+        if self.outages:
+            columns += OUTAGE_COLUMNS
+        return columns
 
 
-def parse_iso_instant(text: str) -> int:
-    """Parse one ISO-8601 instant (naive means UTC) to epoch microseconds; ValueError if bad."""
-    if not isinstance(text, str) or not re.match(r"^\d{4}-\d{2}-\d{2}", text.strip()):
-        raise ValueError(f"not an ISO-8601 instant: {text!r}")
-    micros = parse_utc_timestamps(pd.Series([text]))[0]
-    if micros < 0:
-        raise ValueError(f"not an ISO-8601 instant between 1970 and 2100: {text!r}")
-    return int(micros)
+def default_now(polls: Polls) -> int | None:
+    """SPEC's default `now`: the latest poll (None without polls)."""
+    return int(polls.ts_us.max()) if polls.ts_us.size else None
 
 
-def format_instant(micros: int) -> str:
-    """Format epoch microseconds as ISO-8601 UTC with a ``Z``."""
-    return pd.Timestamp(micros, unit="us", tz="UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+# --------------------------------------------------------------------------- polls
 
 
-# --------------------------------------------------------------------------- grouped search
+@dataclass(frozen=True)
+class StorePolls:
+    """Polls at or before `now`, one per (store, instant), sorted by (store code, tick).
+
+    Codes are positions in `stores` (the distinct labels, sorted)."""
+
+    stores: np.ndarray
+    codes: np.ndarray
+    ticks: np.ndarray
+    active: np.ndarray
 
 
-def grouped_searchsorted(
-    sorted_codes: np.ndarray,
-    sorted_values: np.ndarray,
-    query_codes: np.ndarray,
-    query_values: np.ndarray,
-    side: str = "right",
-) -> np.ndarray:
-    """Search many per-group sorted arrays at once.
-
-    ``(sorted_codes, sorted_values)`` is sorted by code, then value. Returns, for each query,
-    the global insertion index among the rows of its own group (as ``np.searchsorted``).
-    Packs (code, value) into one int64 when it fits, else ranks the values first.
-    """
-    all_values = np.concatenate([sorted_values, query_values])
-    low = int(all_values.min()) if all_values.size else 0
-    span = int(all_values.max()) - low + 1 if all_values.size else 1
-    groups = int(max(sorted_codes.max(initial=0), query_codes.max(initial=0))) + 1
-    if groups * span < 2**62:
-        base = sorted_values - low
-        query = query_values - low
-    else:
-        ranks = np.unique(all_values, return_inverse=True)[1]
-        base, query = ranks[: sorted_values.size], ranks[sorted_values.size :]
-        span = int(ranks.max(initial=0)) + 1
-    packed = sorted_codes.astype(np.int64) * span + base
-    packed_query = query_codes.astype(np.int64) * span + query
-    if packed_query.size > 4 * packed.size and np.all(packed_query[1:] >= packed_query[:-1]):
-        return _searchsorted_sorted_queries(packed, packed_query, side)
-    return np.searchsorted(packed, packed_query, side=side)
-
-
-def _searchsorted_sorted_queries(base: np.ndarray, queries: np.ndarray, side: str) -> np.ndarray:
-    """``np.searchsorted(base, queries, side)`` for sorted queries much longer than base.
-
-    Searches each base value among the queries instead (m log n, not n log m, and cache
-    friendly), then counts: the answer for query j is how many base values sort before it.
-    """
-    first_query = np.searchsorted(queries, base, side="left" if side == "right" else "right")
-    return np.cumsum(np.bincount(first_query, minlength=queries.size + 1)[: queries.size])
-
-
-def group_starts(sorted_codes: np.ndarray, group_count: int) -> np.ndarray:
-    """Return the first row of each group 0..group_count in codes sorted ascending."""
-    return np.searchsorted(sorted_codes, np.arange(group_count + 1), side="left")
+def prepare_polls(polls: Polls, now_us: int) -> StorePolls:
+    """Drop polls after `now`, code stores densely, sort, keep the first of equal instants."""
+    keep = polls.ts_us <= now_us
+    codes, stores = pd.factorize(polls.store[keep], sort=True)
+    codes = codes.astype(np.int64)
+    ticks = polls.ts_us[keep] * TICKS_PER_US
+    active = polls.active[keep]
+    order = sort_order(codes, ticks)
+    if order is not None:
+        codes, ticks, active = codes[order], ticks[order], active[order]
+    first = np.ones(codes.size, dtype=bool)
+    first[1:] = (codes[1:] != codes[:-1]) | (ticks[1:] != ticks[:-1])
+    return StorePolls(np.asarray(stores), codes[first], ticks[first], active[first])
 
 
 # --------------------------------------------------------------------------- business hours
 
 
 @dataclass(frozen=True)
-class BusinessIntervals:
-    """Merged business periods as UTC instants, sorted by (store code, start).
-
-    Stores with no hours rows carry one period spanning the whole range asked for (24×7).
-    """
+class Intervals:
+    """Disjoint [start, end) intervals in ticks, sorted by (store code, start)."""
 
     codes: np.ndarray
     starts: np.ndarray
     ends: np.ndarray
 
+    @classmethod
+    def merged(cls, codes, starts, ends) -> Intervals:
+        return cls(*merge_intervals(codes, starts, ends))
 
-def weekly_hours_seconds(hours: pd.DataFrame) -> pd.DataFrame:
-    """Normalise hours rows to (store_id, day, start, end) in seconds, end > start.
+    def contains(self, codes: np.ndarray, ticks: np.ndarray) -> np.ndarray:
+        """Whether each (store code, tick) lies inside an interval."""
+        if self.codes.size == 0:
+            return np.zeros(codes.size, dtype=bool)
+        index = grouped_searchsorted(self.codes, self.starts, codes, ticks) - 1
+        safe = np.maximum(index, 0)
+        return (index >= 0) & (self.codes[safe] == codes) & (ticks < self.ends[safe])
 
-    end ≤ start crosses midnight (end + 24 h); start = end is 24 hours; 23:59:59 is 24:00.
-    Accepts already-parsed integer seconds or ``HH:MM[:SS]`` strings.
+    def clipped(self, low: int, high: int) -> Intervals:
+        starts, ends = np.clip(self.starts, low, high), np.clip(self.ends, low, high)
+        keep = ends > starts
+        return Intervals(self.codes[keep], starts[keep], ends[keep])
+
+
+@dataclass(frozen=True)
+class DaySpans:
+    """Ranges of UTC days [first, last] per store code where business time must be exact."""
+
+    codes: np.ndarray
+    first_day: np.ndarray
+    last_day: np.ndarray
+
+
+def needed_days(polls: StorePolls, low_tick: int, high_tick: int) -> DaySpans:
+    """The windows [low, high] of every store, and the days around each poll before them.
+
+    A period can start up to two local dates before the UTC day it covers (zones are within
+    ±14 h, a period lasts at most 25 h), hence the margins.
     """
-    day_name = day_column(hours.columns) or "day"
-    start = _as_seconds(hours["start_time_local"])
-    end = _as_seconds(hours["end_time_local"])
-    end = np.where((end == END_OF_DAY_MARKER) & (start != end), SECONDS_PER_DAY, end)
-    end = np.where(end <= start, end + SECONDS_PER_DAY, end)
-    return pd.DataFrame(
-        {
-            "store_id": hours["store_id"].to_numpy(),
-            "day": hours[day_name].to_numpy(dtype="int64"),
-            "start": start,
-            "end": end,
-        }
+    store_count = polls.stores.size
+    early = polls.ticks < low_tick
+    codes = np.concatenate([np.arange(store_count), polls.codes[early]])
+    low_days = np.concatenate(
+        [np.full(store_count, low_tick // DAY_TICKS), polls.ticks[early] // DAY_TICKS]
     )
+    high_days = np.concatenate(
+        [np.full(store_count, high_tick // DAY_TICKS), polls.ticks[early] // DAY_TICKS]
+    )
+    codes, first, after_last = merge_intervals(codes, low_days - 2, high_days + 2)
+    return DaySpans(codes, first, after_last - 1)
 
 
-def _as_seconds(values: pd.Series) -> np.ndarray:
-    if pd.api.types.is_integer_dtype(values.dtype):
-        return values.to_numpy(dtype="int64")
-    return parse_local_times(values)
+def business_intervals(inputs: ReportInputs, stores: np.ndarray, spans: DaySpans) -> Intervals:
+    """Business hours minus closures as merged UTC intervals (ticks), exact on every span."""
+    zone_by_code = _zones_by_code(inputs.zones, stores)
+    weekly = _weekly_rows(inputs.hours, stores)
+    has_hours = np.zeros(stores.size, dtype=bool)
+    has_hours[weekly["code"]] = True
+    local = _expand_over_spans(weekly, spans)
+    starts, ends = _local_to_utc_ticks(local["code"], local["start"], local["end"], zone_by_code)
+    always = ~has_hours[spans.codes]
+    codes = np.concatenate([local["code"], spans.codes[always]])
+    starts = np.concatenate([starts, spans.first_day[always] * DAY_TICKS])
+    ends = np.concatenate([ends, (spans.last_day[always] + 1) * DAY_TICKS])
+    open_hours = Intervals.merged(codes, starts, ends)
+    return subtract(open_hours, closure_intervals(inputs.closures, stores, zone_by_code))
 
 
-def business_intervals(
-    hours: pd.DataFrame,
-    timezones: pd.DataFrame,
-    store_ids: pd.Index,
-    start_us: int | np.ndarray,
-    end_us: int,
-) -> BusinessIntervals:
-    """Expand weekly local hours to merged UTC intervals covering [start_us, end_us].
-
-    Store codes are positions in ``store_ids``; rows of other stores are ignored. `start_us`
-    may differ per store (an array indexed by code), so one store's old poll does not make
-    every store's range long.
-    """
-    starts_by_code = np.broadcast_to(np.asarray(start_us, dtype=np.int64), (len(store_ids),))
-    weekly = weekly_hours_seconds(hours)
-    weekly["code"] = store_ids.get_indexer(weekly["store_id"])
-    weekly = weekly[weekly["code"] >= 0]
-    zone_by_code = _zones_by_code(timezones, store_ids)
-    row_starts = starts_by_code[weekly["code"].to_numpy()]
-    local = _expand_local_dates(weekly, row_starts, end_us)
-    starts, ends = _local_to_utc(local, zone_by_code)
-    with_hours = np.zeros(len(store_ids), dtype=bool)
-    with_hours[weekly["code"].to_numpy()] = True
-    always_open = np.flatnonzero(~with_hours)
-    codes = np.concatenate([local["code"].to_numpy(dtype="int64"), always_open])
-    starts = np.concatenate([starts, starts_by_code[always_open] - US_PER_DAY])
-    ends = np.concatenate([ends, np.full(always_open.size, end_us + US_PER_DAY)])
-    return _merge_intervals(codes, starts, ends)
-
-
-def _zones_by_code(timezones: pd.DataFrame, store_ids: pd.Index) -> np.ndarray:
-    zones = np.full(len(store_ids), DEFAULT_TIMEZONE, dtype=object)
-    codes = store_ids.get_indexer(timezones["store_id"])
+def _zones_by_code(zones: StoreZones, stores: np.ndarray) -> np.ndarray:
+    by_code = np.full(stores.size, DEFAULT_TIMEZONE, dtype=object)
+    codes = pd.Index(stores).get_indexer(zones.store)
     known = codes >= 0
-    zones[codes[known]] = timezones["timezone_str"].to_numpy(dtype=object)[known]
-    return zones
+    by_code[codes[known]] = zones.zone[known]
+    return by_code
 
 
-def _expand_local_dates(
-    weekly: pd.DataFrame, row_starts_us: np.ndarray, end_us: int
-) -> pd.DataFrame:
-    """Repeat each weekly row on every local date of its weekday that can touch its range.
+def _weekly_rows(hours: WeeklyHours, stores: np.ndarray) -> dict[str, np.ndarray]:
+    """Hours rows of the given stores, sorted by code, with SPEC's end-of-period rules.
 
-    Local dates run from two days before to one day after the range in UTC: every zone is
-    within ±14 h of UTC and a period lasts at most 24 h.
+    start = end (as written) is 24 hours; otherwise an end of 23:59:59 or 24:00 is the end of
+    the day; an end before the start crosses midnight.
     """
-    first_day = row_starts_us // US_PER_DAY - 2
-    last_day = end_us // US_PER_DAY + 1
+    codes = pd.Index(stores).get_indexer(hours.store).astype(np.int64)
+    keep = codes >= 0
+    codes, weekday = codes[keep], hours.weekday[keep]
+    start, end = hours.start_s[keep], hours.end_s[keep]
+    same = start == end
+    end = np.where(~same & (end >= END_OF_DAY_MARKER), SECONDS_PER_DAY, end)
+    end = np.where(same | (end < start), end + SECONDS_PER_DAY, end)
+    order = np.argsort(codes, kind="stable")
+    return {
+        "code": codes[order],
+        "weekday": weekday[order],
+        "start": start[order],
+        "end": end[order],
+    }
+
+
+def _expand_over_spans(weekly: dict[str, np.ndarray], spans: DaySpans) -> dict[str, np.ndarray]:
+    """Repeat each weekly row of a store on every local date of its weekday in the store's
+    spans; return local wall seconds since 1970-01-01 of each period's start and end."""
+    row_bounds = group_starts(weekly["code"], int(spans.codes.max(initial=-1)) + 1)
+    first_row = row_bounds[spans.codes]
+    rows_per_span = row_bounds[spans.codes + 1] - first_row
+    span = np.repeat(np.arange(spans.codes.size), rows_per_span)
+    row = np.repeat(first_row, rows_per_span) + _position_in_run(rows_per_span)
+    first_day, last_day = spans.first_day[span], spans.last_day[span]
     weekday_of_first = (first_day + 3) % 7  # 1970-01-01 (day 0) was a Thursday (weekday 3)
-    offset = (weekly["day"].to_numpy() - weekday_of_first) % 7
+    offset = (weekly["weekday"][row] - weekday_of_first) % 7
     weeks = np.maximum((last_day - first_day - offset) // 7 + 1, 0)
-    row = np.repeat(np.arange(len(weekly)), weeks)
-    week_index = np.arange(row.size) - np.repeat(np.cumsum(weeks) - weeks, weeks)
-    days = first_day[row] + offset[row] + 7 * week_index
-    return pd.DataFrame(
-        {
-            "code": weekly["code"].to_numpy()[row],
-            "local_start_s": days * SECONDS_PER_DAY + weekly["start"].to_numpy()[row],
-            "local_end_s": days * SECONDS_PER_DAY + weekly["end"].to_numpy()[row],
-        }
+    pair = np.repeat(np.arange(row.size), weeks)
+    days = first_day[pair] + offset[pair] + 7 * _position_in_run(weeks)
+    period = row[pair]
+    return {
+        "code": weekly["code"][period],
+        "start": days * SECONDS_PER_DAY + weekly["start"][period],
+        "end": days * SECONDS_PER_DAY + weekly["end"][period],
+    }
+
+
+def _position_in_run(run_lengths: np.ndarray) -> np.ndarray:
+    """0, 1, ..., n-1 for each run of the given lengths, concatenated."""
+    total = int(run_lengths.sum())
+    return np.arange(total) - np.repeat(np.cumsum(run_lengths) - run_lengths, run_lengths)
+
+
+def closure_intervals(
+    closures: Closures, stores: np.ndarray, zone_by_code: np.ndarray
+) -> Intervals:
+    """Closures of the given stores as merged UTC intervals (ticks)."""
+    codes = pd.Index(stores).get_indexer(closures.store).astype(np.int64)
+    keep = codes >= 0
+    starts, ends = _local_to_utc_ticks(
+        codes[keep], closures.start_local_s[keep], closures.end_local_s[keep], zone_by_code
     )
+    valid = ends > starts
+    return Intervals.merged(codes[keep][valid], starts[valid], ends[valid])
 
 
-def _local_to_utc(local: pd.DataFrame, zone_by_code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Convert local wall-clock seconds to UTC microseconds, zone by zone.
+def subtract(base: Intervals, removed: Intervals) -> Intervals:
+    """base minus removed, per store, on whole columns (a sweep over sorted boundaries)."""
+    if removed.codes.size == 0 or base.codes.size == 0:
+        return base
+    codes = np.concatenate([base.codes, base.codes, removed.codes, removed.codes])
+    ticks = np.concatenate([base.starts, base.ends, removed.starts, removed.ends])
+    n, m = base.codes.size, removed.codes.size
+    open_step = np.concatenate([np.ones(n), -np.ones(n), np.zeros(2 * m)]).astype(np.int64)
+    closed_step = np.concatenate([np.zeros(2 * n), np.ones(m), -np.ones(m)]).astype(np.int64)
+    order = sort_order(codes, ticks)
+    if order is not None:
+        codes, ticks = codes[order], ticks[order]
+        open_step, closed_step = open_step[order], closed_step[order]
+    is_open = np.cumsum(open_step) > 0  # each store's steps sum to zero: no carry-over
+    is_closed = np.cumsum(closed_step) > 0
+    same_store_next = np.r_[codes[1:] == codes[:-1], False]
+    next_tick = np.r_[ticks[1:], 0]
+    keep = is_open & ~is_closed & same_store_next & (next_tick > ticks)
+    return Intervals.merged(codes[keep], ticks[keep], next_tick[keep])
+
+
+def _local_to_utc_ticks(
+    codes: np.ndarray, local_start: np.ndarray, local_end: np.ndarray, zone_by_code: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Convert local wall seconds to UTC ticks, zone by zone.
 
     A wall time in a spring-forward gap moves to the first instant after the gap; one that
     occurs twice (fall-back) takes its first occurrence.
     """
-    starts = np.empty(len(local), dtype=np.int64)
-    ends = np.empty(len(local), dtype=np.int64)
-    zones = zone_by_code[local["code"].to_numpy()]
+    starts = np.empty(codes.size, dtype=np.int64)
+    ends = np.empty(codes.size, dtype=np.int64)
+    zones = zone_by_code[codes] if codes.size else np.zeros(0, dtype=object)
     for zone in pd.unique(zones):
         rows = np.flatnonzero(zones == zone)
-        starts[rows] = _wall_seconds_to_utc_us(local["local_start_s"].to_numpy()[rows], zone)
-        ends[rows] = _wall_seconds_to_utc_us(local["local_end_s"].to_numpy()[rows], zone)
+        starts[rows] = _wall_seconds_to_utc_us(local_start[rows], zone) * TICKS_PER_US
+        ends[rows] = _wall_seconds_to_utc_us(local_end[rows], zone) * TICKS_PER_US
     return starts, ends
 
 
@@ -322,260 +396,324 @@ def _localize_or_nat(wall_seconds: np.ndarray, zone: str) -> np.ndarray:
     return aware.as_unit("us").asi8.copy()
 
 
-def _merge_intervals(codes: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> BusinessIntervals:
-    """Merge overlapping or touching intervals of the same store."""
-    if codes.size == 0:
-        return BusinessIntervals(codes, starts, ends)
-    order = sort_order(codes, starts)
-    if order is not None:
-        codes, starts, ends = codes[order], starts[order], ends[order]
-    running_end = pd.Series(ends).groupby(codes).cummax().to_numpy()
-    new_store = np.r_[True, codes[1:] != codes[:-1]]
-    opens_new = new_store | np.r_[True, starts[1:] > running_end[:-1]]
-    last_of_group = np.r_[opens_new[1:], True]
-    merged_ends = running_end[last_of_group]
-    return BusinessIntervals(codes[opens_new], starts[opens_new], merged_ends)
+def in_business_hours(inputs: ReportInputs, store: np.ndarray, ts_us: np.ndarray) -> np.ndarray:
+    """Whether each (store, instant) lies in its store's business hours minus closures."""
+    if ts_us.size == 0:
+        return np.zeros(0, dtype=bool)
+    codes, stores = pd.factorize(np.asarray(store), sort=True)
+    codes = codes.astype(np.int64)
+    ticks = np.asarray(ts_us, dtype=np.int64) * TICKS_PER_US
+    days = ticks // DAY_TICKS
+    span_codes, first, after_last = merge_intervals(codes, days - 2, days + 2)
+    spans = DaySpans(span_codes, first, after_last - 1)
+    return business_intervals(inputs, np.asarray(stores), spans).contains(codes, ticks)
 
 
-def in_business_hours(
-    intervals: BusinessIntervals, codes: np.ndarray, instants: np.ndarray
-) -> np.ndarray:
-    """Tell for each (store code, instant) whether it lies in a business interval [start, end)."""
-    if intervals.codes.size == 0:
-        return np.zeros(codes.size, dtype=bool)
-    index = grouped_searchsorted(intervals.codes, intervals.starts, codes, instants) - 1
-    safe = np.maximum(index, 0)
-    return (index >= 0) & (intervals.codes[safe] == codes) & (instants < intervals.ends[safe])
-
-
-# --------------------------------------------------------------------------- polls
+# --------------------------------------------------------------------------- status
 
 
 @dataclass(frozen=True)
-class SortedPolls:
-    """Polls at or before `now`, one per (store, instant), sorted by (store code, instant)."""
+class Evidence:
+    """Evidence polls (sorted) and the time each owns: the part nearer to it than to its
+    neighbours, cut to at most `stale_after` away from it when that option is set."""
 
-    store_ids: pd.Index
     codes: np.ndarray
-    instants: np.ndarray
+    ticks: np.ndarray
     active: np.ndarray
+    known_starts: np.ndarray
+    known_ends: np.ndarray
 
 
-def prepare_polls(polls: pd.DataFrame, now_us: int) -> SortedPolls:
-    """Drop polls after `now`, code stores densely (sorted ids), sort and drop duplicates."""
-    instants = instants_us(polls["timestamp_utc"])
-    active = status_is_active(polls["status"])
-    keep = instants <= now_us
-    codes, store_ids = pd.factorize(polls["store_id"].to_numpy()[keep], sort=True)
-    instants, active = instants[keep], active[keep]
-    order = sort_order(codes, instants)
-    if order is not None:
-        codes, instants, active = codes[order], instants[order], active[order]
-    first = np.ones(codes.size, dtype=bool)
-    first[1:] = (codes[1:] != codes[:-1]) | (instants[1:] != instants[:-1])
-    return SortedPolls(pd.Index(store_ids), codes[first], instants[first], active[first])
-
-
-def instants_us(values: pd.Series) -> np.ndarray:
-    """Return instants as int64 epoch µs from integers, datetimes (naive = UTC) or text."""
-    if pd.api.types.is_integer_dtype(values.dtype):
-        return values.to_numpy(dtype="int64")
-    if pd.api.types.is_datetime64_any_dtype(values.dtype):
-        series = pd.Series(values)
-        if series.dt.tz is not None:
-            series = series.dt.tz_convert("UTC").dt.tz_localize(None)
-        return series.to_numpy(dtype="datetime64[us]").astype("int64")
-    return parse_utc_timestamps(values)
-
-
-def status_is_active(values: pd.Series) -> np.ndarray:
-    """Return True where a status is ``active`` (booleans and 0/1 pass through)."""
-    if pd.api.types.is_bool_dtype(values.dtype) or pd.api.types.is_integer_dtype(values.dtype):
-        return values.to_numpy(dtype=bool)
-    return (pd.Series(values, dtype="string").str.strip().str.lower() == "active").to_numpy(
-        dtype=bool, na_value=False
-    )
-
-
-def sort_order(codes: np.ndarray, instants: np.ndarray) -> np.ndarray | None:
-    """Return the stable sort order by (code, instant), or None when already sorted.
-
-    Sorts one packed int64 key when (code, instant) fits in it: several times faster than
-    ``np.lexsort`` on two keys.
-    """
-    if codes.size == 0:
-        return None
-    low = int(instants.min())
-    span = int(instants.max()) - low + 1
-    if (int(codes.max()) + 1) * span < 2**62:
-        packed = codes.astype(np.int64) * span + (instants - low)
-        if np.all(packed[1:] >= packed[:-1]):
-            return None
-        return np.argsort(packed, kind="stable")
-    return np.lexsort((instants, codes))
-
-
-def evidence_mask(polls: SortedPolls, intervals: BusinessIntervals) -> np.ndarray:
-    """Mark each store's evidence: its polls in business hours, or all its polls if none are."""
-    inside = in_business_hours(intervals, polls.codes, polls.instants)
-    any_inside = np.zeros(len(polls.store_ids), dtype=bool)
+def select_evidence(polls: StorePolls, business: Intervals, stale_ticks: int | None) -> Evidence:
+    """SPEC rules 1 and 2: polls inside business hours (all polls if a store has none there),
+    each owning the time up to the midpoints with its neighbours."""
+    inside = business.contains(polls.codes, polls.ticks)
+    any_inside = np.zeros(polls.stores.size, dtype=bool)
     any_inside[polls.codes[inside]] = True
-    return inside | ~any_inside[polls.codes]
+    chosen = inside | ~any_inside[polls.codes]
+    codes, ticks, active = polls.codes[chosen], polls.ticks[chosen], polls.active[chosen]
+    next_same = np.r_[codes[1:] == codes[:-1], False]
+    midpoints = np.r_[(ticks[:-1] + ticks[1:]) // 2, 0]  # ticks are even: exact
+    ends = np.where(next_same, midpoints, _FAR)
+    starts = np.where(np.r_[False, next_same[:-1]], np.r_[0, ends[:-1]], -_FAR)
+    if stale_ticks is not None:
+        starts = np.maximum(starts, ticks - stale_ticks)
+        ends = np.minimum(ends, ticks + stale_ticks)
+    return Evidence(codes, ticks, active, starts, ends)
 
 
-# --------------------------------------------------------------------------- windows
+# --------------------------------------------------------------------------- clocks
 
 
 @dataclass(frozen=True)
 class BusinessClock:
     """Cumulative business time per store on [start, end]: answers "how much before t"."""
 
-    intervals: BusinessIntervals  # clipped to [start, end]
+    intervals: Intervals  # clipped to [start, end]
     before: np.ndarray  # business time of the store before each interval
+    start: int
+    end: int
 
-    def until(self, codes: np.ndarray, instants: np.ndarray) -> np.ndarray:
-        """Business time of each store from the clock's start up to each instant."""
+    @classmethod
+    def over(cls, business: Intervals, start: int, end: int) -> BusinessClock:
+        clipped = business.clipped(start, end)
+        lengths = clipped.ends - clipped.starts
+        return cls(clipped, exclusive_group_cumsum(clipped.codes, lengths), start, end)
+
+    def until(self, codes: np.ndarray, ticks: np.ndarray) -> np.ndarray:
+        """Business time of each store from the clock's start up to each tick."""
         iv = self.intervals
         if iv.codes.size == 0:
             return np.zeros(codes.size, dtype=np.int64)
-        index = grouped_searchsorted(iv.codes, iv.starts, codes, instants) - 1
+        index = grouped_searchsorted(iv.codes, iv.starts, codes, ticks) - 1
         safe = np.maximum(index, 0)
         found = (index >= 0) & (iv.codes[safe] == codes)
-        inside = np.clip(instants - iv.starts[safe], 0, iv.ends[safe] - iv.starts[safe])
+        inside = np.clip(ticks - iv.starts[safe], 0, iv.ends[safe] - iv.starts[safe])
         return np.where(found, self.before[safe] + inside, 0)
 
-
-def business_clock(intervals: BusinessIntervals, start: int, end: int) -> BusinessClock:
-    """Clip the intervals to [start, end] and prefix-sum their lengths per store."""
-    starts = np.clip(intervals.starts, start, end)
-    ends = np.clip(intervals.ends, start, end)
-    keep = ends > starts
-    clipped = BusinessIntervals(intervals.codes[keep], starts[keep], ends[keep])
-    return BusinessClock(clipped, _exclusive_group_cumsum(clipped.codes, ends[keep] - starts[keep]))
+    def between(self, codes: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """Business time of each store in [low, high) (0 when high ≤ low)."""
+        return np.maximum(self.until(codes, high) - self.until(codes, low), 0)
 
 
 @dataclass(frozen=True)
-class ActiveClock:
-    """Cumulative active business time per store on [start, end].
-
-    Each evidence poll owns the time nearer to it than to its neighbours (split at midpoints);
-    the first owns everything before it, the last everything after it.
-    """
+class SegmentClock:
+    """Cumulative business time per store inside chosen disjoint segments (sorted)."""
 
     business: BusinessClock
     codes: np.ndarray
     starts: np.ndarray
     ends: np.ndarray
-    active: np.ndarray
-    active_until_end: np.ndarray  # active business time up to each segment's end
+    before: np.ndarray  # chosen business time of the store before each segment
 
-    def until(self, codes: np.ndarray, instants: np.ndarray) -> np.ndarray:
-        """Active business time of each store from the clock's start up to each instant."""
-        index = grouped_searchsorted(self.codes, self.starts, codes, instants) - 1
+    @classmethod
+    def over(cls, business: BusinessClock, evidence: Evidence, chosen: np.ndarray):
+        codes = evidence.codes[chosen]
+        # Only the clock's range matters; clipping keeps every instant a small number.
+        starts = np.clip(evidence.known_starts[chosen], business.start, business.end)
+        ends = np.clip(evidence.known_ends[chosen], business.start, business.end)
+        owned = business.between(codes, starts, ends)
+        return cls(business, codes, starts, ends, exclusive_group_cumsum(codes, owned))
+
+    def until(self, codes: np.ndarray, ticks: np.ndarray) -> np.ndarray:
+        """Chosen business time of each store from the clock's start up to each tick."""
+        if self.codes.size == 0:
+            return np.zeros(codes.size, dtype=np.int64)
+        index = grouped_searchsorted(self.codes, self.starts, codes, ticks) - 1
         safe = np.maximum(index, 0)
         found = (index >= 0) & (self.codes[safe] == codes)
-        segment_end = self.ends[safe]
-        rest = self.business.until(codes, segment_end) - self.business.until(
-            codes, np.minimum(instants, segment_end)
-        )
-        return np.where(
-            found, self.active_until_end[safe] - np.where(self.active[safe], rest, 0), 0
-        )
+        start = self.starts[safe]
+        partial = self.business.between(codes, start, np.clip(ticks, start, self.ends[safe]))
+        return np.where(found, self.before[safe] + partial, 0)
 
 
-def active_clock(
-    polls: SortedPolls, evidence: np.ndarray, business: BusinessClock, start: int, end: int
-) -> ActiveClock:
-    """Build the status segments of the evidence polls and prefix-sum their active time."""
-    codes, starts, ends, active = _status_segments(polls, evidence, start, end)
-    owned = business.until(codes, ends) - business.until(codes, starts)
-    active_owned = np.where(active, owned, 0)
-    until_end = _exclusive_group_cumsum(codes, active_owned) + active_owned
-    return ActiveClock(business, codes, starts, ends, active, until_end)
+# --------------------------------------------------------------------------- outages
 
 
-def _exclusive_group_cumsum(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Sum of the earlier values of the same group (codes sorted)."""
-    total = np.cumsum(values) - values
-    if codes.size == 0:
-        return total
-    first = np.r_[True, codes[1:] != codes[:-1]]
-    group_sizes = np.diff(np.r_[np.flatnonzero(first), codes.size])
-    return total - np.repeat(total[first], group_sizes)
+@dataclass(frozen=True)
+class Outages:
+    """Maximal inactive stretches of the status timeline (closed hours included), in ticks."""
+
+    codes: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
 
 
-def _status_segments(
-    polls: SortedPolls, evidence: np.ndarray, start: int, end: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Return (code, start, end, active) of the time each evidence poll owns, clipped."""
-    codes = polls.codes[evidence]
-    instants = polls.instants[evidence]
-    next_same = np.r_[codes[1:] == codes[:-1], False]
-    midpoints = np.r_[instants[:-1] + (instants[1:] - instants[:-1]) // 2, 0]
-    ends = np.where(next_same, midpoints, end)
-    previous_same = np.r_[False, next_same[:-1]]
-    starts = np.where(previous_same, np.r_[0, ends[:-1]], start)
-    return codes, np.clip(starts, start, end), np.clip(ends, start, end), polls.active[evidence]
+def find_outages(evidence: Evidence, stale_ticks: int | None) -> Outages:
+    """Join consecutive inactive evidence polls of a store into outages.
+
+    Two neighbours' owned time touches at their midpoint, unless `stale_after` leaves unknown
+    time between them (they are more than twice `stale_after` apart): that ends an outage.
+    """
+    inactive = ~evidence.active
+    codes, ticks = evidence.codes, evidence.ticks
+    continues = np.r_[False, (codes[1:] == codes[:-1]) & inactive[1:] & inactive[:-1]]
+    if stale_ticks is not None:
+        continues &= np.r_[False, ticks[1:] - ticks[:-1] <= 2 * stale_ticks]
+    starts_run = inactive & ~continues
+    ends_run = inactive & ~np.r_[continues[1:], False]
+    return Outages(
+        codes[starts_run], evidence.known_starts[starts_run], evidence.known_ends[ends_run]
+    )
 
 
 # --------------------------------------------------------------------------- the report
 
 
-def round_half_up(micros: np.ndarray, unit_us: int) -> np.ndarray:
-    """Convert µs to `unit_us` units rounded half-up to 2 decimals, exactly (integer maths)."""
-    hundredths = (micros * 100 + unit_us // 2) // unit_us
+def round_half_up(ticks: np.ndarray, unit_us: int) -> np.ndarray:
+    """Convert ticks to `unit_us` units rounded half-up to 2 decimals, exactly."""
+    unit = unit_us * TICKS_PER_US
+    hundredths = (np.asarray(ticks, dtype=np.int64) * 100 + unit // 2) // unit
     return hundredths / 100
 
 
+@dataclass(frozen=True)
+class StoreState:
+    """Everything the report and the timeline derive from one snapshot."""
+
+    polls: StorePolls
+    business: Intervals
+    evidence: Evidence
+    clock: BusinessClock
+    now_tick: int
+    week_start_tick: int
+
+
+def build_state(inputs: ReportInputs, now_us: int, options: ReportOptions) -> StoreState:
+    """Run SPEC's rules up to the status timeline and the week's business clock."""
+    polls = prepare_polls(inputs.polls, now_us)
+    now_tick = now_us * TICKS_PER_US
+    week_start = now_tick - WINDOWS_US["week"] * TICKS_PER_US
+    spans = needed_days(polls, week_start, now_tick)
+    business = business_intervals(inputs, polls.stores, spans)
+    evidence = select_evidence(polls, business, _stale_ticks(options))
+    clock = BusinessClock.over(business, week_start, now_tick)
+    return StoreState(polls, business, evidence, clock, now_tick, week_start)
+
+
+def _stale_ticks(options: ReportOptions) -> int | None:
+    if options.stale_after_us is None:
+        return None
+    return options.stale_after_us * TICKS_PER_US
+
+
 def compute_report(
-    polls: pd.DataFrame,
-    hours: pd.DataFrame,
-    timezones: pd.DataFrame,
-    now: int | pd.Timestamp | None = None,
+    inputs: ReportInputs, now_us: int | None = None, options: ReportOptions | None = None
 ) -> pd.DataFrame:
-    """Compute the uptime/downtime report as of `now` (default: the latest poll).
-
-    polls: store_id, timestamp_utc (text, datetime or epoch µs), status (text or bool).
-    hours: store_id, dayOfWeek or day, start_time_local, end_time_local.
-    timezones: store_id, timezone_str. Returns one row per store with a poll at or before now.
-    """
-    now_us = _now_us(polls, now)
-    prepared = prepare_polls(polls, now_us)
-    if prepared.codes.size == 0:
-        return pd.DataFrame({name: [] for name in REPORT_COLUMNS})
-    week_start = now_us - WINDOWS_US["week"]
-    first_poll = prepared.instants[group_starts(prepared.codes, len(prepared.store_ids))[:-1]]
-    first = np.minimum(first_poll, week_start)
-    intervals = business_intervals(hours, timezones, prepared.store_ids, first, now_us)
-    evidence = evidence_mask(prepared, intervals)
-    business = business_clock(intervals, week_start, now_us)
-    active = active_clock(prepared, evidence, business, week_start, now_us)
-    return report_frame(active, prepared.store_ids, now_us)
+    """The report as of `now_us` (default: the latest poll), columns per `options`."""
+    options = options or ReportOptions()
+    now_us = default_now(inputs.polls) if now_us is None else now_us
+    if now_us is None:
+        return pd.DataFrame({name: [] for name in options.columns()})
+    state = build_state(inputs, now_us, options)
+    return report_frame(state, options)
 
 
-def _now_us(polls: pd.DataFrame, now: int | pd.Timestamp | None) -> int:
-    if now is None:
-        instants = instants_us(polls["timestamp_utc"])
-        return int(instants.max()) if instants.size else 0
-    if isinstance(now, (int, np.integer)):
-        return int(now)
-    return int(instants_us(pd.Series([pd.Timestamp(now)]))[0])
+def report_frame(state: StoreState, options: ReportOptions) -> pd.DataFrame:
+    """Evaluate the three rolling windows ending at `now` for every store."""
+    store_count = state.polls.stores.size
+    codes = np.arange(store_count)
+    at_now = np.full(store_count, state.now_tick, dtype=np.int64)
+    active = SegmentClock.over(state.clock, state.evidence, state.evidence.active)
+    stale = options.stale_after_us is not None
+    if stale:  # without unknown time, downtime is simply the rest of business time
+        inactive = SegmentClock.over(state.clock, state.evidence, ~state.evidence.active)
+    columns: dict[str, np.ndarray] = {"store_id": state.polls.stores}
+    for name, length_us in WINDOWS_US.items():
+        start = at_now - length_us * TICKS_PER_US
+        business = state.clock.between(codes, start, at_now)
+        up = active.until(codes, at_now) - active.until(codes, start)
+        down = (
+            inactive.until(codes, at_now) - inactive.until(codes, start) if stale else business - up
+        )
+        columns[f"uptime_last_{name}"] = round_half_up(up, UNIT_US[name])
+        columns[f"downtime_last_{name}"] = round_half_up(down, UNIT_US[name])
+        if stale:
+            columns[f"unknown_last_{name}"] = round_half_up(business - up - down, UNIT_US[name])
+    if options.outages:
+        columns.update(outage_columns(state, _stale_ticks(options)))
+    return pd.DataFrame(columns, columns=options.columns())
 
 
-def report_frame(clock: ActiveClock, store_ids: pd.Index, now_us: int) -> pd.DataFrame:
-    """Evaluate the three rolling windows ending at now for every store."""
-    codes = np.arange(len(store_ids))
-    at_now = np.full(codes.size, now_us, dtype=np.int64)
-    business_now = clock.business.until(codes, at_now)
-    active_now = clock.until(codes, at_now)
-    uptime_columns: dict[str, np.ndarray] = {}
-    downtime_columns: dict[str, np.ndarray] = {}
-    for name, length in WINDOWS_US.items():
-        window_start = np.full(codes.size, now_us - length, dtype=np.int64)
-        business = business_now - clock.business.until(codes, window_start)
-        uptime = active_now - clock.until(codes, window_start)
-        unit = US_PER_MINUTE if name == "hour" else US_PER_HOUR
-        uptime_columns[f"uptime_last_{name}"] = round_half_up(uptime, unit)
-        downtime_columns[f"downtime_last_{name}"] = round_half_up(business - uptime, unit)
-    frame = {"store_id": store_ids.to_numpy(), **uptime_columns, **downtime_columns}
-    return pd.DataFrame(frame, columns=REPORT_COLUMNS)
+def outage_columns(state: StoreState, stale_ticks: int | None) -> dict[str, np.ndarray]:
+    """Per window: how many outages have business time in it, and the longest (SPEC)."""
+    outages = find_outages(state.evidence, stale_ticks)
+    recent = outages.ends > state.week_start_tick
+    codes, starts, ends = outages.codes[recent], outages.starts[recent], outages.ends[recent]
+    store_count = state.polls.stores.size
+    columns: dict[str, np.ndarray] = {}
+    for name, length_us in WINDOWS_US.items():
+        window_start = state.now_tick - length_us * TICKS_PER_US
+        inside = state.clock.between(
+            codes, np.maximum(starts, window_start), np.minimum(ends, state.now_tick)
+        )
+        counted = inside > 0
+        columns[f"outages_last_{name}"] = np.bincount(codes[counted], minlength=store_count)
+        if name != "hour":
+            longest = np.zeros(store_count, dtype=np.int64)
+            np.maximum.at(longest, codes[counted], inside[counted])
+            columns[f"longest_outage_last_{name}"] = round_half_up(longest, UNIT_US[name])
+    return columns
+
+
+# --------------------------------------------------------------------------- one store, drawn
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """What a store's week looks like: the pieces the report's numbers are made of (µs; a
+    midpoint between two polls may fall on half a microsecond, given as .5)."""
+
+    business: list[tuple[float, float]]
+    closures: list[tuple[float, float]]
+    polls: list[tuple[float, bool, bool]]  # instant, active, is evidence
+    segments: list[tuple[float, float, str]]  # start, end, active | inactive | unknown
+    outages: list[tuple[float, float]]
+    row: dict[str, object]
+
+
+def store_timeline(
+    inputs: ReportInputs, store, now_us: int, options: ReportOptions | None = None
+) -> Timeline | None:
+    """The week ending at `now_us` of one store (None if it has no poll at or before now)."""
+    options = options or ReportOptions()
+    state = build_state(inputs, now_us, options)
+    code = np.flatnonzero(state.polls.stores == store)
+    if code.size == 0:
+        return None
+    code = int(code[0])
+    low, high = state.week_start_tick, state.now_tick
+    row = report_frame(state, options).iloc[code].to_dict()
+    zone_by_code = _zones_by_code(inputs.zones, state.polls.stores)
+    closures = closure_intervals(inputs.closures, state.polls.stores, zone_by_code)
+    return Timeline(
+        business=_pieces(state.clock.intervals, code, low, high),
+        closures=_pieces(closures, code, low, high),
+        polls=_store_polls(state, code, low, high),
+        segments=_status_segments(state, code, low, high),
+        outages=_pieces(find_outages(state.evidence, _stale_ticks(options)), code, low, high),
+        row=row,
+    )
+
+
+def _as_us(ticks) -> float:
+    return int(ticks) / TICKS_PER_US
+
+
+def _pieces(intervals, code: int, low: int, high: int) -> list[tuple[float, float]]:
+    mine = intervals.codes == code
+    starts = np.clip(intervals.starts[mine], low, high)
+    ends = np.clip(intervals.ends[mine], low, high)
+    return [(_as_us(s), _as_us(e)) for s, e in zip(starts, ends, strict=True) if e > s]
+
+
+def _store_polls(state: StoreState, code: int, low: int, high: int) -> list:
+    polls, evidence = state.polls, state.evidence
+    mine = (polls.codes == code) & (polls.ticks >= low) & (polls.ticks <= high)
+    evidence_ticks = set(evidence.ticks[evidence.codes == code].tolist())
+    return [
+        (_as_us(t), bool(a), int(t) in evidence_ticks)
+        for t, a in zip(polls.ticks[mine], polls.active[mine], strict=True)
+    ]
+
+
+def _status_segments(state: StoreState, code: int, low: int, high: int) -> list:
+    """Known segments with their status, and unknown time between them, within [low, high)."""
+    evidence = state.evidence
+    mine = evidence.codes == code
+    segments = []
+    cursor = low
+    for start, end, active in zip(
+        np.clip(evidence.known_starts[mine], low, high),
+        np.clip(evidence.known_ends[mine], low, high),
+        evidence.active[mine],
+        strict=True,
+    ):
+        if start > cursor:
+            segments.append((_as_us(cursor), _as_us(start), "unknown"))
+        if end > start:
+            segments.append((_as_us(start), _as_us(end), "active" if active else "inactive"))
+        cursor = max(cursor, int(end))
+    if cursor < high:
+        segments.append((_as_us(cursor), _as_us(high), "unknown"))
+    return segments

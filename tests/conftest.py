@@ -73,7 +73,7 @@ def make_app(database_url: str, tmp_path: Path, **settings):
 def app(database_url, tmp_path):
     app = make_app(database_url, tmp_path)
     yield app
-    app.extensions["report_runner"].shutdown()
+    app.extensions["report_executor"].shutdown()
     with app.app_context():
         db.engine.dispose()
 
@@ -88,7 +88,7 @@ def sqlite_app(tmp_path):
     """The app on SQLite only: for tests of HTTP parsing, where the engine makes no difference."""
     app = make_app(f"sqlite:///{tmp_path / 'test.sqlite3'}", tmp_path)
     yield app
-    app.extensions["report_runner"].shutdown()
+    app.extensions["report_executor"].shutdown()
     with app.app_context():
         db.engine.dispose()
 

@@ -1,16 +1,33 @@
-"""The HTTP API through Flask's test client, jobs inline and in real threads."""
+"""The HTTP API through Flask's test client: jobs inline and in real threads."""
 
 from __future__ import annotations
 
 import io
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
 import time
 
 import pandas as pd
 import pytest
+from sqlalchemy.exc import OperationalError
 
+import jobs
 import loader
 from models import db
-from tests.conftest import SAMPLE, make_app
+from tests.conftest import ROOT, SAMPLE, make_app
+
+BASE_COLUMNS = [
+    "store_id",
+    "uptime_last_hour",
+    "uptime_last_day",
+    "uptime_last_week",
+    "downtime_last_hour",
+    "downtime_last_day",
+    "downtime_last_week",
+]
 
 
 @pytest.fixture
@@ -24,12 +41,18 @@ def sample_store_count() -> int:
     return pd.read_csv(SAMPLE / "store_status.csv", dtype=str)["store_id"].nunique()
 
 
+def trigger(client, **body) -> str:
+    response = client.post("/trigger_report", json=body or None)
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["report_id"]
+
+
 def test_trigger_then_get_returns_the_csv(loaded_app):
     client = loaded_app.test_client()
     response = client.post("/trigger_report")
     assert response.status_code == 202
     body = response.get_json()
-    assert body["status"] in ("Running", "Complete") and len(body["report_id"]) == 32
+    assert body["status"] in ("Queued", "Running", "Complete") and len(body["report_id"]) == 32
     assert response.headers["Location"].endswith(f"/get_report/{body['report_id']}")
     got = client.get(f"/get_report/{body['report_id']}")
     assert got.status_code == 200
@@ -39,28 +62,67 @@ def test_trigger_then_get_returns_the_csv(loaded_app):
         got.headers["Content-Disposition"] == f"attachment; filename=report_{body['report_id']}.csv"
     )
     frame = pd.read_csv(io.BytesIO(got.data), dtype={"store_id": str})
-    assert list(frame.columns) == [
-        "store_id",
-        "uptime_last_hour",
-        "uptime_last_day",
-        "uptime_last_week",
-        "downtime_last_hour",
-        "downtime_last_day",
-        "downtime_last_week",
-    ]
+    assert list(frame.columns) == BASE_COLUMNS
     assert len(frame) == sample_store_count()
     assert (frame["uptime_last_hour"] + frame["downtime_last_hour"]).le(60.0).all()
 
 
 def test_as_of_is_used_and_reported(loaded_app):
     client = loaded_app.test_client()
-    report_id = client.post("/trigger_report", json={"as_of": "2023-01-20T00:00:00Z"}).get_json()[
-        "report_id"
-    ]
+    report_id = trigger(client, as_of="2023-01-20T00:00:00Z")
     listing = client.get("/reports").get_json()["reports"]
     assert listing[0]["report_id"] == report_id
     assert listing[0]["as_of"] == "2023-01-20T00:00:00.000000Z"
     assert listing[0]["status"] == "Complete" and listing[0]["row_count"] > 0
+
+
+def test_options_add_columns_in_spec_order_and_are_listed(loaded_app):
+    client = loaded_app.test_client()
+    report_id = trigger(client, stale_after="PT90M", outages=True)
+    frame = pd.read_csv(io.BytesIO(client.get(f"/get_report/{report_id}").data))
+    assert list(frame.columns) == [
+        *BASE_COLUMNS,
+        "unknown_last_hour",
+        "unknown_last_day",
+        "unknown_last_week",
+        "outages_last_hour",
+        "outages_last_day",
+        "outages_last_week",
+        "longest_outage_last_day",
+        "longest_outage_last_week",
+    ]
+    listed = client.get("/reports").get_json()["reports"][0]
+    assert listed["options"] == {"stale_after": "PT1H30M", "outages": True}
+    plain = trigger(client)
+    assert client.get("/reports").get_json()["reports"][0]["options"] == {
+        "stale_after": None,
+        "outages": False,
+    }
+    assert list(pd.read_csv(io.BytesIO(client.get(f"/get_report/{plain}").data)).columns) == (
+        BASE_COLUMNS
+    )
+
+
+def test_json_format_keeps_ids_exact_and_numbers_as_numbers(loaded_app):
+    client = loaded_app.test_client()
+    report_id = trigger(client, outages=True)
+    csv_frame = pd.read_csv(
+        io.BytesIO(client.get(f"/get_report/{report_id}").data), dtype={"store_id": str}
+    )
+    for response in (
+        client.get(f"/get_report/{report_id}?format=json"),
+        client.get(f"/get_report/{report_id}", headers={"Accept": "application/json"}),
+    ):
+        assert response.status_code == 200 and response.is_json
+        body = response.get_json()
+        assert set(body) == {"report_id", "as_of", "options", "columns", "rows"}
+        assert body["columns"] == list(csv_frame.columns)
+        assert body["options"] == {"stale_after": None, "outages": True}
+        first = body["rows"][0]
+        assert isinstance(first["store_id"], str) and isinstance(first["outages_last_day"], int)
+        json_frame = pd.DataFrame(body["rows"])[body["columns"]]
+        pd.testing.assert_frame_equal(json_frame, csv_frame, check_dtype=False)
+    assert client.get(f"/get_report/{report_id}?format=xml").status_code == 400
 
 
 @pytest.mark.parametrize(
@@ -72,10 +134,16 @@ def test_as_of_is_used_and_reported(loaded_app):
         (b'{"as_of": "yesterday"}', "application/json", "ISO-8601"),
         (b'{"as_of": "2023-01-20T00:00:00Z", "x": 1}', "application/json", "unknown field"),
         (b"as_of=2023", "application/x-www-form-urlencoded", "JSON object"),
+        (b'{"stale_after": "2 hours"}', "application/json", "not a duration"),
+        (b'{"stale_after": "0m"}', "application/json", "greater than zero"),
+        (b'{"stale_after": "-1h"}', "application/json", "not a duration"),
+        (b'{"stale_after": 7200}', "application/json", "must be a string"),
+        (b'{"outages": "yes"}', "application/json", "outages must be true or false"),
+        (b"[" * 8000 + b"]" * 8000, "application/json", "JSON object"),
     ],
 )
-def test_bad_trigger_bodies_get_400_with_the_reason(client, body, content_type, fragment):
-    response = client.post("/trigger_report", data=body, content_type=content_type)
+def test_bad_trigger_bodies_get_400_with_the_reason(sqlite_client, body, content_type, fragment):
+    response = sqlite_client.post("/trigger_report", data=body, content_type=content_type)
     assert response.status_code == 400
     payload = response.get_json()
     assert payload["error"] == "bad_request" and fragment in payload["message"]
@@ -84,20 +152,20 @@ def test_bad_trigger_bodies_get_400_with_the_reason(client, body, content_type, 
 @pytest.mark.parametrize(
     "report_id", ["0" * 32, "not-a-report", "..%2F..%2Fetc%2Fpasswd", "A" * 32, "f" * 5000]
 )
-def test_unknown_or_malformed_ids_get_404(client, report_id):
-    response = client.get(f"/get_report/{report_id}")
+def test_unknown_or_malformed_ids_get_404(sqlite_client, report_id):
+    response = sqlite_client.get(f"/get_report/{report_id}")
     assert response.status_code == 404
     assert set(response.get_json()) == {"error", "message"}
 
 
-def test_unknown_route_and_method_are_json_errors(client):
-    assert client.get("/nope").get_json()["error"] == "not_found"
-    response = client.delete("/trigger_report")
+def test_unknown_route_and_method_are_json_errors(sqlite_client):
+    assert sqlite_client.get("/nope").get_json()["error"] == "not_found"
+    response = sqlite_client.delete("/trigger_report")
     assert response.status_code == 405 and response.get_json()["error"] == "method_not_allowed"
 
 
-def test_oversized_body_is_refused(client):
-    response = client.post(
+def test_oversized_body_is_refused(sqlite_client):
+    response = sqlite_client.post(
         "/trigger_report", data=b"{" + b" " * 100_000 + b"}", content_type="application/json"
     )
     assert (
@@ -109,49 +177,132 @@ def test_healthz(client):
     assert client.get("/healthz").get_json() == {"status": "ok", "database": "ok"}
 
 
-def test_running_report_shows_progress_then_completes_in_a_thread(database_url, tmp_path):
-    app = make_app(database_url, tmp_path, REPORTS_INLINE=False)
+def test_queued_then_running_with_progress_then_complete_in_threads(
+    database_url, tmp_path, monkeypatch
+):
+    # 200 stores in shards of 20 on one worker thread; the fourth shard waits until the test
+    # has seen the report Running part-way, so each state is observed for sure.
+    app = make_app(
+        database_url, tmp_path, REPORTS_INLINE=False, REPORT_WORKERS=1, REPORT_SHARD_STORES=20
+    )
     with app.app_context():
         loader.load(db.engine, SAMPLE)
+    seen_part_way, release = threading.Event(), threading.Event()
+    original = jobs.compute_shard
+
+    def held_compute(work):
+        if work.shard == 3:
+            release.wait(30)
+        return original(work)
+
+    monkeypatch.setattr(jobs, "compute_shard", held_compute)
     client = app.test_client()
-    report_id = client.post("/trigger_report").get_json()["report_id"]
-    seen = set()
-    for _ in range(300):
-        response = client.get(f"/get_report/{report_id}")
-        seen.add(response.status_code)
-        if response.status_code == 202:
-            body = response.get_json()
-            assert body["status"] == "Running" and 0.0 <= body["progress"] <= 1.0
+    first = client.post("/trigger_report").get_json()
+    assert first["status"] in ("Queued", "Running")
+    states = []
+    for _ in range(600):
+        response = client.get(f"/get_report/{first['report_id']}")
         if response.status_code == 200:
             break
-        time.sleep(0.05)
+        body = response.get_json()
+        states.append((body["status"], body["progress"], body["shards"]["done"]))
+        if body["status"] == "Running" and 0 < body["progress"] < 1:
+            seen_part_way.set()
+            release.set()
+        time.sleep(0.02)
     assert response.status_code == 200
+    assert seen_part_way.is_set(), states[-5:]
+    assert {status for status, _, _ in states} <= {"Queued", "Running"}
+    assert [progress for _, progress, _ in states] == sorted(p for _, p, _ in states)
     assert len(pd.read_csv(io.BytesIO(response.data))) == sample_store_count()
-    app.extensions["report_runner"].shutdown()
+    app.extensions["report_executor"].shutdown()
 
 
-def test_failed_report_is_shown_with_its_error(loaded_app, monkeypatch):
-    import report
-
+def test_failed_report_gives_a_short_reason_without_sql_or_paths(loaded_app, monkeypatch):
     def explode(*args, **kwargs):
-        raise RuntimeError("engine exploded")
+        raise OperationalError(
+            "SELECT secret_column FROM polls WHERE x = 1", {}, Exception(1146, "/var/lib/x")
+        )
 
-    monkeypatch.setattr(report, "compute_report", explode)
+    monkeypatch.setattr(jobs, "compute_shard", explode)
     client = loaded_app.test_client()
-    report_id = client.post("/trigger_report").get_json()["report_id"]
+    report_id = trigger(client)
     response = client.get(f"/get_report/{report_id}")
     assert response.status_code == 422
     body = response.get_json()
-    assert body["status"] == "Failed" and "engine exploded" in body["message"]
+    assert body["status"] == "Failed" and "the database failed" in body["message"]
+    assert "SELECT" not in body["message"] and "/var/lib" not in body["message"]
     assert client.get("/healthz").status_code == 200
 
 
-def test_api_token_guards_everything_but_health(database_url, tmp_path):
-    app = make_app(database_url, tmp_path, API_TOKEN="s3cret-token")
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_api_token_guards_everything_but_health_in_any_scheme_case(sqlite_app, tmp_path, scheme):
+    app = make_app(sqlite_app.config["DATABASE_URL"], tmp_path, API_TOKEN="s3cret-token")
     client = app.test_client()
     assert client.post("/trigger_report").status_code == 401
-    assert client.get("/reports", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/reports", headers={"Authorization": f"{scheme} wrong"}).status_code == 401
     assert (
-        client.get("/reports", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+        client.get("/reports", headers={"Authorization": "Basic s3cret-token"}).status_code == 401
     )
+    good = {"Authorization": f"{scheme} s3cret-token"}
+    assert client.get("/reports", headers=good).status_code == 200
     assert client.get("/healthz").status_code == 200
+    assert client.get("/openapi.json").status_code == 200
+
+
+def test_trigger_answers_503_quickly_while_a_load_holds_the_sqlite_lock(tmp_path):
+    # Another connection holds SQLite's write lock (as a long load does): the trigger gives up
+    # after TRIGGER_LOCK_TIMEOUT_MS with 503 and Retry-After, creates nothing, and health
+    # answers at once (reads need no write lock).
+    url = f"sqlite:///{tmp_path / 'locked.sqlite3'}"
+    app = make_app(url, tmp_path, TRIGGER_LOCK_TIMEOUT_MS=300)
+    holder = sqlite3.connect(tmp_path / "locked.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        client = app.test_client()
+        started = time.monotonic()
+        response = client.post("/trigger_report")
+        waited = time.monotonic() - started
+        assert response.status_code == 503 and response.headers["Retry-After"].isdigit()
+        assert "nothing was created" in response.get_json()["message"]
+        assert waited < 10  # generous bound: the point is "not the 30 s busy timeout"
+        assert client.get("/healthz").status_code == 200
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert app.test_client().get("/reports").get_json()["reports"] == []
+    assert app.test_client().post("/trigger_report").status_code == 202
+
+
+def test_key_api_tests_pass_whatever_the_shell_exports(tmp_path):
+    # A stray API_TOKEN, DATABASE_URL and REPORTS_DIR in the shell must not reach the tests.
+    environment = {
+        **os.environ,
+        "API_TOKEN": "stray-token",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'stray.sqlite3'}",
+        "REPORTS_DIR": str(tmp_path / "stray-reports"),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-m",
+            "not mariadb",
+            "tests/test_api.py::test_trigger_then_get_returns_the_csv",
+            "tests/test_api.py::test_as_of_is_used_and_reported",
+            "tests/test_api.py::test_json_format_keeps_ids_exact_and_numbers_as_numbers",
+            "tests/test_server.py::test_trigger_poll_download",
+        ],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "4 passed" in done.stdout
+    assert not (tmp_path / "stray.sqlite3").exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import math
+import os
 import shutil
 import subprocess
 import sys
@@ -15,14 +17,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import requests
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text, update
 
+import config
+import executors
 import jobs
+import leases
 import loader
-import report
+import results
 import snapshot
-from app import start_service
-from models import Report, ReportStatus, db, utcnow
+import timestamps
+from app import create_app
+from models import Report, ReportShard, ReportStatus, db, utcnow
 from tests.conftest import ROOT, SAMPLE, SHARED, make_app
 from tests.server import ServerProcess, run_cli, wait_for_report
 
@@ -70,12 +76,14 @@ def test_kill_9_mid_report_then_restart_completes_it(big_data, tmp_path):
     url = f"sqlite:///{tmp_path / 'crash.sqlite3'}"
     assert run_cli(url, "load-data", str(big_data)).returncode == 0
     reports = tmp_path / "reports"
-    server = ServerProcess(url, reports, tmp_path / "server.log").start()
+    server = ServerProcess(url, reports, tmp_path / "server.log", REPORT_SHARD_STORES="2000")
+    server.start()
     report_id = requests.post(f"{server.url}/trigger_report", timeout=10).json()["report_id"]
-    time.sleep(0.3)
+    time.sleep(0.5)
     server.kill()  # SIGKILL: no cleanup, no goodbye
-    assert report_status(url, report_id) == "Running"
+    assert report_status(url, report_id) in ("Queued", "Running")
     assert not (reports / f"report_{report_id}.csv").exists()
+    # The new process finds the old owner dead on this machine and takes its work over.
     restarted = ServerProcess(url, reports, tmp_path / "server.log").start()
     try:
         done = wait_for_report(restarted.url, report_id)
@@ -87,68 +95,164 @@ def test_kill_9_mid_report_then_restart_completes_it(big_data, tmp_path):
         assert not list(reports.glob(".*.tmp"))
     finally:
         restarted.stop()
+    assert "taking over" in (tmp_path / "server.log").read_text()
 
 
-def test_reports_left_running_are_run_again_at_start(app, tmp_path):
+DEAD_OWNER = "other-host:4242:dead"
+
+
+def add_running_report(report_id: str, shards: int, attempts: int = 1) -> None:
+    """A report a vanished process left Running: its shards' leases have run out."""
+    expired = utcnow() - timedelta(minutes=5)
+    last_key = db.session.scalar(text("SELECT MAX(id) FROM stores"))
+    batch = db.session.scalar(text("SELECT last_batch FROM data_state"))
+    now_us = db.session.scalar(text("SELECT MAX(max_ts_us) FROM load_batches"))
+    db.session.add(
+        Report(
+            id=report_id,
+            status=ReportStatus.RUNNING,
+            batch=batch,
+            as_of_us=now_us,
+            shard_count=shards,
+            started_at=expired,
+        )
+    )
+    bounds = [1 + last_key * n // shards for n in range(shards)] + [last_key + 1]
+    for number in range(shards):
+        db.session.add(
+            ReportShard(
+                report_id=report_id,
+                shard=number,
+                key_low=bounds[number],
+                key_high=bounds[number + 1],
+                status=ReportStatus.RUNNING,
+                owner=DEAD_OWNER,
+                lease_expires_at=expired,
+                attempts=attempts,
+            )
+        )
+    db.session.commit()
+
+
+def test_work_whose_lease_expired_is_taken_over_and_completed(app):
     with app.app_context():
         loader.load(db.engine, SAMPLE)
-        db.session.add(Report(id="a" * 32, status=ReportStatus.RUNNING))
-        db.session.commit()
-    (Path(app.config["REPORTS_DIR"]) / ".report_x.csv.1.2.tmp").write_text("half a fil")
-    start_service(app)
-    with app.app_context():
+        add_running_report("a" * 32, shards=3)
+        assert leases.take_over_expired(app.extensions["report_executor"]) == 3
         row = db.session.get(Report, "a" * 32)
-        assert row.status == "Complete" and row.attempts == 1 and row.row_count > 0
-    assert not list(Path(app.config["REPORTS_DIR"]).glob(".*.tmp"))
+        assert row.status == "Complete" and row.row_count > 0 and row.progress == 1.0
+        attempts = db.session.scalars(select(ReportShard.attempts)).all()
+        assert attempts == [2, 2, 2]
+        assert leases.take_over_expired(app.extensions["report_executor"]) == 0
 
 
-def test_a_write_that_dies_half_way_leaves_no_file_and_a_failed_report(app, monkeypatch):
+def test_a_shard_attempted_too_often_fails_the_report_with_a_clear_message(app):
+    # A report whose process died three times (e.g. out of memory) is not run a fourth time.
     with app.app_context():
         loader.load(db.engine, SAMPLE)
+        add_running_report("b" * 32, shards=1, attempts=3)
+        leases.take_over_expired(app.extensions["report_executor"])
+        row = db.session.get(Report, "b" * 32)
+        assert row.status == "Failed"
+        assert row.error == (
+            "gave up after 3 attempts at shard 1 of 1: the process computing it stopped each time"
+        )
 
-    def half_then_crash(self, path, *args, **kwargs):
-        Path(path).write_text("store_id,uptime_last_hour\n12")
-        raise OSError("disk full")
 
-    monkeypatch.setattr(pd.DataFrame, "to_csv", half_then_crash)
+def test_a_live_owner_keeps_its_work(app):
+    with app.app_context():
+        loader.load(db.engine, SAMPLE)
+        add_running_report("c" * 32, shards=1)
+        db.session.execute(
+            update(ReportShard).values(lease_expires_at=utcnow() + timedelta(minutes=5))
+        )
+        db.session.commit()
+        assert leases.take_over_expired(app.extensions["report_executor"]) == 0
+        assert db.session.get(Report, "c" * 32).status == "Running"
+
+
+def test_a_shard_delivered_twice_is_computed_once(app, monkeypatch):
+    with app.app_context():
+        loader.load(db.engine, SAMPLE)
+    computed = []
+    original = jobs.compute_shard
+    monkeypatch.setattr(
+        jobs,
+        "compute_shard",
+        lambda work: computed.append(work.shard) or original(work),
+    )
     client = app.test_client()
     report_id = client.post("/trigger_report").get_json()["report_id"]
+    first = client.get(f"/get_report/{report_id}").data
+    with app.app_context():
+        for shard in range(db.session.get(Report, report_id).shard_count):
+            jobs.run_shard(report_id, shard, executors.process_owner())
+        assert db.session.get(Report, report_id).shards_done == len(computed)
+    assert sorted(computed) == list(range(len(computed)))
+    assert client.get(f"/get_report/{report_id}").data == first
+
+
+def test_a_write_that_dies_half_way_leaves_no_file_and_the_report_is_still_served(app, monkeypatch):
+    # The local CSV is a copy of the table stored in the database: if writing it fails (disk
+    # full at the rename), no partial file is left and the report is served all the same.
+    with app.app_context():
+        loader.load(db.engine, SAMPLE)
+    real_replace, failures = os.replace, []
+
+    def replace_failing_once(source, target):
+        if not failures:
+            failures.append(target)
+            raise OSError(28, "No space left on device")
+        real_replace(source, target)
+
+    monkeypatch.setattr(results.os, "replace", replace_failing_once)
+    client = app.test_client()
+    report_id = client.post("/trigger_report").get_json()["report_id"]
+    reports_dir = Path(app.config["REPORTS_DIR"])
+    assert failures and list(reports_dir.iterdir()) == []
     response = client.get(f"/get_report/{report_id}")
-    assert response.status_code == 422 and "disk full" in response.get_json()["message"]
-    assert list(Path(app.config["REPORTS_DIR"]).iterdir()) == []
+    assert response.status_code == 200
+    frame = pd.read_csv(io.BytesIO(response.data), dtype={"store_id": str})
+    assert len(frame) == pd.read_csv(SAMPLE / "store_status.csv")["store_id"].nunique()
+    assert [path.name for path in reports_dir.iterdir()] == [f"report_{report_id}.csv"]
 
 
 # --------------------------------------------------------------------------- back-pressure
 
 
 def test_beyond_workers_and_queue_trigger_answers_429(database_url, tmp_path, monkeypatch):
+    # Queued and running reports are counted in the database: 1 worker + 1 waiting = 2.
     app = make_app(database_url, tmp_path, REPORTS_INLINE=False, REPORT_WORKERS=1, REPORT_QUEUE=1)
     with app.app_context():
         loader.load(db.engine, SAMPLE)
     release = threading.Event()
-    original = jobs.compute
+    original = jobs.compute_shard
 
-    def slow_compute(inputs):
+    def held(work):
         release.wait(30)
-        return original(inputs)
+        return original(work)
 
-    monkeypatch.setattr(jobs, "compute", slow_compute)
+    monkeypatch.setattr(jobs, "compute_shard", held)
     client = app.test_client()
     accepted = [client.post("/trigger_report") for _ in range(2)]
     refused = client.post("/trigger_report")
     assert [r.status_code for r in accepted] == [202, 202]
     assert refused.status_code == 429 and refused.headers["Retry-After"].isdigit()
     assert refused.get_json()["error"] == "too_many_reports"
+    statuses = {r["status"] for r in client.get("/reports").get_json()["reports"]}
+    assert (
+        statuses <= {"Queued", "Running"} and len(client.get("/reports").get_json()["reports"]) == 2
+    )
     release.set()
     for response in accepted:
         report_id = response.get_json()["report_id"]
-        for _ in range(200):
+        for _ in range(400):
             if client.get(f"/get_report/{report_id}").status_code == 200:
                 break
             time.sleep(0.05)
         assert client.get(f"/get_report/{report_id}").status_code == 200
     assert client.post("/trigger_report").status_code == 202
-    app.extensions["report_runner"].shutdown()
+    app.extensions["report_executor"].shutdown()
 
 
 # --------------------------------------------------------------------------- consistency
@@ -157,47 +261,60 @@ def test_beyond_workers_and_queue_trigger_answers_429(database_url, tmp_path, mo
 def shifted_polls(tmp_path: Path, copies: int) -> Path:
     """New polls: the sample's, moved by 1..copies seconds (same stores, all new instants)."""
     polls = pd.read_csv(SAMPLE / "store_status.csv", dtype=str)
-    instants = report.parse_utc_timestamps(polls["timestamp_utc"])
-    frames = []
-    for shift in range(1, copies + 1):
-        moved = pd.to_datetime(instants + shift * 1_000_000, unit="us").strftime(
-            "%Y-%m-%d %H:%M:%S.%f UTC"
+    stamps = pd.to_datetime(polls["timestamp_utc"].str.removesuffix(" UTC"), format="ISO8601")
+    frames = [
+        polls.assign(
+            timestamp_utc=(stamps + pd.Timedelta(seconds=shift)).dt.strftime(
+                "%Y-%m-%d %H:%M:%S.%f UTC"
+            )
         )
-        frames.append(polls.assign(timestamp_utc=moved))
+        for shift in range(1, copies + 1)
+    ]
     path = tmp_path / "more_polls.csv"
     pd.concat(frames).to_csv(path, index=False)
     return path
 
 
-def test_report_during_a_load_sees_all_of_it_or_none(app, tmp_path, monkeypatch):
-    # The window's polls are read on a second connection; slow it down so that loads commit
-    # between the snapshot's first read and that one: the watermark must still hold.
-    window_read = snapshot.read_window_polls
+def test_a_report_during_a_load_sees_all_of_it_or_none(app, tmp_path, monkeypatch):
+    # Shards read at different moments; slow each read down so that the load commits between
+    # the snapshot being fixed and some shard reading: the watermark must still hold.
+    read_shard = snapshot.read_shard
 
-    def slow_window_read(*args):
-        time.sleep(0.2)
-        return window_read(*args)
+    def slow_read(*args):
+        time.sleep(0.05)
+        return read_shard(*args)
 
-    monkeypatch.setattr(snapshot, "read_window_polls", slow_window_read)
+    monkeypatch.setattr(snapshot, "read_shard", slow_read)
+    as_of = timestamps.parse_iso_instant("2023-01-26T00:00:00Z")
     with app.app_context():
         loader.load(db.engine, SAMPLE)
-        before = len(
-            snapshot.read_inputs(db.engine, report.parse_iso_instant("2023-01-26T00:00:00Z")).polls
-        )
+        before_rows = polls_read(as_of)
     more = shifted_polls(tmp_path, 8)
-    as_of = report.parse_iso_instant("2023-01-26T00:00:00Z")
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[int, int, int]] = []
     loading = threading.Thread(target=lambda: run_load(app, more))
     with app.app_context():
         loading.start()
         while loading.is_alive():
-            inputs = snapshot.read_inputs(db.engine, as_of)
-            seen.append((inputs.batch, len(inputs.polls)))
+            fixed = snapshot.fix_snapshot(db.engine, as_of)
+            parts = [
+                snapshot.read_shard(db.engine, fixed, low, low + 50) for low in (1, 51, 101, 151)
+            ]
+            last = db.session.scalar(text("SELECT last_batch FROM data_state"))
+            db.session.commit()
+            seen.append((fixed.batch, last, sum(p.inputs.polls.ts_us.size for p in parts)))
         loading.join()
-        after = len(snapshot.read_inputs(db.engine, as_of).polls)
-    assert after > before
-    assert {count for _, count in seen} <= {before, after}
-    assert all(count == (before if batch == 1 else after) for batch, count in seen)
+        after_rows = polls_read(as_of)
+    assert after_rows > before_rows
+    overlapped = [entry for entry in seen if entry[0] == 1 and entry[1] == 2]
+    assert overlapped, "no snapshot was fixed before the load committed and read after it"
+    assert all(count == (before_rows if batch == 1 else after_rows) for batch, _, count in seen)
+
+
+def polls_read(as_of: int) -> int:
+    fixed = snapshot.fix_snapshot(db.engine, as_of)
+    return snapshot.read_shard(
+        db.engine, fixed, 1, fixed.last_store_key + 1
+    ).inputs.polls.ts_us.size
 
 
 def run_load(app, path: Path) -> None:
@@ -241,10 +358,27 @@ def test_bad_http_input_never_gives_5xx(client):
         client.get("/get_report/%00"),
         client.get("/reports?limit=-1"),
         client.get("/reports?limit=abc"),
+        client.get("/reports?limit=\u00b2"),
+        client.post(
+            "/trigger_report", data=b"[" * 8000 + b"]" * 8000, content_type="application/json"
+        ),
         client.put("/get_report/" + "a" * 32),
         client.open("/trigger_report", method="PATCH"),
     ]
-    assert [r.status_code for r in cases] == [400, 400, 400, 413, 404, 404, 400, 400, 405, 405]
+    assert [r.status_code for r in cases] == [
+        400,
+        400,
+        400,
+        413,
+        404,
+        404,
+        400,
+        400,
+        400,
+        400,
+        405,
+        405,
+    ]
     assert all(set(r.get_json()) >= {"error", "message"} for r in cases)
 
 
@@ -258,36 +392,93 @@ def test_report_files_are_only_read_from_the_reports_dir(tmp_path):
             jobs.report_path(tmp_path, hostile)
 
 
-def test_report_ids_are_unguessable():
-    ids = {jobs.new_report_id() for _ in range(1000)}
-    assert len(ids) == 1000 and all(jobs.is_valid_report_id(i) for i in ids)
-
-
-def test_the_token_never_reaches_the_logs(database_url, tmp_path, caplog):
+def test_the_token_never_reaches_the_logs(sqlite_app, tmp_path, caplog, monkeypatch):
+    # Requests with a right and a wrong token, one of which fails inside: the failure is
+    # logged (so logging is on and captured), the token is not.
     token = "tok-" + "9" * 20
-    app = make_app(database_url, tmp_path, API_TOKEN=token)
+    app = make_app(sqlite_app.config["DATABASE_URL"], tmp_path, API_TOKEN=token)
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(jobs, "submit_report", explode)
     client = app.test_client()
     with caplog.at_level(logging.DEBUG):
         client.get("/reports", headers={"Authorization": f"Bearer {token}x"})
-        client.post("/trigger_report", headers={"Authorization": f"Bearer {token}"}, data="{")
+        failed = client.post("/trigger_report", headers={"Authorization": f"Bearer {token}"})
+    assert failed.status_code == 500
+    assert "unhandled error on POST /trigger_report" in caplog.text
     assert token not in caplog.text
+
+
+def make_report_row(report_id: str, age_days: float) -> None:
+    db.session.add(
+        Report(
+            id=report_id,
+            status=ReportStatus.COMPLETE,
+            created_at=utcnow() - timedelta(days=age_days),
+        )
+    )
+    db.session.commit()
 
 
 def test_expired_reports_and_their_files_are_removed(app):
     reports_dir = Path(app.config["REPORTS_DIR"])
     with app.app_context():
         old, new = "b" * 32, "c" * 32
-        db.session.add(Report(id=old, status="Complete", created_at=utcnow() - timedelta(days=40)))
-        db.session.add(Report(id=new, status="Complete", created_at=utcnow()))
-        db.session.commit()
+        make_report_row(old, 40)
+        make_report_row(new, 0)
         for report_id in (old, new):
             jobs.report_path(reports_dir, report_id).write_text("store_id\n")
         assert jobs.remove_expired(str(reports_dir), ttl_days=30) == 1
         assert db.session.get(Report, old) is None and db.session.get(Report, new) is not None
-    assert (
-        not jobs.report_path(reports_dir, old).exists()
-        and jobs.report_path(reports_dir, new).exists()
+    assert not jobs.report_path(reports_dir, old).exists()
+    assert jobs.report_path(reports_dir, new).exists()
+
+
+def test_at_most_report_max_count_reports_are_kept_oldest_go_first(app):
+    reports_dir = Path(app.config["REPORTS_DIR"])
+    ids = [f"{n:032x}" for n in range(5)]
+    with app.app_context():
+        for age, report_id in enumerate(ids):  # ids[0] is the newest
+            make_report_row(report_id, age)
+            jobs.report_path(reports_dir, report_id).write_text("store_id\n")
+        db.session.add(
+            Report(
+                id="e" * 32, status=ReportStatus.RUNNING, created_at=utcnow() - timedelta(days=9)
+            )
+        )
+        db.session.commit()
+        assert jobs.remove_beyond_count(str(reports_dir), keep=2) == 3
+        kept = set(db.session.scalars(select(Report.id)))
+    assert kept == {ids[0], ids[1], "e" * 32}  # a running report is never removed
+    assert sorted(path.name for path in reports_dir.iterdir()) == sorted(
+        f"report_{i}.csv" for i in ids[:2]
     )
+
+
+@pytest.mark.parametrize(
+    "name, value, fragment",
+    [
+        ("REPORT_TTL_DAYS", 0.0, "REPORT_TTL_DAYS=0.0: must be between"),
+        ("REPORT_TTL_DAYS", -1.0, "REPORT_TTL_DAYS=-1.0: must be between"),
+        ("REPORT_TTL_DAYS", math.inf, "must be a finite number"),
+        ("REPORT_TTL_DAYS", math.nan, "must be a finite number"),
+        ("REPORT_MAX_COUNT", 0, "REPORT_MAX_COUNT=0: must be between 1"),
+        ("REPORT_WORKERS", 0, "REPORT_WORKERS=0"),
+        ("REPORT_SHARD_STORES", 0, "REPORT_SHARD_STORES=0"),
+    ],
+)
+def test_bad_settings_stop_start_up_with_a_clear_message(tmp_path, name, value, fragment):
+    with pytest.raises(config.SettingsError, match=fragment.replace("(", "\\(")):
+        create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}", name: value})
+
+
+def test_bad_environment_values_stop_start_up(tmp_path):
+    for raw in ("inf", "nan", "0", "-1", "soon"):
+        done = run_cli(f"sqlite:///{tmp_path / 'x.sqlite3'}", "init-db", REPORT_TTL_DAYS=raw)
+        assert done.returncode != 0
+        assert "REPORT_TTL_DAYS" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 # --------------------------------------------------------------------------- the API contract

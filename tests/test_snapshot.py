@@ -1,9 +1,11 @@
-"""Reading from the database gives the same report as the engine on the raw CSV files."""
+"""Reading from the database gives the report the engine computes from the raw CSV files,
+whatever the shard size, and a snapshot is fixed: loads after it do not change it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -11,23 +13,53 @@ import jobs
 import loader
 import report
 import snapshot
-from models import db
-from tests.conftest import SAMPLE, SHARED
+from executors import InlineExecutor
+from models import Report, ReportResult, db
+from tests.conftest import SAMPLE, SHARED, make_app
+from tests.reference import parse_hms
+from tests.test_report import utc_micros
 
 
-def raw_report(folder: Path, as_of_us: int | None) -> pd.DataFrame:
+def raw_inputs(folder: Path) -> report.ReportInputs:
+    """The engine's inputs straight from the CSV files, parsed with pandas and the standard
+    library (not with the loader)."""
     sources = loader.find_sources(folder)
     polls = pd.read_csv(sources["polls"], dtype=str)
     hours = pd.read_csv(sources["hours"], dtype=str)
     zones = pd.read_csv(sources["timezones"], dtype=str)
-    hours[report.day_column(hours.columns)] = hours[report.day_column(hours.columns)].astype(int)
-    result = report.compute_report(polls, hours, zones, as_of_us)
+    day = "dayOfWeek" if "dayOfWeek" in hours else "day"
+    return report.ReportInputs(
+        report.Polls.of(
+            polls["store_id"], utc_micros(polls["timestamp_utc"]), polls["status"] == "active"
+        ),
+        report.WeeklyHours.of(
+            hours["store_id"],
+            hours[day].astype(int),
+            [parse_hms(t) for t in hours["start_time_local"]],
+            [parse_hms(t) for t in hours["end_time_local"]],
+        ),
+        report.StoreZones.of(zones["store_id"], zones["timezone_str"]),
+    )
+
+
+def raw_report(folder: Path, as_of_us: int | None, options=None) -> pd.DataFrame:
+    result = report.compute_report(raw_inputs(folder), as_of_us, options)
+    result["store_id"] = result["store_id"].astype(object)
     return result.sort_values("store_id").reset_index(drop=True)
 
 
-def database_report(app, as_of_us: int | None) -> pd.DataFrame:
+def database_report(app, as_of_us: int | None, options=None) -> pd.DataFrame:
+    """The stored table of a report computed through the job code."""
+    request = jobs.ReportRequest(as_of_us, options or report.ReportOptions())
     with app.app_context():
-        return jobs.compute(snapshot.read_inputs(db.engine, as_of_us))
+        report_id = jobs.submit_report(request, InlineExecutor())
+        row = db.session.get(Report, report_id)
+        assert row.status == "Complete", row.error
+        return jobs.finished_table(row)
+
+
+def micros(text: str) -> int:
+    return int(pd.Timestamp(text).value // 1000)
 
 
 AS_OF = [None, "2023-01-22T03:30:00Z", "2023-01-30T00:00:00Z", "2023-01-19T12:00:00Z"]
@@ -37,10 +69,18 @@ AS_OF = [None, "2023-01-22T03:30:00Z", "2023-01-30T00:00:00Z", "2023-01-19T12:00
 def test_report_from_database_equals_engine_on_files(app, as_of):
     # Early as_of values leave most polls after `now` and make the reader look back for
     # evidence before the window; late ones leave the window partly empty.
-    as_of_us = report.parse_iso_instant(as_of) if as_of else None
+    as_of_us = micros(as_of) if as_of else None
     with app.app_context():
         loader.load(db.engine, SAMPLE)
     pd.testing.assert_frame_equal(database_report(app, as_of_us), raw_report(SAMPLE, as_of_us))
+
+
+def test_options_from_database_equal_engine_on_files(app):
+    options = report.ReportOptions(stale_after_us=2 * 3600 * 10**6, outages=True)
+    with app.app_context():
+        loader.load(db.engine, SAMPLE)
+    got = database_report(app, None, options)
+    pd.testing.assert_frame_equal(got, raw_report(SAMPLE, None, options))
 
 
 @pytest.mark.parametrize("as_of", AS_OF[:2])
@@ -49,7 +89,7 @@ def test_sparse_original_sample_from_database_equals_engine(app, as_of):
     folder = SHARED / "loop"
     if not folder.exists():
         pytest.skip(f"original sample not found at {folder}")
-    as_of_us = report.parse_iso_instant(as_of) if as_of else None
+    as_of_us = micros(as_of) if as_of else None
     with app.app_context():
         loader.load(db.engine, folder)
     pd.testing.assert_frame_equal(database_report(app, as_of_us), raw_report(folder, as_of_us))
@@ -57,4 +97,64 @@ def test_sparse_original_sample_from_database_equals_engine(app, as_of):
 
 def test_empty_database_gives_an_empty_report(app):
     result = database_report(app, None)
-    assert list(result.columns) == report.REPORT_COLUMNS and result.empty
+    assert list(result.columns) == report.BASE_COLUMNS and result.empty
+
+
+def csv_with_shard_size(database_url: str, tmp_path: Path, shard_stores: int) -> bytes:
+    app = make_app(database_url, tmp_path / str(shard_stores), REPORT_SHARD_STORES=shard_stores)
+    with app.app_context():
+        report_id = jobs.submit_report(jobs.ReportRequest(), InlineExecutor())
+        row = db.session.get(Report, report_id)
+        assert row.status == "Complete", row.error
+        stores = db.session.scalar(db.text("SELECT MAX(id) FROM stores"))
+        assert row.shard_count == -(-stores // shard_stores)  # ceil: every key in one shard
+        return jobs.local_csv(row).read_bytes()
+
+
+def test_csv_is_byte_identical_for_every_shard_size(database_url, tmp_path):
+    # Shards of 1 store, of 7, and one shard holding all: the same bytes.
+    app = make_app(database_url, tmp_path)
+    with app.app_context():
+        loader.load(db.engine, SAMPLE)
+    sizes = [1, 7, 100_000]
+    outputs = [csv_with_shard_size(database_url, tmp_path, size) for size in sizes]
+    assert outputs[0] == outputs[1] == outputs[2]
+    frame = pd.read_csv(SAMPLE / "store_status.csv", dtype=str)
+    assert outputs[0].count(b"\n") == frame["store_id"].nunique() + 1
+
+
+def test_a_snapshot_ignores_loads_after_it(app, tmp_path):
+    # Fix the snapshot, then load new polls and replace every store's hours: a shard read
+    # with the old watermark sees neither (hours are retired, not deleted).
+    with app.app_context():
+        loader.load(db.engine, SAMPLE)
+        fixed = snapshot.fix_snapshot(db.engine, None)
+        before = snapshot.read_shard(db.engine, fixed, 1, fixed.last_store_key + 1)
+        hours = pd.read_csv(SAMPLE / "menu_hours.csv", dtype=str)
+        hours = hours.assign(start_time_local="01:00:00", end_time_local="02:00:00")
+        hours.to_csv(tmp_path / "menu_hours.csv", index=False)
+        polls = pd.read_csv(SAMPLE / "store_status.csv", dtype=str).head(50)
+        polls = polls.assign(timestamp_utc="2023-01-25 18:13:00 UTC", status="inactive")
+        polls.to_csv(tmp_path / "store_status.csv", index=False)
+        loader.load(db.engine, tmp_path)
+        after = snapshot.read_shard(db.engine, fixed, 1, fixed.last_store_key + 1)
+        latest = snapshot.read_shard(
+            db.engine, snapshot.fix_snapshot(db.engine, None), 1, fixed.last_store_key + 1
+        )
+    for name in ("polls", "hours"):
+        old, new = getattr(before.inputs, name), getattr(after.inputs, name)
+        for column in old.__dataclass_fields__:
+            assert np.array_equal(
+                np.sort(np.asarray(getattr(old, column))), np.sort(np.asarray(getattr(new, column)))
+            )
+    assert set(latest.inputs.hours.start_s.tolist()) == {3600}
+    assert latest.inputs.polls.ts_us.size > before.inputs.polls.ts_us.size
+
+
+def test_finished_report_is_stored_in_the_database(app):
+    with app.app_context():
+        loader.load(db.engine, SAMPLE)
+    table = database_report(app, None)
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(ReportResult)) == 1
+    assert len(table) == pd.read_csv(SAMPLE / "store_status.csv", dtype=str)["store_id"].nunique()

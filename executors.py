@@ -1,0 +1,97 @@
+"""Where report job steps run: threads of this process, inline (tests), or Celery workers.
+
+All three run the same steps of `jobs`; they differ only in who holds a step until it runs.
+The embedded thread pool is the default (no broker needed); with CELERY_BROKER_URL set, API
+processes only enqueue and `flask --app app worker` processes run the steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from flask import Flask
+
+import jobs
+
+logger = logging.getLogger(__name__)
+
+_OWNER: dict[int, str] = {}
+
+
+def process_owner() -> str:
+    """This process's name on the rows it works on: host, pid and a random token.
+
+    Computed per pid, so a forked worker process gets a name of its own.
+    """
+    pid = os.getpid()
+    if pid not in _OWNER:
+        _OWNER[pid] = f"{socket.gethostname()[:32]}:{pid}:{secrets.token_hex(4)}"
+    return _OWNER[pid]
+
+
+class InlineExecutor:
+    """Runs every step at once in the caller's thread (tests; the `report` command)."""
+
+    @property
+    def owner(self) -> str:
+        return process_owner()
+
+    def enqueue_start(self, report_id: str) -> None:
+        jobs.start_report(report_id, self.owner, self)
+
+    def enqueue_shard(self, report_id: str, shard: int) -> None:
+        jobs.run_shard(report_id, shard, self.owner)
+
+    def shutdown(self) -> None:
+        pass
+
+
+class ThreadExecutor:
+    """Runs steps on `workers` threads of this process, each inside the app context."""
+
+    def __init__(self, app: Flask, workers: int) -> None:
+        self.app = app
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="report")
+
+    @property
+    def owner(self) -> str:
+        return process_owner()
+
+    def enqueue_start(self, report_id: str) -> None:
+        self.pool.submit(self._run, jobs.start_report, report_id, self.owner, self)
+
+    def enqueue_shard(self, report_id: str, shard: int) -> None:
+        self.pool.submit(self._run, jobs.run_shard, report_id, shard, self.owner)
+
+    def _run(self, step, *args: Any) -> None:
+        try:
+            with self.app.app_context():
+                step(*args)
+        except Exception:  # e.g. the database went away: the lease brings the step back
+            logger.exception("report %s: step %s stopped", args[0], step.__name__)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=False)
+
+
+class CeleryExecutor:
+    """Sends steps to Celery workers through the broker; the broker holds queued steps."""
+
+    owner = None
+
+    def __init__(self, celery_app) -> None:
+        self.celery = celery_app
+
+    def enqueue_start(self, report_id: str) -> None:
+        self.celery.send_task("store_monitor.start_report", args=[report_id], retry=False)
+
+    def enqueue_shard(self, report_id: str, shard: int) -> None:
+        self.celery.send_task("store_monitor.run_shard", args=[report_id, shard], retry=False)
+
+    def shutdown(self) -> None:
+        pass

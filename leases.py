@@ -1,0 +1,183 @@
+"""Leases: a process renews the rows it works on; expired rows are taken over, once.
+
+Every Queued or Running report step carries an owner (a process, see
+`executors.process_owner`) and a lease deadline. A live process renews its leases every third
+of REPORT_LEASE_SECONDS. When a process dies (kill -9, a lost machine), its leases run out and
+any other process takes the rows over with a conditional update that only one can win, then
+queues the step again. Rows queued in a broker (owner NULL) are sent again only if still
+waiting after REPORT_REQUEUE_SECONDS; a step delivered twice is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import timedelta
+
+from flask import Flask
+from sqlalchemy import func, or_, select, update
+
+import jobs
+from executors import process_owner
+from models import ACTIVE_STATES, Report, ReportShard, ReportStatus, db, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews this process's leases and, with `sweep`, takes over expired ones."""
+
+    def __init__(self, app: Flask, sweep: bool) -> None:
+        super().__init__(name="lease-keeper", daemon=True)
+        self.app = app
+        self.sweep = sweep
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        interval = self.app.config["REPORT_LEASE_SECONDS"] / 3
+        first = True
+        while first or not self.stopped.wait(interval):
+            first = False
+            try:
+                with self.app.app_context():
+                    renew(process_owner())
+                    if self.sweep:
+                        take_over_expired(self.app.extensions["report_executor"])
+            except Exception:  # the database may be away for a while: try again next round
+                logger.exception("lease keeper: round failed")
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def lease_seconds() -> float:
+    return jobs.settings()["REPORT_LEASE_SECONDS"]
+
+
+def renew(owner: str) -> None:
+    """Push back the deadline of every active row this process owns."""
+    deadline = utcnow() + timedelta(seconds=lease_seconds())
+    for model in (Report, ReportShard):
+        db.session.execute(
+            update(model)
+            .where(model.owner == owner, model.status.in_(ACTIVE_STATES))
+            .values(lease_expires_at=deadline)
+        )
+    db.session.commit()
+
+
+def dead_local_owners(owners: set[str]) -> set[str]:
+    """Owners on this machine whose process no longer exists: no need to wait for their lease."""
+    host, me = socket.gethostname()[:32], process_owner()
+    dead = set()
+    for owner in owners:
+        owner_host, _, rest = owner.partition(":")
+        pid_text = rest.partition(":")[0]
+        if owner == me or owner_host != host or not pid_text.isdigit():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            dead.add(owner)
+        except PermissionError:
+            pass
+    return dead
+
+
+def take_over_expired(executor: jobs.Executor) -> int:
+    """Queue again the steps whose owner stopped renewing; return how many."""
+    taken = 0
+    for model in (Report, ReportShard):
+        for row in expired_rows(model):
+            if claim_expired(model, row, executor.owner):
+                logger.warning(
+                    "report %s: taking over %s left by %s",
+                    row.report_key,
+                    f"shard {row.shard}" if model is ReportShard else "its start",
+                    row.owner or "the broker",
+                )
+                if model is Report:
+                    executor.enqueue_start(row.report_key)
+                else:
+                    executor.enqueue_shard(row.report_key, row.shard)
+                taken += 1
+    for report_id in reports_waiting_for_assembly():
+        executor.enqueue_shard(report_id, 0)  # a finished shard's step assembles the report
+        taken += 1
+    return taken
+
+
+def expired_rows(model) -> list:
+    """Active rows whose lease ran out or whose owner died on this machine."""
+    now = utcnow()
+    key = model.id if model is Report else model.report_id
+    columns = [key.label("report_key"), model.owner, model.lease_expires_at, model.status]
+    if model is ReportShard:
+        columns.append(model.shard)
+    owners = set(
+        db.session.scalars(
+            select(model.owner)
+            .where(model.status.in_(ACTIVE_STATES), model.owner.is_not(None))
+            .distinct()
+        )
+    )
+    dead = dead_local_owners(owners)
+    stale = (
+        or_(model.lease_expires_at < now, model.owner.in_(dead))
+        if dead
+        else (model.lease_expires_at < now)
+    )
+    queued_steps = (
+        model.status.in_(ACTIVE_STATES)
+        if model is ReportShard
+        else (model.status == ReportStatus.QUEUED)
+    )
+    rows = db.session.execute(select(*columns).where(queued_steps, stale)).all()
+    db.session.commit()
+    return rows
+
+
+def claim_expired(model, row, new_owner: str | None) -> bool:
+    """Take one expired row: only the process whose update matches wins."""
+    key = model.id if model is Report else model.report_id
+    match = [key == row.report_key, model.lease_expires_at == row.lease_expires_at]
+    match.append(model.owner.is_(None) if row.owner is None else model.owner == row.owner)
+    if model is ReportShard:
+        match.append(model.shard == row.shard)
+    seconds = lease_seconds() if new_owner else jobs.settings()["REPORT_REQUEUE_SECONDS"]
+    claimed = db.session.execute(
+        update(model)
+        .where(*match, model.status.in_(ACTIVE_STATES))
+        .values(
+            status=ReportStatus.QUEUED,
+            owner=new_owner,
+            lease_expires_at=utcnow() + timedelta(seconds=seconds),
+        )
+    )
+    db.session.commit()
+    return claimed.rowcount == 1
+
+
+def reports_waiting_for_assembly() -> list[str]:
+    """Running reports whose shards are all Complete and that nobody is assembling."""
+    now = utcnow()
+    done = (
+        select(func.count())
+        .select_from(ReportShard)
+        .where(ReportShard.report_id == Report.id, ReportShard.status == ReportStatus.COMPLETE)
+        .scalar_subquery()
+    )
+    ids = list(
+        db.session.scalars(
+            select(Report.id).where(
+                Report.status == ReportStatus.RUNNING,
+                Report.shard_count == done,
+                or_(Report.owner.is_(None), Report.lease_expires_at < now),
+                Report.started_at < now - timedelta(seconds=lease_seconds()),
+            )
+        )
+    )
+    db.session.commit()
+    return ids

@@ -1,0 +1,88 @@
+"""A report's table: packed for the database, assembled from shards, written as CSV, as JSON.
+
+Shard results and finished reports are stored in the database as compressed Arrow IPC, so
+any process on any machine can assemble or serve them; the CSV file in REPORTS_DIR is a local
+copy written atomically (temporary name, then rename) and re-created from the database when
+a machine without it is asked for the report.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+import csvcells
+
+IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+
+
+def pack(frame: pd.DataFrame) -> bytes:
+    """A table as compressed Arrow IPC bytes (exact: ids as text, numbers as stored)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema, options=IPC_OPTIONS) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def unpack(data: bytes) -> pd.DataFrame:
+    table = pa.ipc.open_stream(pa.BufferReader(data)).read_all()
+    frame = table.to_pandas()
+    if "store_id" in frame:
+        frame["store_id"] = frame["store_id"].astype(object)
+    return frame
+
+
+def assemble(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    """Join shard results into the report: every store once, sorted by store id."""
+    frames = [part for part in parts if len(part)]
+    if not frames:
+        return pd.DataFrame({name: [] for name in columns})
+    joined = pd.concat(frames, ignore_index=True)[columns]
+    joined["store_id"] = joined["store_id"].astype(object)
+    return joined.sort_values("store_id", kind="stable").reset_index(drop=True)
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    """The CSV: hours/minutes with 2 decimals, counts as integers, ids safe in spreadsheets."""
+    safe = frame.assign(store_id=csvcells.neutralise(frame["store_id"]))
+    return safe.to_csv(index=False, float_format="%.2f").encode()
+
+
+def write_atomically(data: bytes, path: Path) -> None:
+    """Write to a temporary name beside the final one, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """One object per store: ids as exact strings, numbers as numbers (rounded as in CSV)."""
+    records = []
+    columns = list(frame.columns)
+    values = [frame[name].to_numpy() for name in columns]
+    for row in zip(*values, strict=True):
+        records.append(
+            {name: _json_value(name, value) for name, value in zip(columns, row, strict=True)}
+        )
+    return records
+
+
+def _json_value(name: str, value: Any) -> Any:
+    if name == "store_id":
+        return str(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return float(value)

@@ -1,0 +1,81 @@
+"""Celery tasks: the report job steps on worker processes.
+
+Follows Flask's "Background Tasks with Celery": `celery_init_app` builds the Celery app from
+the Flask config, and every task runs inside the Flask app context. Set up for no lost work:
+a task is acknowledged only after it ran (`task_acks_late`), requeued if its worker process
+dies (`task_reject_on_worker_lost`), and a worker takes one task at a time (prefetch 1). The
+steps are idempotent (see `jobs`), so a redelivered task is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, Task, shared_task, signals
+from flask import Flask
+
+import jobs
+from executors import process_owner
+from models import db
+
+logger = logging.getLogger(__name__)
+QUEUE = "store_monitor"
+
+
+def celery_settings(config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "broker_url": config["CELERY_BROKER_URL"],
+        "broker_connection_timeout": config["CELERY_CONNECT_TIMEOUT"],
+        "broker_connection_retry_on_startup": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_ignore_result": True,
+        "task_default_queue": QUEUE,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "worker_hijack_root_logger": False,
+    }
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """The Celery app of this Flask app: config from app.config, tasks in the app context."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args: object, **kwargs: object) -> object:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.config_from_object(celery_settings(app.config))
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    _flask_apps[0:1] = [app]
+    return celery_app
+
+
+_flask_apps: list[Flask] = []
+
+
+@shared_task(name="store_monitor.start_report", ignore_result=True)
+def start_report(report_id: str) -> None:
+    jobs.start_report(report_id, process_owner(), jobs.executor())
+
+
+@shared_task(name="store_monitor.run_shard", ignore_result=True)
+def run_shard(report_id: str, shard: int) -> None:
+    jobs.run_shard(report_id, shard, process_owner(), wait_for_owner=True)
+
+
+@signals.worker_process_init.connect
+def start_lease_keeper(**_: object) -> None:
+    """In each worker process: fresh database connections, and leases renewed and swept."""
+    if not _flask_apps:
+        return
+    from leases import LeaseKeeper
+
+    app = _flask_apps[0]
+    with app.app_context():
+        db.engine.dispose(close=False)  # connections inherited from the parent are not ours
+    LeaseKeeper(app, sweep=True).start()
