@@ -19,6 +19,9 @@ ENVIRONMENT_SETTINGS: dict[str, type] = {
     "PORT": int,
     "HTTP_THREADS": int,
     "HTTP_CONNECTION_LIMIT": int,
+    "INGEST_MAX_BYTES": int,
+    "HTTP_HEADER_TIMEOUT": int,
+    "HTTP_IDLE_TIMEOUT": int,
 }
 
 
@@ -38,6 +41,9 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "PORT": 5000,
         "HTTP_THREADS": 8,
         "HTTP_CONNECTION_LIMIT": 1000,  # open client connections (waitress' default is 100)
+        "INGEST_MAX_BYTES": 64 * 1024 * 1024,  # largest body of a data upload
+        "HTTP_HEADER_TIMEOUT": 10,  # seconds to send a request's headers
+        "HTTP_IDLE_TIMEOUT": 30,  # seconds a keep-alive connection may wait between requests
     }
 
 
