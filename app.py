@@ -105,7 +105,7 @@ def start_service(app: Flask) -> None:
 
 
 def main() -> None:
-    from waitress import serve
+    from wsgi_server import serve
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -115,15 +115,7 @@ def main() -> None:
     except config.SettingsError as exc:
         raise SystemExit(f"cannot start: {exc.message}") from None
     start_service(app)
-    host, port = app.config["HOST"], app.config["PORT"]
-    logger.info("serving on http://%s:%d", host, port)
-    serve(
-        app,
-        host=host,
-        port=port,
-        threads=app.config["HTTP_THREADS"],
-        connection_limit=app.config["HTTP_CONNECTION_LIMIT"],
-    )
+    serve(app)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,510 @@
+"""The HTTP server's own protections: body limit, header timeout, slow-client shedding."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import resource
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from waitress.adjustments import Adjustments
+
+import config
+import wsgi_server
+from tests.server import ServerProcess
+
+MIB = 1024 * 1024
+SLOW_CLIENTS = 1100  # more than the default HTTP_CONNECTION_LIMIT (1000)
+OPEN_FILES_NEEDED = 4096  # the slow clients' sockets here, and the server's (it inherits this)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Start `python app.py` on an empty SQLite database with the given settings."""
+    servers: list[ServerProcess] = []
+
+    def start(**settings: str) -> ServerProcess:
+        server = ServerProcess(
+            f"sqlite:///{tmp_path / 'test.sqlite3'}",
+            tmp_path / "reports",
+            tmp_path / "server.log",
+            **settings,
+        )
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def open_files():
+    """Raise this process's open-file limit (a server started afterwards inherits it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < OPEN_FILES_NEEDED:
+        if hard != resource.RLIM_INFINITY and hard < OPEN_FILES_NEEDED:
+            pytest.skip(f"needs {OPEN_FILES_NEEDED} open files; the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES_NEEDED, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def post_head(content_length: int) -> bytes:
+    """The headers of a JSON POST, without its body."""
+    return (
+        f"POST /trigger_report HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {content_length}\r\n\r\n"
+    ).encode()
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """What the server sends before it closes the connection (the socket's timeout bounds it)."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def proc_fds(pid: int) -> list[tuple[Path, str]]:
+    """The process's open descriptors and what each points to (Linux /proc)."""
+    fds = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            fds.append((fd, os.readlink(fd)))
+        except FileNotFoundError:  # closed meanwhile
+            continue
+    return fds
+
+
+def temp_bytes(pid: int, temp_dir: Path) -> int:
+    """Bytes the process holds in `temp_dir`, counting unlinked temporary files it has open."""
+    held = sum(
+        fd.stat().st_size for fd, target in proc_fds(pid) if target.startswith(str(temp_dir))
+    )
+    return held + sum(path.stat().st_size for path in temp_dir.iterdir())
+
+
+def open_sockets(pid: int) -> int:
+    return sum(target.startswith("socket:") for _, target in proc_fds(pid))
+
+
+needs_proc = pytest.mark.skipif(
+    not Path("/proc/self/fd").is_dir(), reason="reads the server's descriptors from /proc"
+)
+
+
+# --------------------------------------------------------------------------- body limit
+
+
+@pytest.mark.slow
+@needs_proc
+def test_a_body_over_the_limit_is_refused_from_its_headers(start_server, tmp_path):
+    temp_dir = tmp_path / "server-tmp"
+    temp_dir.mkdir()
+    server = start_server(API_TOKEN="a-token-this-client-does-not-have", TMPDIR=str(temp_dir))
+    address = ("127.0.0.1", server.port)
+
+    # The incident: 300 MB sent without a token. Send its headers and first 4 MiB (waitress
+    # spools a body over 512 KiB to a temporary file), then listen for up to 5 s.
+    with socket.create_connection(address, timeout=5) as sock:
+        answer: bytes | None
+        try:
+            sock.sendall(post_head(300_000_000) + bytes(4 * MIB))
+            answer = read_until_closed(sock)
+        except TimeoutError:
+            answer = None  # still reading the body
+        except OSError:
+            answer = b""  # refused and closed while the body was still coming: a reset
+        spooled = temp_bytes(server.process.pid, temp_dir)
+    assert spooled == 0, f"{spooled} bytes of the body went to the server's temporary directory"
+    assert answer is not None, "no answer in 5 s: the server was reading the body"
+
+    # Headers alone: the answer comes before any of the body is sent.
+    with socket.create_connection(address, timeout=5) as sock:
+        started = time.monotonic()
+        sock.sendall(post_head(300_000_000))
+        answer = read_until_closed(sock)
+        elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n"), answer[:200]
+    assert b"\r\nConnection: close\r\n" in answer
+    assert elapsed < 2
+    assert temp_bytes(server.process.pid, temp_dir) == 0
+
+
+@pytest.mark.slow
+def test_a_body_at_the_limit_reaches_the_app(start_server):
+    server = start_server(INGEST_MAX_BYTES=str(MIB))  # larger than MAX_CONTENT_LENGTH (16 KiB)
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(post_head(MIB + 1))  # one byte over: the server refuses it itself
+        refused = read_until_closed(sock)
+    assert refused.startswith(b"HTTP/1.1 413 "), refused[:200]
+    assert b"Content-Type: text/plain" in refused  # waitress' answer, not the app's JSON
+
+    # Exactly the limit: the server reads it and hands it over; the app's own limit for this
+    # endpoint (MAX_CONTENT_LENGTH) then answers, in JSON.
+    at_limit = requests.post(
+        f"{server.url}/trigger_report",
+        data=b" " * MIB,
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert at_limit.status_code == 413
+    assert at_limit.json()["error"] == "request_entity_too_large"
+
+
+# --------------------------------------------------------------------------- slow clients
+
+
+class SlowClients:
+    """Connections that send the start of a request a byte at a time and never finish it.
+
+    One the server closes is opened again at the next round, as an attacker's tool would.
+    """
+
+    START = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: "
+
+    def __init__(self, port: int, count: int, interval: float) -> None:
+        self.address = ("127.0.0.1", port)
+        self.count, self.interval = count, interval
+        self.sockets: list[socket.socket] = []
+        self.bytes_sent: list[int] = []
+        self.stopping = threading.Event()
+        self.dripper = threading.Thread(target=self.drip_until_stopped, daemon=True)
+
+    def __enter__(self) -> SlowClients:
+        for _ in range(self.count):
+            self.sockets.append(self.connect())
+            self.bytes_sent.append(0)
+        self.drip()
+        self.dripper.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stopping.set()
+        self.dripper.join()
+        for sock in self.sockets:
+            sock.close()
+
+    def connect(self) -> socket.socket:
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(self.address)  # completes in the background (loopback)
+        return sock
+
+    def drip_until_stopped(self) -> None:
+        while not self.stopping.wait(self.interval):
+            self.drip()
+
+    def drip(self) -> None:
+        """Send one more byte on every connection; reopen those the server has closed."""
+        for index, sock in enumerate(self.sockets):
+            offset = self.bytes_sent[index]
+            byte = self.START[offset : offset + 1] or b"a"
+            if closed(sock):
+                self.reopen(index)
+                continue
+            try:
+                self.bytes_sent[index] += sock.send(byte)
+            except BlockingIOError:
+                pass  # still connecting
+            except OSError:
+                self.reopen(index)
+
+    def reopen(self, index: int) -> None:
+        self.sockets[index].close()
+        self.sockets[index] = self.connect()
+        self.bytes_sent[index] = 0
+
+
+def closed(sock: socket.socket) -> bool:
+    """Whether the server has closed (or answered) this never-finished request.
+
+    Never waits, if `sock` has no timeout (blocking or not).
+    """
+    try:
+        sock.recv(1, socket.MSG_DONTWAIT)  # b"" (closed) or an answer: either way, over
+    except BlockingIOError:
+        return False  # nothing to read: still waiting for the rest of the headers
+    except OSError:
+        return True  # reset
+    return True
+
+
+def wait_for(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.slow
+@needs_proc
+def test_slow_clients_do_not_lock_out_a_real_one(start_server, open_files):
+    # A byte every 2 s keeps each connection under the idle timeout (5 s): only the header
+    # timeout (2 s) and shedding near the connection limit (1000) can free their places.
+    server = start_server(HTTP_HEADER_TIMEOUT="2", HTTP_IDLE_TIMEOUT="5")
+    with SlowClients(server.port, SLOW_CLIENTS, interval=2.0):
+        full = wait_for(lambda: open_sockets(server.process.pid) >= 950, timeout=10)
+        assert full, "the slow clients never filled the server"
+        started = time.monotonic()
+        response = requests.get(f"{server.url}/healthz", timeout=15)
+        elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    assert elapsed < 15
+
+
+@pytest.mark.slow
+def test_unfinished_headers_and_idle_connections_are_closed_on_time(start_server):
+    server = start_server(HTTP_HEADER_TIMEOUT="2", HTTP_IDLE_TIMEOUT="5")
+    address = ("127.0.0.1", server.port)
+    with contextlib.ExitStack() as stack:
+        started = time.monotonic()
+        silent = stack.enter_context(socket.create_connection(address))  # sends nothing
+        trickling = stack.enter_context(socket.create_connection(address))  # a byte every 0.5 s
+        idle = http.client.HTTPConnection(*address, timeout=5)  # one request, then kept alive
+        stack.callback(idle.close)
+        idle.request("GET", "/healthz")
+        assert idle.getresponse().read() == b'{"database":"ok","status":"ok"}\n'
+        idle.sock.settimeout(None)  # else recv waits out the timeout before trying MSG_DONTWAIT
+        connections = {"silent": silent, "trickling": trickling, "idle": idle.sock}
+        closed_after: dict[str, float] = {}
+        sent = 0
+        while len(closed_after) < len(connections) and time.monotonic() - started < 10:
+            if "trickling" not in closed_after and time.monotonic() - started >= sent * 0.5:
+                sent += trickling.send(SlowClients.START[sent : sent + 1])
+            for name, sock in connections.items():
+                if name not in closed_after and closed(sock):
+                    closed_after[name] = time.monotonic() - started
+            time.sleep(0.05)
+    # Deadlines: 2 s for headers, 5 s idle; the server looks once a second (3 s of slack here).
+    assert 2 <= closed_after["silent"] < 5
+    assert 2 <= closed_after["trickling"] < 5
+    assert sent >= 4  # it kept sending, so the idle timeout alone would not have closed it
+    assert 5 <= closed_after["idle"] < 8  # waiting for a next request is not a header wait
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(
+    ("max_content_length", "ingest_max_bytes", "server_limit"),
+    [
+        (16 * 1024, 64 * MIB, 64 * MIB + 1),  # the defaults: uploads are the largest bodies
+        (2 * MIB, 1 * MIB, 2 * MIB + 1),
+        (None, 1 * MIB, 1 * MIB + 1),  # Flask's "no limit" leaves the uploads' limit
+    ],
+)
+def test_the_server_refuses_only_bodies_no_endpoint_accepts(
+    max_content_length, ingest_max_bytes, server_limit
+):
+    settings = config.defaults("instance") | {
+        "MAX_CONTENT_LENGTH": max_content_length,
+        "INGEST_MAX_BYTES": ingest_max_bytes,
+    }
+    # waitress refuses a Content-Length >= max_request_body_size: the largest body + 1
+    assert wsgi_server.adjustments(settings)["max_request_body_size"] == server_limit
+
+
+def test_the_defaults_make_valid_waitress_settings():
+    adj = Adjustments(**wsgi_server.adjustments(config.defaults("instance")))
+    assert (adj.channel_timeout, adj.connection_limit, adj.threads) == (30, 1000, 8)
+    assert adj.max_request_body_size == 64 * MIB + 1
+    assert adj.asyncore_use_poll  # select() fails on descriptors >= 1024
+
+
+@pytest.mark.parametrize("name", ["HTTP_HEADER_TIMEOUT", "HTTP_IDLE_TIMEOUT"])
+def test_timeouts_must_be_positive(name):
+    with pytest.raises(ValueError, match=f"{name} must be a positive number of seconds, not 0"):
+        wsgi_server.adjustments(config.defaults("instance") | {name: 0})
+
+
+def test_timeouts_and_upload_limit_come_from_the_environment():
+    environ = {"HTTP_HEADER_TIMEOUT": "2", "HTTP_IDLE_TIMEOUT": "5", "INGEST_MAX_BYTES": "1024"}
+    assert config.from_environment(environ) == {
+        "HTTP_HEADER_TIMEOUT": 2,
+        "HTTP_IDLE_TIMEOUT": 5,
+        "INGEST_MAX_BYTES": 1024,
+    }
+
+
+# --------------------------------------------------------------------------- in process
+
+
+class Clock:
+    """time.time() for waitress and the server module, moved by hand."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = Clock(1000.0)
+    monkeypatch.setattr(time, "time", clock)
+    return clock
+
+
+class QueuedTasks:
+    """Stands in for waitress' thread pool: keeps the channels with a request to run."""
+
+    def __init__(self) -> None:
+        self.channels: list = []
+
+    def add_task(self, channel) -> None:
+        self.channels.append(channel)
+
+
+@pytest.fixture
+def make_server(clock):
+    """A ProtectedServer on a free port whose event loop never runs: the test drives it."""
+    servers, sockets = [], []
+
+    def make(connection_limit=100, header_timeout=10, idle_timeout=30):
+        adj = Adjustments(
+            host="127.0.0.1",
+            port=0,
+            connection_limit=connection_limit,
+            channel_timeout=idle_timeout,
+        )
+        server = wsgi_server.ProtectedServer(
+            lambda environ, start_response: [],
+            {},
+            dispatcher=QueuedTasks(),
+            adj=adj,
+            header_timeout=header_timeout,
+        )
+        servers.append(server)
+        return server
+
+    def connect(server) -> wsgi_server.HeaderTimedChannel:
+        """A client connection as the server sees it (the other end stays here)."""
+        server_end, client_end = socket.socketpair()
+        sockets.append(client_end)
+        return server.channel_class(server, server_end, ("127.0.0.1", 0), server.adj, server._map)
+
+    make.connect = connect
+    yield make
+    for server in servers:
+        for channel in list(server.active_channels.values()):
+            channel.close()
+        server.close()
+    for sock in sockets:
+        sock.close()
+
+
+def test_the_header_clock_runs_from_a_requests_first_byte_to_its_last_header(make_server, clock):
+    channel = make_server.connect(make_server())  # opens at 1000
+    assert channel.awaiting_headers_since == 1000  # nothing sent: counted from the opening
+    clock.now = 1004
+    channel.received(b"GE")
+    assert channel.awaiting_headers_since == 1004  # the first byte starts the request's clock
+    clock.now = 1006
+    channel.received(b"T / HTTP/1.1\r\nHost: x\r\n")
+    assert channel.awaiting_headers_since == 1004  # later bytes do not restart it
+    clock.now = 1007
+    channel.received(b"\r\n")
+    assert channel.awaiting_headers_since is None and len(channel.requests) == 1
+    channel.requests.clear()  # served: the connection waits for a next request, idle
+    clock.now = 1010
+    channel.received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    assert channel.awaiting_headers_since is None  # a body is awaited, not headers
+    channel.received(b"defghij")
+    assert channel.awaiting_headers_since is None and len(channel.requests) == 1
+    channel.requests.clear()
+    clock.now = 1020
+    channel.received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HT")  # one whole, one begun
+    assert channel.awaiting_headers_since == 1020 and len(channel.requests) == 1
+
+
+def test_maintenance_closes_connections_past_their_header_or_idle_deadline(make_server, clock):
+    server = make_server(header_timeout=10, idle_timeout=30)
+    silent = make_server.connect(server)  # opened at 1000, sends nothing
+    clock.now = 1005
+    partial = make_server.connect(server)
+    partial.received(b"GET / HTTP/1.1\r\n")  # headers begun at 1005
+    idle = make_server.connect(server)
+    idle.received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    idle.requests.clear()  # served at 1005, then idle
+    busy = make_server.connect(server)
+    busy.received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /next HT")  # running + begun
+    channels = {"silent": silent, "partial": partial, "idle": idle, "busy": busy}
+
+    def closing_after(now: float) -> set[str]:
+        server.maintenance(now)
+        return {name for name, channel in channels.items() if channel.will_close}
+
+    assert closing_after(1009.5) == set()
+    assert closing_after(1010.5) == {"silent"}  # 10 s after it opened
+    assert closing_after(1015.5) == {"silent", "partial"}  # 10 s after its first byte
+    assert closing_after(1035.5) == {"silent", "partial", "idle"}  # 30 s idle
+    assert closing_after(2000) == {"silent", "partial", "idle"}  # a running request stays
+
+
+@pytest.mark.parametrize(
+    ("connection_limit", "shed"),
+    [
+        # 8 connections + waitress' listening socket and wake-up pipe = 10 places taken; one
+        # is kept free (1% of the limit, at least 1). Each lower limit closes one more, so
+        # the lists give the order.
+        (11, []),
+        (10, ["waiting 1001"]),
+        (9, ["waiting 1001", "silent 1002"]),
+        (7, ["waiting 1001", "silent 1002", "waiting 1003", "waiting 1005"]),
+        # then the idle ones, longest idle first; never one running a request or answering
+        (6, ["waiting 1001", "silent 1002", "waiting 1003", "waiting 1005", "idle 1000"]),
+        (
+            3,
+            [
+                "waiting 1001",
+                "silent 1002",
+                "waiting 1003",
+                "waiting 1005",
+                "idle 1000",
+                "idle 1004",
+            ],
+        ),
+    ],
+)
+def test_near_the_limit_the_longest_waiting_for_headers_are_closed_first(
+    make_server, clock, connection_limit, shed
+):
+    server = make_server(connection_limit=connection_limit, header_timeout=999, idle_timeout=999)
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    channels = {}
+    for name, at, data in [
+        ("answering 998", 998, request),  # served; its answer is still being sent
+        ("running 999", 999, request),  # its request is running
+        ("idle 1000", 1000, request),
+        ("waiting 1001", 1001, b"G"),
+        ("silent 1002", 1002, b""),
+        ("waiting 1003", 1003, b"GET / HTTP/1.1\r\n"),
+        ("idle 1004", 1004, request),
+        ("waiting 1005", 1005, b"GET"),
+    ]:
+        clock.now = at
+        channel = channels[name] = make_server.connect(server)
+        channel.received(data)
+        if name.startswith(("idle", "answering")):
+            channel.requests.clear()
+    channels["answering 998"].total_outbufs_len = 1
+    assert len(server._map) == 10
+    server.readable()
+    server.readable()  # again: those already closing count as free places
+    closing = {name for name, channel in channels.items() if channel.will_close}
+    assert closing == set(shed)
