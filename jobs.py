@@ -253,7 +253,6 @@ def start_report(report_id: str, owner: str, worker: Executor) -> None:
             shard_count=len(ranges),
             owner=None,
             lease_expires_at=None,
-            progress=0.0,
         )
     )
     if planned.rowcount != 1:
@@ -448,10 +447,7 @@ def store_shard_result(report_id: str, shard: int, owner: str, frame: pd.DataFra
             db.session.execute(
                 update(Report)
                 .where(Report.id == report_id, Report.status == ReportStatus.RUNNING)
-                .values(
-                    shards_done=Report.shards_done + 1,
-                    progress=(Report.shards_done + 1) * 1.0 / Report.shard_count,
-                )
+                .values(shards_done=Report.shards_done + 1)
             )
         db.session.commit()
         return stored.rowcount == 1
@@ -519,7 +515,6 @@ def assemble_report(report_id: str, owner: str) -> None:
         .where(Report.id == report_id, Report.owner == owner, Report.status == ReportStatus.RUNNING)
         .values(
             status=ReportStatus.COMPLETE,
-            progress=1.0,
             row_count=len(table),
             file_name=f"report_{report_id}.csv",
             finished_at=utcnow(),

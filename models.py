@@ -22,7 +22,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
-    Float,
     Index,
     Integer,
     LargeBinary,
@@ -177,7 +176,6 @@ class Report(db.Model):
     batch: Mapped[int | None] = mapped_column(Integer, nullable=True)
     shard_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     shards_done: Mapped[int] = mapped_column(Integer, default=0)
-    progress: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
@@ -187,6 +185,13 @@ class Report(db.Model):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    @property
+    def progress(self) -> float:
+        """Shards done / shards (1 once Complete)."""
+        if self.status == ReportStatus.COMPLETE:
+            return 1.0
+        return self.shards_done / self.shard_count if self.shard_count else 0.0
 
 
 class ReportShard(db.Model):

@@ -1,4 +1,5 @@
-"""The OpenAPI 3 description of the HTTP API, served at /openapi.json (kept true by tests)."""
+"""The OpenAPI 3.1 description of the HTTP API, served at /openapi.json (kept true by tests:
+every route is described, and schemathesis checks the live server against it)."""
 
 from __future__ import annotations
 
@@ -6,66 +7,123 @@ from typing import Any
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 JSON_ERROR = {"application/json": {"schema": ERROR}}
+STATES = ["Queued", "Running", "Complete", "Failed"]
+REPORT_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+NULLABLE_TEXT = {"type": ["string", "null"]}
 
 
-def _error(description: str, headers: dict | None = None) -> dict[str, Any]:
+def error(description: str, headers: dict | None = None) -> dict[str, Any]:
     response: dict[str, Any] = {"description": description, "content": JSON_ERROR}
     if headers:
         response["headers"] = headers
     return response
 
 
+def json_response(description: str, schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+        **extra,
+    }
+
+
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
 COMMON_ERRORS = {
-    "401": _error("API_TOKEN is set and the bearer token is missing or wrong"),
-    "405": _error("method not allowed"),
+    "401": error("API_TOKEN is set and the bearer token is missing or wrong"),
+    "405": error("method not allowed"),
+}
+OPTIONS = {
+    "type": "object",
+    "required": ["stale_after", "outages"],
+    "properties": {
+        "stale_after": {
+            "type": ["string", "null"],
+            "description": "ISO-8601 duration beyond which time is unknown (null: not set)",
+        },
+        "outages": {"type": "boolean"},
+    },
 }
 REPORT_SUMMARY = {
     "type": "object",
-    "required": ["report_id", "status"],
+    "required": ["report_id", "status", "progress", "options"],
     "properties": {
-        "report_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-        "status": {"type": "string", "enum": ["Running", "Complete", "Failed"]},
+        "report_id": REPORT_ID,
+        "status": {"type": "string", "enum": STATES},
         "progress": {"type": "number", "minimum": 0, "maximum": 1},
-        "as_of": {"type": ["string", "null"]},
-        "created_at": {"type": ["string", "null"]},
-        "started_at": {"type": ["string", "null"]},
-        "finished_at": {"type": ["string", "null"]},
+        "as_of": NULLABLE_TEXT,
+        "options": {"$ref": "#/components/schemas/Options"},
+        "shards": {
+            "type": "object",
+            "properties": {
+                "total": {"type": ["integer", "null"]},
+                "done": {"type": "integer", "minimum": 0},
+            },
+        },
+        "created_at": NULLABLE_TEXT,
+        "started_at": NULLABLE_TEXT,
+        "finished_at": NULLABLE_TEXT,
         "row_count": {"type": ["integer", "null"]},
-        "error": {"type": ["string", "null"]},
+        "error": NULLABLE_TEXT,
     },
+}
+REPORT_JSON = {
+    "type": "object",
+    "required": ["report_id", "as_of", "options", "columns", "rows"],
+    "properties": {
+        "report_id": REPORT_ID,
+        "as_of": NULLABLE_TEXT,
+        "options": {"$ref": "#/components/schemas/Options"},
+        "columns": {"type": "array", "items": {"type": "string"}},
+        "rows": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["store_id"],
+                "properties": {"store_id": {"type": "string"}},
+                "additionalProperties": {"type": "number"},
+            },
+        },
+    },
+}
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+    },
+    "Options": OPTIONS,
+    "ReportSummary": REPORT_SUMMARY,
+    "ReportJson": REPORT_JSON,
 }
 
 
-def document() -> dict[str, Any]:
+def document(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The whole description; blueprints other than the core API add their paths."""
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Store Monitor",
-            "version": "1.0.0",
-            "description": "Uptime and downtime of stores within business hours, as CSV reports.",
+            "version": "2.0.0",
+            "description": (
+                "Uptime, downtime, unknown time and outages of stores within business hours, "
+                "as CSV or JSON reports."
+            ),
         },
         "paths": {
-            "/trigger_report": {"post": _trigger()},
-            "/get_report/{report_id}": {"get": _get_report()},
-            "/reports": {"get": _list_reports()},
-            "/healthz": {"get": _healthz()},
+            "/trigger_report": {"post": trigger()},
+            "/get_report/{report_id}": {"get": get_report()},
+            "/reports": {"get": list_reports()},
+            "/healthz": {"get": healthz()},
+            **(extra_paths or {}),
         },
         "components": {
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error", "message"],
-                    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
-                },
-                "ReportSummary": REPORT_SUMMARY,
-            },
+            "schemas": SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
 
 
-def _trigger() -> dict[str, Any]:
+def trigger() -> dict[str, Any]:
     body = {
         "type": "object",
         "additionalProperties": False,
@@ -75,37 +133,45 @@ def _trigger() -> dict[str, Any]:
                 "format": "date-time",
                 "pattern": "^(19[7-9][0-9]|20[0-9][0-9])-",
                 "description": "an instant from 1970 to 2099; default: the latest poll",
-            }
+            },
+            "stale_after": {
+                "type": "string",
+                "pattern": (
+                    "^([1-9][0-9]{0,3}[sm]|[1-9][0-9]{0,2}h|[1-9][0-9]?d"
+                    "|PT[1-9][0-9]{0,3}[MS]|PT[1-9][0-9]{0,2}H|P[1-9][0-9]?D)$"
+                ),
+                "description": (
+                    "time farther than this from every poll is unknown: 90s, 30m, 2h, 1d or an "
+                    "ISO-8601 duration (PT2H, PT90M); positive, at most 366 days"
+                ),
+            },
+            "outages": {"type": "boolean", "description": "add outage counts and lengths"},
         },
     }
     accepted = {
         "type": "object",
         "required": ["report_id", "status"],
-        "properties": {
-            "report_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-            "status": {"type": "string", "enum": ["Running", "Complete", "Failed"]},
-        },
+        "properties": {"report_id": REPORT_ID, "status": {"type": "string", "enum": STATES}},
     }
     return {
-        "summary": "Start a report job (as of the latest poll, or `as_of`)",
+        "summary": "Start a report job (as of the latest poll, or `as_of`), with options",
         "requestBody": {"required": False, "content": {"application/json": {"schema": body}}},
         "responses": {
-            "202": {
-                "description": "accepted; poll the Location",
-                "headers": {"Location": {"schema": {"type": "string"}}},
-                "content": {"application/json": {"schema": accepted}},
-            },
-            "400": _error("the body is not a JSON object with a valid as_of"),
-            "413": _error("the body is too large"),
-            "415": _error("unsupported media type"),
-            "429": _error("too many reports running or queued", RETRY_AFTER),
+            "202": json_response(
+                "accepted; poll the Location",
+                accepted,
+                headers={"Location": {"schema": {"type": "string"}}},
+            ),
+            "400": error("the body is not a JSON object with valid fields"),
+            "413": error("the body is too large"),
+            "429": error("too many reports queued or running", RETRY_AFTER),
+            "503": error("the database is busy or the task queue does not answer", RETRY_AFTER),
             **COMMON_ERRORS,
         },
     }
 
 
-def _get_report() -> dict[str, Any]:
-    running = {"allOf": [{"$ref": "#/components/schemas/ReportSummary"}]}
+def get_report() -> dict[str, Any]:
     failed = {
         "type": "object",
         "required": ["error", "message", "status"],
@@ -116,7 +182,7 @@ def _get_report() -> dict[str, Any]:
         },
     }
     return {
-        "summary": "The report: still running (202), the CSV (200), or why it failed",
+        "summary": "The report: queued or running (202), the CSV or JSON (200), or why it failed",
         "parameters": [
             {
                 "name": "report_id",
@@ -124,30 +190,37 @@ def _get_report() -> dict[str, Any]:
                 "required": True,
                 "description": "32 hexadecimal digits, as returned by /trigger_report",
                 "schema": {"type": "string"},
-            }
+            },
+            {
+                "name": "format",
+                "in": "query",
+                "required": False,
+                "description": "csv (default) or json; `Accept: application/json` also asks JSON",
+                "schema": {"type": "string", "enum": ["csv", "json"]},
+            },
         ],
         "responses": {
             "200": {
                 "description": "the finished report",
                 "headers": {"X-Report-Status": {"schema": {"type": "string", "const": "Complete"}}},
-                "content": {"text/csv": {"schema": {"type": "string"}}},
+                "content": {
+                    "text/csv": {"schema": {"type": "string"}},
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ReportJson"}},
+                },
             },
-            "202": {
-                "description": "still running",
-                "content": {"application/json": {"schema": running}},
-            },
-            "404": _error("no report with this id, or a malformed id"),
-            "410": _error("the report's file is gone (expired)"),
-            "422": {
-                "description": "the report failed",
-                "content": {"application/json": {"schema": failed}},
-            },
+            "202": json_response(
+                "queued or running", {"$ref": "#/components/schemas/ReportSummary"}
+            ),
+            "400": error("format is not csv or json"),
+            "404": error("no report with this id, or a malformed id"),
+            "410": error("the report's data is gone (expired)"),
+            "422": json_response("the report failed", failed),
             **COMMON_ERRORS,
         },
     }
 
 
-def _list_reports() -> dict[str, Any]:
+def list_reports() -> dict[str, Any]:
     listing = {
         "type": "object",
         "required": ["reports"],
@@ -156,7 +229,7 @@ def _list_reports() -> dict[str, Any]:
         },
     }
     return {
-        "summary": "The latest reports",
+        "summary": "The latest reports with their status, progress and options",
         "parameters": [
             {
                 "name": "limit",
@@ -166,17 +239,14 @@ def _list_reports() -> dict[str, Any]:
             }
         ],
         "responses": {
-            "200": {
-                "description": "reports, newest first",
-                "content": {"application/json": {"schema": listing}},
-            },
-            "400": _error("limit is not an integer from 1 to 1000"),
+            "200": json_response("reports, newest first", listing),
+            "400": error("limit is not an integer from 1 to 1000"),
             **COMMON_ERRORS,
         },
     }
 
 
-def _healthz() -> dict[str, Any]:
+def healthz() -> dict[str, Any]:
     healthy = {
         "type": "object",
         "required": ["status"],
@@ -186,8 +256,8 @@ def _healthz() -> dict[str, Any]:
         "summary": "Whether the database answers (no token needed)",
         "security": [],
         "responses": {
-            "200": {"description": "healthy", "content": {"application/json": {"schema": healthy}}},
-            "503": _error("the database does not answer"),
-            "405": _error("method not allowed"),
+            "200": json_response("healthy", healthy),
+            "503": error("the database does not answer"),
+            "405": error("method not allowed"),
         },
     }
