@@ -84,8 +84,13 @@ def require_token() -> None:
         )
 
 
+def public(view):
+    """Mark a view that serves no data (a page shell, an asset) as open without the token."""
+    view.public = True
+    return view
+
+
 def is_public(endpoint: str | None) -> bool:
-    """Endpoints that serve page shells or assets (no data) are public."""
     view = current_app.view_functions.get(endpoint or "")
     return bool(getattr(view, "public", False))
 
@@ -290,7 +295,8 @@ def list_reports() -> Response:
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return jsonify(openapi_document.document())
+    """The API description; other blueprints add their paths to app.extensions["openapi_paths"]."""
+    return jsonify(openapi_document.document(current_app.extensions.get("openapi_paths")))
 
 
 @bp.get("/healthz")
