@@ -14,7 +14,7 @@ import cli
 import config
 import jobs
 from executors import CeleryExecutor, InlineExecutor, ThreadExecutor
-from models import db, init_schema
+from models import SchemaError, db, init_schema
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,9 @@ def start_service(app: Flask) -> None:
         if id(app) in _started:
             return
         _started.add(id(app))
+    config.configure_logging()
+    executor = app.extensions["report_executor"]
+    logger.info("process %d serving; report steps run by %s", os.getpid(), type(executor).__name__)
     with app.app_context():
         init_schema()
         jobs.remove_partial_files(app.config["REPORTS_DIR"])
@@ -98,7 +101,7 @@ def start_service(app: Flask) -> None:
     if app.config["START_BACKGROUND"] and not app.config["REPORTS_INLINE"]:
         from leases import LeaseKeeper
 
-        sweep = isinstance(app.extensions["report_executor"], ThreadExecutor)
+        sweep = isinstance(executor, ThreadExecutor)
         keeper = LeaseKeeper(app, sweep=sweep)
         app.extensions["lease_keeper"] = keeper
         keeper.start()
@@ -107,14 +110,12 @@ def start_service(app: Flask) -> None:
 def main() -> None:
     from wsgi_server import serve
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    config.configure_logging()
     try:
         app = create_app()
-    except config.SettingsError as exc:
+        start_service(app)
+    except (config.SettingsError, SchemaError) as exc:
         raise SystemExit(f"cannot start: {exc.message}") from None
-    start_service(app)
     serve(app)
 
 

@@ -6,6 +6,7 @@ runs Celery workers for the same job steps.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
+import config
 import generator
 import jobs
 import loader
@@ -191,7 +193,16 @@ def worker_command(concurrency: int | None, loglevel: str) -> None:
     if celery_app is None:
         raise click.UsageError("set CELERY_BROKER_URL (an AMQP or Redis URL) to run workers")
     init_schema()
-    arguments = ["worker", f"--loglevel={loglevel}", "--prefetch-multiplier=1", "--without-mingle"]
+    config.configure_logging()
+    # Each worker process needs a node name of its own on the broker.
+    name = f"store-monitor-{os.getpid()}@%h"
+    arguments = [
+        "worker",
+        f"--hostname={name}",
+        f"--loglevel={loglevel}",
+        "--prefetch-multiplier=1",
+        "--without-mingle",
+    ]
     if concurrency:
         arguments.append(f"--concurrency={concurrency}")
     celery_app.worker_main(arguments)

@@ -7,6 +7,7 @@ that names the setting, the value and what is allowed.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -112,6 +113,14 @@ def engine_options(database_url: str) -> dict[str, Any]:
     if database_url.startswith("sqlite"):
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}
     return {}
+
+
+def configure_logging() -> None:
+    """A serving or working process logs INFO and up with a time stamp and its pid (no-op if
+    logging is already set up)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def environment() -> Mapping[str, str]:

@@ -69,14 +69,23 @@ class ThreadExecutor:
         self.pool.submit(self._run, jobs.run_shard, report_id, shard, self.owner)
 
     def _run(self, step, *args: Any) -> None:
-        try:
-            with self.app.app_context():
+        with self.app.app_context():
+            try:
                 step(*args)
-        except Exception:  # e.g. the database went away: the lease brings the step back
-            logger.exception("report %s: step %s stopped", args[0], step.__name__)
+            except Exception:  # e.g. the database went away: let a sweep bring the step back
+                logger.exception("report %s: step %s stopped", args[0], step.__name__)
+                release_quietly(args[0], self.owner)
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=False)
+
+
+def release_quietly(report_id: str, owner: str) -> None:
+    """Release a report's rows after a step stopped; never raises (see `jobs.release`)."""
+    try:
+        jobs.release(report_id, owner)
+    except Exception:  # the lease runs out by itself once this process stops renewing it
+        logger.exception("report %s: could not release its rows", report_id)
 
 
 class CeleryExecutor:

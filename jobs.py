@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import secrets
 import time
@@ -157,38 +158,51 @@ def submit_report(request: ReportRequest, worker: Executor | None = None) -> str
 
 
 def create_queued_report(request: ReportRequest, owner: str | None) -> str:
-    """Insert the Queued row after counting active reports, serialised by a lock row."""
-    capacity = settings()["REPORT_WORKERS"] + settings()["REPORT_QUEUE"]
+    """Insert the Queued row after counting active reports, serialised by a lock row.
+
+    On SQLite a held write lock means a load is running: give up quickly (ServiceBusy). On
+    MySQL/MariaDB a deadlock with another transaction is simply tried again.
+    """
     report_id = new_report_id()
-    try:
-        with short_lock_wait():
-            db.session.execute(
-                update(ServiceLock)
-                .where(ServiceLock.name == TRIGGER_LOCK)
-                .values(uses=ServiceLock.uses + 1)
-            )
-            active = db.session.scalar(
-                select(func.count()).select_from(Report).where(Report.status.in_(ACTIVE_STATES))
-            )
-            if active >= capacity:
-                raise QueueFull(f"{active} reports are queued or running")
-            db.session.add(
-                Report(
-                    id=report_id,
-                    status=ReportStatus.QUEUED,
-                    requested_as_of_us=request.as_of_us,
-                    options=options_json(request.options),
-                    owner=owner,
-                    lease_expires_at=lease_deadline() if owner else None,
-                )
-            )
-            db.session.commit()
-    except (QueueFull, OperationalError) as exc:
-        db.session.rollback()
-        if isinstance(exc, QueueFull):
+    for attempt in range(LOCK_RETRIES + 1):
+        try:
+            with short_lock_wait():
+                insert_queued_report(report_id, request, owner)
+            return report_id
+        except QueueFull:
+            db.session.rollback()
             raise
-        raise ServiceBusy("the database is busy (a load holds its write lock)") from exc
-    return report_id
+        except OperationalError as exc:
+            db.session.rollback()
+            retry = db.engine.dialect.name != "sqlite" and transient_kind(exc) == "lock"
+            if not retry or attempt == LOCK_RETRIES:
+                raise ServiceBusy("the database is busy (a load holds its write lock)") from exc
+    raise AssertionError("unreachable")
+
+
+def insert_queued_report(report_id: str, request: ReportRequest, owner: str | None) -> None:
+    capacity = settings()["REPORT_WORKERS"] + settings()["REPORT_QUEUE"]
+    db.session.execute(
+        update(ServiceLock)
+        .where(ServiceLock.name == TRIGGER_LOCK)
+        .values(uses=ServiceLock.uses + 1)
+    )
+    active = db.session.scalar(
+        select(func.count()).select_from(Report).where(Report.status.in_(ACTIVE_STATES))
+    )
+    if active >= capacity:
+        raise QueueFull(f"{active} reports are queued or running")
+    db.session.add(
+        Report(
+            id=report_id,
+            status=ReportStatus.QUEUED,
+            requested_as_of_us=request.as_of_us,
+            options=options_json(request.options),
+            owner=owner,
+            lease_expires_at=queued_lease(owner),
+        )
+    )
+    db.session.commit()
 
 
 class short_lock_wait:
@@ -215,6 +229,13 @@ def lease_deadline() -> Any:
     return utcnow() + timedelta(seconds=settings()["REPORT_LEASE_SECONDS"])
 
 
+def queued_lease(owner: str | None) -> Any:
+    """A queued step's deadline: its owner's lease, or, when a broker holds it (no owner), the
+    time after which a sweep sends it again."""
+    seconds = settings()["REPORT_LEASE_SECONDS" if owner else "REPORT_REQUEUE_SECONDS"]
+    return utcnow() + timedelta(seconds=seconds)
+
+
 # --------------------------------------------------------------------------- 2. start
 
 
@@ -231,6 +252,27 @@ def start_report(report_id: str, owner: str, worker: Executor) -> None:
         return
     fixed = with_database_retries(lambda: snapshot.fix_snapshot(db.engine, requested), report_id)
     ranges = shard_ranges(fixed, settings()["REPORT_SHARD_STORES"])
+    if not with_database_retries(
+        lambda: plan_shards(report_id, owner, worker, fixed, ranges), report_id
+    ):
+        return
+    logger.info(
+        "report %s: running as of batch %d in %d shards", report_id, fixed.batch, len(ranges)
+    )
+    if not ranges:
+        maybe_assemble(report_id, owner)
+    for number in range(len(ranges)):
+        worker.enqueue_shard(report_id, number)
+
+
+def plan_shards(
+    report_id: str,
+    owner: str,
+    worker: Executor,
+    fixed: snapshot.Snapshot,
+    ranges: list[tuple[int, int]],
+) -> bool:
+    """Create the shards and mark the report Running, in one transaction (once)."""
     db.session.add_all(
         ReportShard(
             report_id=report_id,
@@ -239,7 +281,7 @@ def start_report(report_id: str, owner: str, worker: Executor) -> None:
             key_high=high,
             status=ReportStatus.QUEUED,
             owner=worker.owner,
-            lease_expires_at=lease_deadline() if worker.owner else None,
+            lease_expires_at=queued_lease(worker.owner),
         )
         for number, (low, high) in enumerate(ranges)
     )
@@ -257,19 +299,17 @@ def start_report(report_id: str, owner: str, worker: Executor) -> None:
     )
     if planned.rowcount != 1:
         db.session.rollback()
-        return
+        return False
     db.session.commit()
-    logger.info(
-        "report %s: running as of batch %d in %d shards", report_id, fixed.batch, len(ranges)
-    )
-    if not ranges:
-        maybe_assemble(report_id, owner)
-    for number in range(len(ranges)):
-        worker.enqueue_shard(report_id, number)
+    return True
 
 
 def claim_report_start(report_id: str, owner: str) -> bool:
     """Take a Queued report for planning: only one process can win."""
+    return with_database_retries(lambda: _claim_report_start(report_id, owner), report_id)
+
+
+def _claim_report_start(report_id: str, owner: str) -> bool:
     now = utcnow()
     claimed = db.session.execute(
         update(Report)
@@ -385,7 +425,7 @@ def claim_shard(report_id: str, shard: int, owner: str, wait_for_owner: bool) ->
             ),
             and_(ReportShard.status == ReportStatus.RUNNING, ReportShard.lease_expires_at < now),
         )
-        claimed = db.session.execute(
+        claim = (
             update(ReportShard)
             .where(ReportShard.report_id == report_id, ReportShard.shard == shard, claimable)
             .values(
@@ -396,8 +436,7 @@ def claim_shard(report_id: str, shard: int, owner: str, wait_for_owner: bool) ->
                 started_at=now,
             )
         )
-        db.session.commit()
-        if claimed.rowcount == 1:
+        if with_database_retries(lambda claim=claim: execute_and_commit(claim), report_id) == 1:
             return True
         status = db.session.scalar(
             select(ReportShard.status).where(
@@ -487,7 +526,7 @@ def fresh_report(report_id: str) -> Report | None:
 
 def claim_assembly(report_id: str, owner: str) -> bool:
     now = utcnow()
-    claimed = db.session.execute(
+    claim = (
         update(Report)
         .where(
             Report.id == report_id,
@@ -496,8 +535,14 @@ def claim_assembly(report_id: str, owner: str) -> bool:
         )
         .values(owner=owner, lease_expires_at=lease_deadline())
     )
+    return with_database_retries(lambda: execute_and_commit(claim), report_id) == 1
+
+
+def execute_and_commit(statement) -> int:
+    """Run one write in a transaction of its own; return the number of rows it changed."""
+    changed = db.session.execute(statement).rowcount
     db.session.commit()
-    return claimed.rowcount == 1
+    return changed
 
 
 def assemble_report(report_id: str, owner: str) -> None:
@@ -580,45 +625,71 @@ def short_reason(exc: Exception) -> str:
     return f"internal error ({type(exc).__name__})"
 
 
-# MySQL/MariaDB client and server codes of a lost or refused connection, a lock wait timeout
-# and a deadlock: worth trying again. SQLite says "database is locked".
-RETRYABLE_MYSQL_CODES = {1205, 1213, 2002, 2003, 2006, 2013, 2055}
+# MySQL/MariaDB codes worth trying again: a lock wait timeout or a deadlock (another
+# transaction was in the way: try again at once), and a lost or refused connection (wait, open
+# a new one). SQLite says "database is locked".
+LOCK_CODES = {1205, 1213}
+CONNECTION_CODES = {2002, 2003, 2006, 2013, 2055}
+LOCK_RETRIES = 6
 
 
-def is_connection_error(exc: Exception) -> bool:
-    """A lost or refused connection, a lock timeout: worth trying again."""
+def transient_kind(exc: Exception) -> str | None:
+    """ "lock", "connection" or None (not worth trying again)."""
     if not isinstance(exc, DBAPIError):
-        return False
+        return None
     if exc.connection_invalidated:
-        return True
+        return "connection"
     code = (getattr(exc.orig, "args", None) or [None])[0]
-    return code in RETRYABLE_MYSQL_CODES or (
-        isinstance(exc, OperationalError) and "locked" in str(exc.orig)
-    )
+    if code in LOCK_CODES or (isinstance(exc, OperationalError) and "locked" in str(exc.orig)):
+        return "lock"
+    return "connection" if code in CONNECTION_CODES else None
 
 
 def with_database_retries(step: Callable[[], Any], report_id: str, rollback: bool = True) -> Any:
-    """Run a step; on a lost connection or a lock timeout try again (REPORT_DB_RETRIES more
-    times, waiting 1, 2, 4… s), then let the error through."""
-    retries = settings()["REPORT_DB_RETRIES"]
-    for attempt in range(retries + 1):
+    """Run a step; when a lock was in the way try again soon (up to LOCK_RETRIES times), when the
+    connection was lost try again on a new one (REPORT_DB_RETRIES times, waiting 1, 2, 4… s);
+    then let the error through."""
+    tries = {"lock": 0, "connection": 0}
+    limits = {"lock": LOCK_RETRIES, "connection": settings()["REPORT_DB_RETRIES"]}
+    while True:
         try:
             return step()
         except Exception as exc:
             if rollback:
                 db.session.rollback()
-            if not is_connection_error(exc) or attempt == retries:
+            kind = transient_kind(exc)
+            if kind is None or tries[kind] >= limits[kind]:
                 raise
+            tries[kind] += 1
             logger.warning(
-                "report %s: database error, try %d of %d: %s",
+                "report %s: database %s error, try %d of %d: %s",
                 report_id,
-                attempt + 1,
-                retries + 1,
+                kind,
+                tries[kind],
+                limits[kind],
                 short_reason(exc),
             )
-            db.engine.dispose()  # drop pooled connections that may be dead too
-            time.sleep(min(2**attempt, 8))
-    raise AssertionError("unreachable")
+            if kind == "connection":
+                db.engine.dispose()  # drop pooled connections that may be dead too
+                time.sleep(min(2 ** (tries[kind] - 1), 8))
+            else:
+                time.sleep(0.05 * 2 ** tries[kind] * (1 + random.random()))
+
+
+def release(report_id: str, owner: str) -> None:
+    """Let go of a report's rows after a step stopped unexpectedly: their leases end now, so a
+    sweep (in any process) queues them again, counting an attempt. Never left Running."""
+
+    def expire() -> None:
+        for model, key in ((Report, Report.id), (ReportShard, ReportShard.report_id)):
+            db.session.execute(
+                update(model)
+                .where(key == report_id, model.owner == owner, model.status.in_(ACTIVE_STATES))
+                .values(lease_expires_at=utcnow())
+            )
+        db.session.commit()
+
+    with_database_retries(expire, report_id)
 
 
 # --------------------------------------------------------------------------- housekeeping

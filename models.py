@@ -17,6 +17,7 @@ import enum
 from datetime import UTC, datetime
 from typing import ClassVar
 
+import click
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import (
     BigInteger,
@@ -37,12 +38,15 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 STORE_ID_MAX_LENGTH = 64
 TIMEZONE_MAX_LENGTH = 64
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # raise when a table changes; init-db refuses other versions
 # MySQL/MariaDB compare text with the database's default collation, which ignores case and
 # accents (utf8mb4_general_ci): store ids must be binary there. SQLite compares bytes already.
 EXACT_TEXT = String(STORE_ID_MAX_LENGTH).with_variant(
     mysql.VARCHAR(STORE_ID_MAX_LENGTH, charset="utf8mb4", collation="utf8mb4_bin"), "mysql"
 )
+# MySQL's DATETIME keeps whole seconds unless told otherwise: reports created in the same
+# second must still list in the order they were created.
+MOMENT = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
 # LargeBinary is a 64 KB BLOB on MySQL: report results need LONGBLOB.
 BLOB = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql")
 
@@ -134,8 +138,8 @@ class LoadBatch(db.Model):
 
     __tablename__ = "load_batches"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    started_at: Mapped[datetime] = mapped_column(DateTime)
-    finished_at: Mapped[datetime] = mapped_column(DateTime)
+    started_at: Mapped[datetime] = mapped_column(MOMENT)
+    finished_at: Mapped[datetime] = mapped_column(MOMENT)
     sources: Mapped[str] = mapped_column(Text)
     polls_loaded: Mapped[int] = mapped_column(Integer, default=0)
     polls_duplicate: Mapped[int] = mapped_column(Integer, default=0)
@@ -176,15 +180,15 @@ class Report(db.Model):
     batch: Mapped[int | None] = mapped_column(Integer, nullable=True)
     shard_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     shards_done: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(MOMENT, default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     row_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     file_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
 
     @property
     def progress(self) -> float:
@@ -205,9 +209,9 @@ class ReportShard(db.Model):
     status: Mapped[ReportStatus] = mapped_column(STATUS, default=ReportStatus.QUEUED, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
     row_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     result: Mapped[bytes | None] = mapped_column(BLOB, nullable=True)
@@ -234,8 +238,9 @@ class ServiceLock(db.Model):
 SERVICE_LOCKS = ("trigger",)
 
 
-class SchemaError(Exception):
-    """The database holds tables of an older, incompatible layout."""
+class SchemaError(click.ClickException):
+    """The database holds tables of an older, incompatible layout (a click exception, so a
+    command prints it as one line)."""
 
 
 def init_schema() -> None:
@@ -265,6 +270,16 @@ def _refuse_old_layout() -> None:
         for name, column in required.items()
         if name in tables and column not in {c["name"] for c in inspector.get_columns(name)}
     ]
+    if not outdated and "data_state" in tables:
+        columns = {c["name"] for c in inspector.get_columns("data_state")}
+        version = (
+            db.session.scalar(db.text("SELECT schema_version FROM data_state WHERE id = 1"))
+            if "schema_version" in columns
+            else 1
+        )
+        db.session.commit()
+        if version not in (None, SCHEMA_VERSION):
+            outdated = [f"data_state (schema version {version}, expected {SCHEMA_VERSION})"]
     if outdated:
         raise SchemaError(
             f"the database holds tables of an older layout ({', '.join(outdated)}): create a new "

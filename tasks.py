@@ -10,13 +10,14 @@ steps are idempotent (see `jobs`), so a redelivered task is harmless.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery, Task, shared_task, signals
 from flask import Flask
 
 import jobs
-from executors import process_owner
+from executors import process_owner, release_quietly
 from models import db
 
 logger = logging.getLogger(__name__)
@@ -60,12 +61,24 @@ _flask_apps: list[Flask] = []
 
 @shared_task(name="store_monitor.start_report", ignore_result=True)
 def start_report(report_id: str) -> None:
-    jobs.start_report(report_id, process_owner(), jobs.executor())
+    with released_on_error(report_id):
+        jobs.start_report(report_id, process_owner(), jobs.executor())
 
 
 @shared_task(name="store_monitor.run_shard", ignore_result=True)
 def run_shard(report_id: str, shard: int) -> None:
-    jobs.run_shard(report_id, shard, process_owner(), wait_for_owner=True)
+    with released_on_error(report_id):
+        jobs.run_shard(report_id, shard, process_owner(), wait_for_owner=True)
+
+
+@contextmanager
+def released_on_error(report_id: str):
+    """A step that raises lets go of its rows, so a sweep queues it again (an attempt)."""
+    try:
+        yield
+    except Exception:
+        release_quietly(report_id, process_owner())
+        raise
 
 
 @signals.worker_process_init.connect

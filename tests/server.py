@@ -30,8 +30,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+FLASK = (sys.executable, "-m", "flask", "--app", "app")
+
+
 class ServerProcess:
-    """The service as a user runs it; `kill()` is a real SIGKILL."""
+    """The service as a user runs it (`python app.py`, or `command`); `kill()` is a real
+    SIGKILL of its whole process group (a server's worker processes die with it)."""
+
+    command = (sys.executable, "app.py")
 
     def __init__(self, database_url: str, reports_dir: Path, log_path: Path, **env: str) -> None:
         self.port = free_port()
@@ -45,11 +51,12 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> ServerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.process = subprocess.Popen(
-            [sys.executable, "app.py"],
+            [*self.command],
             cwd=ROOT,
             env=self.environment,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -58,22 +65,84 @@ class ServerProcess:
             try:
                 if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or busy starting
                 time.sleep(0.1)
         raise TimeoutError(f"server did not answer in {timeout} s")
 
     def kill(self) -> None:
+        """SIGKILL the process and every process of its group: no cleanup, no goodbye."""
         if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
-            self.process.terminate()
+            os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(10)
+                self.process.wait(20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def owns(self, pid: int) -> bool:
+        """Whether `pid` is this process or one of its group (e.g. a worker child)."""
+        try:
+            return self.process is not None and os.getpgid(pid) == self.process.pid
+        except ProcessLookupError:
+            return False
+
+
+class GunicornProcess(ServerProcess):
+    """The service under gunicorn with several worker processes: `gunicorn -w N`."""
+
+    def __init__(self, *args, workers: int = 4, **env: str) -> None:
+        super().__init__(*args, **env)
+        self.command = (
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            str(workers),
+            "-b",
+            f"127.0.0.1:{self.port}",
+            "app:create_app()",
+        )
+
+
+class WorkerProcess:
+    """A Celery worker as a user runs it: `flask --app app worker --concurrency N`."""
+
+    def __init__(
+        self, database_url: str, broker_url: str, log_path: Path, concurrency: int = 1, **env: str
+    ) -> None:
+        self.environment = clean_environment(
+            DATABASE_URL=database_url, CELERY_BROKER_URL=broker_url, **env
+        )
+        self.concurrency = concurrency
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> WorkerProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        self.process = subprocess.Popen(
+            [*FLASK, "worker", f"--concurrency={self.concurrency}"],
+            cwd=ROOT,
+            env=self.environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-2000:]}")
+            if b" ready." in self.log_path.read_bytes():
+                return self
+            time.sleep(0.2)
+        raise TimeoutError(f"worker not ready in {timeout} s: {self.log_path.read_text()[-2000:]}")
+
+    kill = ServerProcess.kill
+    stop = ServerProcess.stop
+    owns = ServerProcess.owns
 
 
 def run_cli(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess:

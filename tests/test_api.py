@@ -210,7 +210,7 @@ def test_queued_then_running_with_progress_then_complete_in_threads(
             seen_part_way.set()
             release.set()
         time.sleep(0.02)
-    assert response.status_code == 200
+    assert response.status_code == 200, states[-5:]
     assert seen_part_way.is_set(), states[-5:]
     assert {status for status, _, _ in states} <= {"Queued", "Running"}
     assert [progress for _, progress, _ in states] == sorted(p for _, p, _ in states)

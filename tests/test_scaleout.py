@@ -1,0 +1,428 @@
+"""Out of one process: Celery workers, several API processes, and faults between them.
+
+Real processes over real connections: `flask --app app worker` processes on RabbitMQ (AMQP)
+and Redis, `python app.py` and `gunicorn -w 4` API processes, MariaDB or a shared SQLite
+file. Without a broker the Celery tests skip with the reason printed (in CI they must run).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from tests.conftest import SAMPLE, SHARED
+from tests.server import (
+    GunicornProcess,
+    ServerProcess,
+    WorkerProcess,
+    free_port,
+    run_cli,
+    wait_for_report,
+)
+
+pytestmark = pytest.mark.slow
+
+BROKERS = {
+    "rabbitmq": ("amqp://guest:guest@127.0.0.1:5672//", 5672),
+    "redis": ("redis://127.0.0.1:6379/0", 6379),
+}
+BROKER_REQUIRED = os.environ.get("CI", "").lower() in ("1", "true") or bool(
+    os.environ.get("REQUIRE_BROKER")
+)
+FAST_LEASES = {"REPORT_LEASE_SECONDS": "3"}
+
+
+def broker_url(name: str) -> str:
+    url, port = BROKERS[name]
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError as exc:
+        reason = f"{name} broker at 127.0.0.1:{port} does not answer: {exc}"
+        if BROKER_REQUIRED:
+            pytest.fail(f"a broker is required here (CI): {reason}")
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture(params=["rabbitmq", "redis"])
+def broker(request) -> str:
+    return broker_url(request.param)
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind(monkeypatch):
+    """Stop every server and worker a test started, whatever happened in it."""
+    started = []
+    for kind in (ServerProcess, WorkerProcess):
+        original = kind.start
+
+        def start(self, *args, _original=original, **kwargs):
+            started.append(self)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(kind, "start", start)
+    yield
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def shared_database(database_url, tmp_path) -> str:
+    """The database with the bundled sample loaded (SQLite: one file all processes share)."""
+    assert run_cli(database_url, "load-data", str(SAMPLE)).returncode == 0
+    return database_url
+
+
+def query(database_url: str, sql: str, **params):
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text(sql), params).all()
+    engine.dispose()
+    return rows
+
+
+def embedded_csv(database_url: str, tmp_path: Path) -> bytes:
+    """The report as the embedded executor makes it (the `report` command, inline)."""
+    out = tmp_path / f"embedded-{time.monotonic_ns()}.csv"
+    done = run_cli(database_url, "report", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    return out.read_bytes()
+
+
+def trigger(url: str, **body) -> str:
+    response = requests.post(f"{url}/trigger_report", json=body or None, timeout=30)
+    assert response.status_code == 202, response.text
+    return response.json()["report_id"]
+
+
+def running_shard_owner(database_url: str, report_id: str, timeout: float = 60) -> int:
+    """The pid of a process computing a shard of the report right now."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = query(
+            database_url,
+            "SELECT owner FROM report_shards WHERE report_id = :r AND status = 'Running'",
+            r=report_id,
+        )
+        if rows and rows[0][0]:
+            return int(rows[0][0].split(":")[1])
+        time.sleep(0.02)
+    raise TimeoutError("no shard was seen running")
+
+
+def download(url: str, report_id: str) -> bytes:
+    response = requests.get(f"{url}/get_report/{report_id}", timeout=60)
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+def completions_logged(report_id: str, *logs: Path) -> int:
+    pattern = re.compile(rf"report {report_id}: complete")
+    return sum(len(pattern.findall(log.read_text())) for log in logs if log.exists())
+
+
+# --------------------------------------------------------------------------- Celery
+
+
+def test_celery_workers_compute_what_the_embedded_executor_computes(
+    shared_database, broker, tmp_path
+):
+    # Shards of 7 stores on two workers of one process each; options set; the API only
+    # enqueues. The CSV must equal the embedded (inline) one byte for byte.
+    settings = {"REPORT_SHARD_STORES": "7", "CELERY_BROKER_URL": broker}
+    workers = [
+        WorkerProcess(shared_database, broker, tmp_path / f"worker{n}.log").start()
+        for n in range(2)
+    ]
+    api = ServerProcess(shared_database, tmp_path / "api", tmp_path / "api.log", **settings)
+    api.start()
+    try:
+        report_id = trigger(api.url, stale_after="2h", outages=True)
+        done = wait_for_report(api.url, report_id, timeout=180)
+        assert done.status_code == 200, done.text
+    finally:
+        api.stop()
+        for worker in workers:
+            worker.stop()
+    inline = tmp_path / "inline.csv"
+    command = ["report", "--stale-after", "2h", "--outages", "--out", str(inline)]
+    assert run_cli(shared_database, *command).returncode == 0
+    assert done.content == inline.read_bytes()
+    worked = [
+        log.read_text().count("store_monitor.run_shard") for log in tmp_path.glob("worker*.log")
+    ]
+    assert all(count > 0 for count in worked), "both workers should have taken shards"
+
+
+def test_a_worker_killed_mid_shard_is_replaced_and_the_csv_is_unchanged(shared_database, tmp_path):
+    broker = broker_url("rabbitmq")
+    settings = {"REPORT_SHARD_STORES": "20", **FAST_LEASES}
+    logs = [tmp_path / f"worker{n}.log" for n in range(2)]
+    workers = [WorkerProcess(shared_database, broker, log, **settings).start() for log in logs]
+    api = ServerProcess(
+        shared_database,
+        tmp_path / "api",
+        tmp_path / "api.log",
+        CELERY_BROKER_URL=broker,
+        **settings,
+    ).start()
+    try:
+        report_id = trigger(api.url)
+        owner = running_shard_owner(shared_database, report_id)
+        victim = next(worker for worker in workers if worker.owns(owner))
+        victim.kill()  # SIGKILL the worker and its pool processes mid-shard
+        done = wait_for_report(api.url, report_id, timeout=180)
+        assert done.status_code == 200, done.text
+    finally:
+        api.stop()
+        for worker in workers:
+            worker.stop()
+    assert done.content == embedded_csv(shared_database, tmp_path)
+    survivor = next(log for log, worker in zip(logs, workers, strict=True) if worker is not victim)
+    assert "complete" in survivor.read_text()
+
+
+def test_the_same_shard_delivered_twice_changes_nothing(shared_database, tmp_path):
+    broker = broker_url("rabbitmq")
+    worker = WorkerProcess(shared_database, broker, tmp_path / "worker.log").start()
+    api = ServerProcess(
+        shared_database, tmp_path / "api", tmp_path / "api.log", CELERY_BROKER_URL=broker
+    ).start()
+    try:
+        report_id = trigger(api.url)
+        first = wait_for_report(api.url, report_id).content
+        from celery import Celery
+
+        sender = Celery(broker=broker)
+        for _ in range(2):
+            sender.send_task("store_monitor.run_shard", args=[report_id, 0], queue="store_monitor")
+        deadline = time.monotonic() + 30
+        while worker.log_path.read_text().count("store_monitor.run_shard") < 3:
+            assert time.monotonic() < deadline, "the duplicates were not delivered"
+            time.sleep(0.2)
+        time.sleep(1)
+        again = requests.get(f"{api.url}/get_report/{report_id}", timeout=10)
+    finally:
+        api.stop()
+        worker.stop()
+    assert again.content == first
+    shards = query(
+        shared_database,
+        "SELECT attempts, status FROM report_shards WHERE report_id = :r",
+        r=report_id,
+    )
+    assert shards == [(1, "Complete")]
+    assert completions_logged(report_id, tmp_path / "worker.log") == 1
+
+
+def test_an_unreachable_broker_gives_503_and_creates_nothing(shared_database, tmp_path):
+    closed = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
+    api = ServerProcess(
+        shared_database,
+        tmp_path / "api",
+        tmp_path / "api.log",
+        CELERY_BROKER_URL=closed,
+        CELERY_CONNECT_TIMEOUT="1",
+    ).start()
+    try:
+        response = requests.post(f"{api.url}/trigger_report", timeout=60)
+        listing = requests.get(f"{api.url}/reports", timeout=10).json()["reports"]
+    finally:
+        api.stop()
+    assert response.status_code == 503 and response.headers["Retry-After"].isdigit()
+    assert "nothing was created" in response.json()["message"]
+    assert listing == []
+
+
+# --------------------------------------------------------------------------- API processes
+
+
+def test_a_killed_api_process_s_report_completes_once_on_the_other(shared_database, tmp_path):
+    # Two embedded-executor API processes on one database. The one running the report is
+    # killed mid-shard; the other sees its owner dead (or its leases expire) and finishes.
+    settings = {"REPORT_SHARD_STORES": "20", **FAST_LEASES}
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    first = ServerProcess(shared_database, tmp_path / "a", logs[0], **settings).start()
+    second = ServerProcess(shared_database, tmp_path / "b", logs[1], **settings).start()
+    try:
+        report_id = trigger(first.url)
+        running_shard_owner(shared_database, report_id)
+        first.kill()
+        done = wait_for_report(second.url, report_id, timeout=120)
+        assert done.status_code == 200, done.text
+    finally:
+        first.stop()
+        second.stop()
+    assert done.content == embedded_csv(shared_database, tmp_path)
+    assert "taking over" in logs[1].read_text()
+    assert completions_logged(report_id, *logs) == 1
+    counted = query(
+        shared_database, "SELECT shards_done, shard_count FROM reports WHERE id = :r", r=report_id
+    )
+    assert counted[0][0] == counted[0][1]
+
+
+def test_any_api_process_serves_any_report_without_a_shared_folder(shared_database, tmp_path):
+    first = ServerProcess(shared_database, tmp_path / "a", tmp_path / "a.log").start()
+    second = ServerProcess(shared_database, tmp_path / "b", tmp_path / "b.log").start()
+    try:
+        report_id = trigger(first.url, outages=True)
+        made = wait_for_report(first.url, report_id)
+        served = requests.get(f"{second.url}/get_report/{report_id}", timeout=30)
+        served_json = requests.get(f"{second.url}/get_report/{report_id}?format=json", timeout=30)
+    finally:
+        first.stop()
+        second.stop()
+    assert made.status_code == served.status_code == 200
+    assert served.content == made.content
+    assert served_json.json()["report_id"] == report_id
+    assert (tmp_path / "b" / f"report_{report_id}.csv").exists()  # re-created from the database
+
+
+def test_gunicorn_with_four_workers_serves_triggers_status_and_downloads(shared_database, tmp_path):
+    server = GunicornProcess(shared_database, tmp_path / "g", tmp_path / "g.log", workers=4)
+    server.start(timeout=60)
+    try:
+        with ThreadPoolExecutor(6) as clients:  # concurrent: several worker processes answer
+            ids = list(clients.map(lambda n: trigger(server.url, outages=bool(n % 2)), range(6)))
+        answers = {}
+        for report_id in ids:
+            done = wait_for_report(server.url, report_id, timeout=120)
+            assert done.status_code == 200, done.text
+            answers[report_id] = done.content
+        with ThreadPoolExecutor(8) as clients:
+            fetched = list(clients.map(lambda i: download(server.url, ids[i % 6]), range(48)))
+        assert all(content == answers[ids[i % 6]] for i, content in enumerate(fetched))
+        listing = requests.get(f"{server.url}/reports", timeout=10).json()["reports"]
+        pids = {
+            line.split()[2]
+            for line in (tmp_path / "g.log").read_text().splitlines()
+            if " INFO " in line
+        }
+    finally:
+        server.stop()
+    assert {row["report_id"]: row["status"] for row in listing} == dict.fromkeys(ids, "Complete")
+    assert answers[ids[0]] == answers[ids[2]] and answers[ids[1]] == answers[ids[3]]
+    assert len(pids) >= 2, "requests should have reached more than one worker process"
+    for report_id in ids:
+        assert completions_logged(report_id, tmp_path / "g.log") == 1
+
+
+# --------------------------------------------------------------------------- the database
+
+
+@pytest.mark.mariadb
+def test_a_database_connection_killed_mid_shard_is_retried_then_fails_clearly(
+    mariadb_server, tmp_path, monkeypatch
+):
+    import loader
+    import snapshot
+    from models import Report, db
+    from tests.conftest import make_app
+    from tests.databases import admin_connection, create_database, drop_database
+
+    name = f"sm_kill_{os.getpid()}"
+    url = create_database(mariadb_server, name)
+    try:
+        app = make_app(url, tmp_path, REPORT_DB_RETRIES=1)
+        with app.app_context():
+            loader.load(db.engine, SAMPLE)
+        kills = []
+        original = snapshot.read_polls
+
+        def read_polls_after_a_kill(conn, *args):
+            if len(kills) < kills_wanted[0]:
+                connection_id = conn.execute(text("SELECT CONNECTION_ID()")).scalar()
+                admin = admin_connection(mariadb_server)
+                admin.cursor().execute(f"KILL {int(connection_id)}")
+                admin.close()
+                kills.append(connection_id)
+            return original(conn, *args)
+
+        monkeypatch.setattr(snapshot, "read_polls", read_polls_after_a_kill)
+        client = app.test_client()
+        kills_wanted = [1]  # one kill: the retry succeeds
+        first = trigger_in_process(client)
+        assert client.get(f"/get_report/{first}").status_code == 200 and len(kills) == 1
+        kills_wanted[0] = 1 + 2  # every try killed: 1 + REPORT_DB_RETRIES tries, then Failed
+        second = trigger_in_process(client)
+        failed = client.get(f"/get_report/{second}")
+        assert failed.status_code == 422 and len(kills) == 3
+        assert failed.get_json()["message"] == (
+            "shard 1 of 1: the database failed (OperationalError 2013)"
+        )
+        third = trigger_in_process(client)
+        assert client.get(f"/get_report/{third}").status_code == 200
+        with app.app_context():
+            assert (
+                db.session.get(Report, third).row_count
+                == pd.read_csv(SAMPLE / "store_status.csv")["store_id"].nunique()
+            )
+            db.engine.dispose()
+    finally:
+        drop_database(mariadb_server, name)
+
+
+def trigger_in_process(client) -> str:
+    response = client.post("/trigger_report")
+    assert response.status_code == 202
+    return response.get_json()["report_id"]
+
+
+# --------------------------------------------------------------------------- full data
+
+
+@pytest.fixture(scope="module")
+def full_mariadb(tmp_path_factory):
+    from tests.conftest import MARIADB_ADMIN_URL, MARIADB_REQUIRED, mariadb_unavailable_reason
+    from tests.databases import create_database, drop_database
+
+    folder = SHARED / "loop-full"
+    if not (folder / "store_status.csv.gz").exists():
+        pytest.skip(f"full data set not found at {folder}")
+    reason = mariadb_unavailable_reason()
+    if reason:
+        if MARIADB_REQUIRED:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    name = f"sm_full_{os.getpid()}"
+    url = create_database(MARIADB_ADMIN_URL, name)
+    assert run_cli(url, "load-data", str(folder)).returncode == 0
+    yield url
+    drop_database(MARIADB_ADMIN_URL, name)
+
+
+@pytest.mark.mariadb
+def test_on_full_data_two_celery_workers_equal_the_embedded_report_and_survive_a_kill(
+    full_mariadb, tmp_path
+):
+    broker = broker_url("rabbitmq")
+    settings = {"REPORT_SHARD_STORES": "2000", **FAST_LEASES}
+    logs = [tmp_path / f"worker{n}.log" for n in range(2)]
+    workers = [WorkerProcess(full_mariadb, broker, log, **settings).start() for log in logs]
+    api_settings = {"CELERY_BROKER_URL": broker, **settings}
+    api = ServerProcess(full_mariadb, tmp_path / "api", tmp_path / "api.log", **api_settings)
+    api.start()
+    try:
+        undisturbed = wait_for_report(api.url, trigger(api.url), timeout=300)
+        report_id = trigger(api.url)
+        owner = running_shard_owner(full_mariadb, report_id)
+        next(worker for worker in workers if worker.owns(owner)).kill()
+        disturbed = wait_for_report(api.url, report_id, timeout=300)
+    finally:
+        api.stop()
+        for worker in workers:
+            worker.stop()
+    embedded = embedded_csv(full_mariadb, tmp_path)
+    assert undisturbed.status_code == disturbed.status_code == 200
+    assert undisturbed.content == embedded == disturbed.content
+    assert embedded.count(b"\n") == 13_603 + 1
