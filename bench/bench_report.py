@@ -1,9 +1,9 @@
 """Benchmark the pure engine on the full data set (inputs in memory) and on 10× the stores.
 
-Prints median wall time of 3 runs and the peak memory allocated during the computation
-(tracemalloc, which numpy reports to). Two input shapes: as the database read returns them
-(integer store keys, integer µs, sorted by store and time) and as parsed from the CSV (text
-store ids, unsorted, text status).
+Prints the median wall time of 3 runs and the peak memory allocated during the computation
+(tracemalloc, which numpy reports to), for a plain report and for one with both options
+(`stale_after` 2 h and `outages`). Inputs have the shape the database read gives them: integer
+store keys, epoch µs, booleans, hours in seconds.
 """
 
 from __future__ import annotations
@@ -16,69 +16,78 @@ import pandas as pd
 from common import require_full_data, timed
 
 import report
+import timestamps
+
+BOTH_OPTIONS = report.ReportOptions(stale_after_us=2 * timestamps.US_PER_HOUR, outages=True)
 
 
-def load_frames():
+def load_inputs() -> tuple[report.ReportInputs, int]:
+    """loop-full as engine inputs keyed by integer store keys; and the number of stores."""
     folder = require_full_data()
     polls = pd.read_csv(folder / "store_status.csv.gz", dtype=str)
-    polls["timestamp_utc"] = report.parse_utc_timestamps(polls["timestamp_utc"])
-    hours = pd.read_csv(folder / "menu_hours.csv", dtype={"store_id": str})
+    hours = pd.read_csv(folder / "menu_hours.csv", dtype=str)
     zones = pd.read_csv(next(folder.glob("bq-results-*.csv")), dtype=str)
-    return polls, hours, zones
-
-
-def keyed(polls, hours, zones):
-    """The shape the database read produces: integer keys, µs, booleans, sorted."""
     ids = pd.Index(pd.unique(pd.concat([polls["store_id"], hours["store_id"], zones["store_id"]])))
-    frame = pd.DataFrame(
-        {
-            "store_id": ids.get_indexer(polls["store_id"]).astype(np.int64),
-            "timestamp_utc": polls["timestamp_utc"].to_numpy(),
-            "status": (polls["status"] == "active").to_numpy(),
-        }
+    day = "dayOfWeek" if "dayOfWeek" in hours else "day"
+    inputs = report.ReportInputs(
+        report.Polls.of(
+            ids.get_indexer(polls["store_id"]),
+            timestamps.parse_utc_timestamps(polls["timestamp_utc"]),
+            (polls["status"] == "active").to_numpy(),
+        ),
+        report.WeeklyHours.of(
+            ids.get_indexer(hours["store_id"]),
+            hours[day].astype(int),
+            timestamps.parse_local_times(hours["start_time_local"]),
+            timestamps.parse_local_times(hours["end_time_local"], end_of_day=True),
+        ),
+        report.StoreZones.of(ids.get_indexer(zones["store_id"]), zones["timezone_str"]),
     )
-    frame = frame.sort_values(["store_id", "timestamp_utc"], kind="stable").reset_index(drop=True)
-    hours = hours.assign(
-        store_id=ids.get_indexer(hours["store_id"]).astype(np.int64),
-        start_time_local=report.parse_local_times(hours["start_time_local"]),
-        end_time_local=report.parse_local_times(hours["end_time_local"]),
+    return inputs, len(ids)
+
+
+def scaled(inputs: report.ReportInputs, stores: int, factor: int) -> report.ReportInputs:
+    """`factor` copies of every store under new keys, with the same polls, hours and zones."""
+
+    def copies(store: np.ndarray) -> np.ndarray:
+        return np.concatenate([store + k * stores for k in range(factor)])
+
+    def tile(values: np.ndarray) -> np.ndarray:
+        return np.tile(values, factor)
+
+    polls, hours, zones = inputs.polls, inputs.hours, inputs.zones
+    return report.ReportInputs(
+        report.Polls.of(copies(polls.store), tile(polls.ts_us), tile(polls.active)),
+        report.WeeklyHours.of(
+            copies(hours.store), tile(hours.weekday), tile(hours.start_s), tile(hours.end_s)
+        ),
+        report.StoreZones.of(copies(zones.store), tile(zones.zone)),
     )
-    zones = zones.assign(store_id=ids.get_indexer(zones["store_id"]).astype(np.int64))
-    return frame, hours, zones, len(ids)
 
 
-def scaled(polls, hours, zones, store_count: int, factor: int):
-    """`factor` copies of every store (new keys), same polls, hours and zones."""
-
-    def repeat(frame):
-        copies = [frame.assign(store_id=frame["store_id"] + k * store_count) for k in range(factor)]
-        return pd.concat(copies, ignore_index=True)
-
-    return repeat(polls), repeat(hours), repeat(zones)
-
-
-def measure(label: str, polls, hours, zones) -> float:
+def measure(label: str, inputs: report.ReportInputs, options=None) -> float:
     gc.collect()
-    seconds, result = timed(lambda: report.compute_report(polls, hours, zones))
+    seconds, result = timed(lambda: report.compute_report(inputs, None, options))
     tracemalloc.start()
-    report.compute_report(polls, hours, zones)
+    report.compute_report(inputs, None, options)
     peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
     print(
-        f"{label:<44} {len(polls):>11,} polls {len(result):>8,} stores  {seconds:6.2f} s  "
-        f"peak +{peak:5.0f} MB"
+        f"{label:<46} {inputs.polls.ts_us.size:>11,} polls {len(result):>8,} stores  "
+        f"{seconds:6.2f} s  peak +{peak:5.0f} MB",
+        flush=True,
     )
     return seconds
 
 
 def main() -> None:
-    polls, hours, zones = load_frames()
-    measure("full data, as parsed from CSV", polls, hours, zones)
-    keyed_polls, keyed_hours, keyed_zones, stores = keyed(polls, hours, zones)
-    one = measure("full data, as read from the database", keyed_polls, keyed_hours, keyed_zones)
-    big = scaled(keyed_polls, keyed_hours, keyed_zones, stores, 10)
-    ten = measure("10x stores, as read from the database", *big)
-    print(f"10x data took {ten / one:.1f}x the time (linear = 10x)")
+    inputs, stores = load_inputs()
+    plain = measure("full data, plain", inputs)
+    both = measure("full data, stale_after 2h + outages", inputs, BOTH_OPTIONS)
+    print(f"both options cost {both / plain:.2f}x a plain report")
+    big = scaled(inputs, stores, 10)
+    ten = measure("10x stores, plain", big)
+    print(f"10x data took {ten / plain:.1f}x the time (linear = 10x)")
 
 
 if __name__ == "__main__":

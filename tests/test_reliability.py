@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import requests
 from sqlalchemy import create_engine, select, text, update
+from sqlalchemy.exc import OperationalError
 
 import config
 import executors
@@ -190,6 +191,44 @@ def test_a_shard_delivered_twice_is_computed_once(app, monkeypatch):
         assert db.session.get(Report, report_id).shards_done == len(computed)
     assert sorted(computed) == list(range(len(computed)))
     assert client.get(f"/get_report/{report_id}").data == first
+
+
+def released(report_id: str) -> bool:
+    rows = db.session.execute(
+        select(ReportShard.lease_expires_at).where(ReportShard.report_id == report_id)
+    ).all()
+    db.session.commit()
+    return bool(rows) and all(lease is not None and lease <= utcnow() for (lease,) in rows)
+
+
+def test_a_step_that_cannot_record_its_outcome_is_not_left_running(app, monkeypatch):
+    # Recording a shard's result fails (the database stays locked past every retry): the step
+    # lets go of its rows, and the next sweep runs the shard again, which completes.
+    with app.app_context():
+        loader.load(db.engine, SAMPLE)
+    original, failures = jobs.store_shard_result, []
+
+    def locked_once(*args):
+        if not failures:
+            failures.append(args)
+            raise OperationalError("UPDATE report_shards ...", {}, Exception("database is locked"))
+        return original(*args)
+
+    monkeypatch.setattr(jobs, "store_shard_result", locked_once)
+    executor = executors.ThreadExecutor(app, 1)
+    with app.app_context():
+        report_id = jobs.submit_report(jobs.ReportRequest(), executor)
+        deadline = time.monotonic() + 30
+        while not released(report_id):  # the failed step let go of its shard
+            assert time.monotonic() < deadline, "the shard was never released"
+            time.sleep(0.05)
+        executor.shutdown()
+        assert failures and db.session.get(Report, report_id).status == "Running"
+        app.extensions["report_executor"] = executors.InlineExecutor()
+        assert leases.take_over_expired(app.extensions["report_executor"]) == 1
+        row = db.session.get(Report, report_id)
+        assert row.status == "Complete"
+        assert db.session.scalars(select(ReportShard.attempts)).all() == [2]
 
 
 def test_a_write_that_dies_half_way_leaves_no_file_and_the_report_is_still_served(app, monkeypatch):
