@@ -13,8 +13,13 @@ $(BIN)/.installed: requirements.txt
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
+# The browser tests drive Debian's Chromium (Playwright cannot download its own browsers
+# here); without it they are skipped with the reason, except in CI, where .ci/run installs it.
 $(BIN)/.installed-dev: $(BIN)/.installed requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	test -x /usr/bin/chromium || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+		echo "could not install chromium (needs root): the browser tests will be skipped"
 	touch $@
 
 run: $(BIN)/.installed

@@ -13,6 +13,7 @@ import api
 import cli
 import config
 import jobs
+import web
 from executors import CeleryExecutor, InlineExecutor, ThreadExecutor
 from models import SchemaError, db, init_schema
 
@@ -43,6 +44,8 @@ def create_app(test_config: dict | None = None) -> Flask:
             configure_sqlite(db.engine)
     app.extensions["report_executor"] = build_executor(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(web.bp)
+    app.extensions.setdefault("openapi_paths", {}).update(web.OPENAPI_PATHS)
     app.before_request(lambda: start_service(app))
     cli.register(app)
     return app

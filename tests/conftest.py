@@ -16,9 +16,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data"
 SHARED = ROOT.parent / "shared" / "data"
 MARIADB_ADMIN_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root:@127.0.0.1:3306/test")
-MARIADB_REQUIRED = os.environ.get("CI", "").lower() in ("1", "true") or bool(
-    os.environ.get("REQUIRE_MARIADB")
-)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true")
+MARIADB_REQUIRED = IN_CI or bool(os.environ.get("REQUIRE_MARIADB"))
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the background-networking flags Chromium keeps calling services on a closed network.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def mariadb_unavailable_reason() -> str | None:
@@ -38,6 +48,33 @@ def mariadb_server():
             pytest.fail(f"MariaDB is required here (CI): {reason}")
         pytest.skip(reason)
     return MARIADB_ADMIN_URL
+
+
+def browser_unavailable_reason() -> str | None:
+    """None when Playwright can drive Debian's Chromium; else why not."""
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed (pip install -r requirements-dev.txt)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium driven by Playwright: skipped when absent, except in CI."""
+    reason = browser_unavailable_reason()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"the browser is required here (CI): {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])

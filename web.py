@@ -1,0 +1,529 @@
+"""The web page: reports, one report's stores, one store's week.
+
+Pages are HTML shells (templates/) with light JavaScript (static/) that read the JSON
+endpoints below; the shells and assets hold no data and are open without the token, every
+JSON endpoint needs it when API_TOKEN is set.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
+
+import jobs
+import openapi
+import report
+import report_tables
+import snapshot
+import timelines
+import timestamps
+from api import ApiError, find_report, parse_as_of, parse_stale_after, public
+from models import ACTIVE_STATES, Report, ReportStatus, db
+
+bp = Blueprint("web", __name__)
+tables = report_tables.TableCache()
+
+STORE_ID_MAX_LENGTH = 64
+PAGE_LIMIT_DEFAULT = 50
+PAGE_LIMIT_MAX = 1000
+OFFSET_MAX = 100_000_000
+DIGITS = re.compile(r"[0-9]{1,9}")
+ALL_COLUMNS = [*report.BASE_COLUMNS, *report.UNKNOWN_COLUMNS, *report.OUTAGE_COLUMNS]
+SORTABLE = [*ALL_COLUMNS, report_tables.UPTIME_PERCENT]
+# Low uptime is bad, high downtime is bad: a column sorts worst first unless told otherwise.
+ASCENDING_FIRST = {"store_id", report_tables.UPTIME_PERCENT, *report.BASE_COLUMNS[1:4]}
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def page(template: str, **context: Any) -> Response:
+    """A page shell: whether a token is needed (never the token itself), no data."""
+    token_required = bool(current_app.config.get("API_TOKEN"))
+    response = Response(render_template(template, token_required=token_required, **context))
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/")
+@public
+def reports_page() -> Response:
+    return page("reports.html", script="reports.js")
+
+
+@bp.get("/report/<report_id>")
+@public
+def report_page(report_id: str) -> Response:
+    return page("report.html", script="report.js", report_id=report_id)
+
+
+# Store ids may hold "/" (even "//": not merged); URL-encoded, they arrive decoded.
+@bp.get("/stores/<path:store_id>", merge_slashes=False)
+@public
+def store_page(store_id: str) -> Response:
+    return page("store.html", script="store.js", store_id=store_id)
+
+
+# --------------------------------------------------------------------------- one report
+
+
+def with_report_status(http_status: int, error: str, message: str, row: Report) -> ApiError:
+    """An error whose JSON also carries the report's `status`, as /get_report's errors do
+    (ApiError's own first argument is named `status`, so it is added afterwards)."""
+    problem = ApiError(http_status, error, message)
+    problem.extra = {"status": str(row.status)}
+    return problem
+
+
+def finished_report(report_id: str) -> Report:
+    """A Complete report whose table is still stored; else 404, 409, 410 or 422."""
+    row = find_report(report_id)
+    if row.status in ACTIVE_STATES:
+        message = f"the report is {row.status}; its stores are shown once it is Complete"
+        raise with_report_status(409, "not_ready", message, row)
+    if row.status == ReportStatus.FAILED:
+        raise with_report_status(422, "report_failed", row.error or "the report failed", row)
+    return row
+
+
+def report_table(row: Report) -> report_tables.ReportTable:
+    try:
+        return tables.get(row.id, lambda: jobs.finished_table(row))
+    except jobs.ReportNotFound as exc:
+        raise ApiError(
+            410, "gone", "the report's data is no longer available; trigger a new report"
+        ) from exc
+
+
+def report_heading(row: Report) -> dict[str, Any]:
+    as_of = None if row.as_of_us is None else timestamps.format_instant(row.as_of_us)
+    return {"report_id": row.id, "as_of": as_of, "options": jobs.describe_options(row)}
+
+
+@bp.get("/reports/<report_id>/summary")
+def report_summary(report_id: str) -> Response:
+    row = finished_report(report_id)
+    table = report_table(row)
+    return jsonify(report_heading(row) | {"columns": table.columns} | report_tables.summary(table))
+
+
+@dataclass(frozen=True)
+class StoresQuery:
+    """What `/reports/<id>/stores` is asked for, checked."""
+
+    sort: str
+    order: str
+    q: str
+    offset: int
+    limit: int
+
+
+def stores_query() -> StoresQuery:
+    sort = request.args.get("sort", report_tables.DEFAULT_SORT)
+    if sort not in SORTABLE:
+        raise ApiError(400, "bad_request", f"sort must be one of: {', '.join(SORTABLE)}")
+    order = request.args.get("order", "asc" if sort in ASCENDING_FIRST else "desc")
+    if order not in ("asc", "desc"):
+        raise ApiError(400, "bad_request", "order must be asc or desc")
+    query = request.args.get("q", "").strip()
+    if len(query) > STORE_ID_MAX_LENGTH:
+        raise ApiError(400, "bad_request", f"q is at most {STORE_ID_MAX_LENGTH} characters")
+    offset = integer_arg("offset", 0, 0, OFFSET_MAX)
+    limit = integer_arg("limit", PAGE_LIMIT_DEFAULT, 1, PAGE_LIMIT_MAX)
+    return StoresQuery(sort, order, query, offset, limit)
+
+
+@bp.get("/reports/<report_id>/stores")
+def report_stores(report_id: str) -> Response:
+    asked = stores_query()
+    row = finished_report(report_id)
+    table = report_table(row)
+    if asked.sort not in table.sortable:
+        # A valid column for some reports, not for this one: its options decide (409, not 400).
+        raise ApiError(
+            409,
+            "not_in_report",
+            f"this report has no column {asked.sort}: it was made without the option that adds it",
+        )
+    descending = asked.order == "desc"
+    found = report_tables.page(table, asked.sort, descending, asked.q, asked.offset, asked.limit)
+    return jsonify(
+        {
+            "report_id": row.id,
+            "total": len(table.frame),
+            "matched": found.matched,
+            **asdict(asked),
+            "columns": [*table.columns, report_tables.UPTIME_PERCENT],
+            "rows": found.rows,
+        }
+    )
+
+
+def integer_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
+        raise ApiError(400, "bad_request", f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+# --------------------------------------------------------------------------- one store
+
+
+@bp.get("/stores/<path:store_id>/timeline", merge_slashes=False)
+def store_timeline(store_id: str) -> Response:
+    fixed, options, report_id = timeline_snapshot()
+    key = None
+    if 0 < len(store_id) <= STORE_ID_MAX_LENGTH:
+        key = timelines.store_key(db.engine, store_id)
+    if key is None:
+        raise ApiError(404, "not_found", f"no store with id {store_id!r}")
+    week = timelines.store_week(db.engine, fixed, key, store_id, options)
+    if week is None:
+        raise ApiError(
+            404, "not_found", f"store {store_id!r} has no poll at or before {as_of_text(fixed)}"
+        )
+    return jsonify({"report_id": report_id, "options": describe(options)} | week)
+
+
+def timeline_snapshot() -> tuple[snapshot.Snapshot, report.ReportOptions, str | None]:
+    """A report's snapshot and options (`?report=`), or the latest data (`?as_of=` etc.)."""
+    args = request.args
+    if "report" in args:
+        row = find_report(args["report"])
+        if any(name in args for name in ("as_of", "stale_after", "outages")):
+            raise ApiError(
+                400,
+                "bad_request",
+                "give either report (which fixes as_of and the options) or as_of, "
+                "stale_after and outages",
+            )
+        if row.batch is None:
+            message = "the report has not started: its data is not fixed yet"
+            raise with_report_status(409, "not_ready", message, row)
+        return snapshot.Snapshot(row.batch, row.as_of_us, 0), jobs.options_of(row), row.id
+    as_of = parse_as_of(args["as_of"]) if "as_of" in args else None
+    options = report.ReportOptions(
+        stale_after_us=parse_stale_after(args["stale_after"]) if "stale_after" in args else None,
+        outages=boolean_arg("outages"),
+    )
+    return snapshot.fix_snapshot(db.engine, as_of), options, None
+
+
+def boolean_arg(name: str) -> bool:
+    raw = request.args.get(name, "false")
+    if raw not in ("true", "false"):
+        raise ApiError(400, "bad_request", f"{name} must be true or false")
+    return raw == "true"
+
+
+def describe(options: report.ReportOptions) -> dict[str, Any]:
+    """Options as a user writes them (as `/reports` lists them)."""
+    stale = options.stale_after_us
+    return {
+        "stale_after": None if stale is None else timestamps.format_duration(stale),
+        "outages": options.outages,
+    }
+
+
+def as_of_text(fixed: snapshot.Snapshot) -> str:
+    if fixed.now_us is None:
+        return "now (the database holds no polls)"
+    return timestamps.format_instant(fixed.now_us)
+
+
+# --------------------------------------------------------------------------- OpenAPI
+
+NUMBER = {"type": "number"}
+NULLABLE_NUMBER = {"type": ["number", "null"]}
+TEXT = {"type": "string"}
+OPTIONS = {"$ref": "#/components/schemas/Options"}
+REPORT_ID_PARAMETER = {
+    "name": "report_id",
+    "in": "path",
+    "required": True,
+    "description": "32 hexadecimal digits, as returned by /trigger_report",
+    "schema": TEXT,
+}
+NOT_COMPLETE = {
+    "404": openapi.error("no report with this id, or a malformed id"),
+    "409": openapi.error("the report is queued or running"),
+    "410": openapi.error("the report's data is gone (expired)"),
+    "422": openapi.error("the report failed"),
+    **openapi.COMMON_ERRORS,
+}
+
+
+def object_of(properties: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    required = [name for name in properties if name not in optional]
+    return {"type": "object", "required": required, "properties": properties}
+
+
+WINDOW_TOTALS = object_of(
+    {
+        "unit": {"type": "string", "enum": ["minutes", "hours"]},
+        "business": NUMBER,
+        "uptime": NUMBER,
+        "downtime": NUMBER,
+        "unknown": NULLABLE_NUMBER,
+        "uptime_percent": NULLABLE_NUMBER,
+    }
+)
+SUMMARY = object_of(
+    {
+        "report_id": openapi.REPORT_ID,
+        "as_of": openapi.NULLABLE_TEXT,
+        "options": OPTIONS,
+        "columns": {"type": "array", "items": TEXT},
+        "stores": {"type": "integer", "minimum": 0},
+        "windows": object_of({window: WINDOW_TOTALS for window in report_tables.WINDOWS}),
+        "stores_with_downtime": {"type": "integer", "minimum": 0},
+        "stores_without_known_time": {"type": "integer", "minimum": 0},
+        "histogram": object_of(
+            {
+                "window": {"const": "week"},
+                "bins": {
+                    "type": "array",
+                    "items": object_of(
+                        {"low": NUMBER, "high": NUMBER, "count": {"type": "integer"}}
+                    ),
+                },
+                "without_known_time": {"type": "integer", "minimum": 0},
+            }
+        ),
+        "outages": {
+            "type": ["object", "null"],
+            "properties": {
+                "total_last_week": {"type": "integer"},
+                "stores_with_outages": {"type": "integer"},
+                "longest_last_week": NUMBER,
+            },
+        },
+    }
+)
+STORE_ROWS = object_of(
+    {
+        "report_id": openapi.REPORT_ID,
+        "total": {"type": "integer", "minimum": 0},
+        "matched": {"type": "integer", "minimum": 0},
+        "offset": {"type": "integer", "minimum": 0},
+        "limit": {"type": "integer", "minimum": 1},
+        "sort": {"type": "string", "enum": SORTABLE},
+        "order": {"type": "string", "enum": ["asc", "desc"]},
+        "q": TEXT,
+        "columns": {"type": "array", "items": TEXT},
+        "rows": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["store_id", report_tables.UPTIME_PERCENT],
+                "properties": {"store_id": TEXT},
+                "additionalProperties": NULLABLE_NUMBER,
+            },
+        },
+    }
+)
+INSTANT = object_of({"at": TEXT, "at_us": NUMBER})
+SPAN = {
+    "start": TEXT,
+    "end": TEXT,
+    "start_local": TEXT,
+    "end_local": TEXT,
+    "start_us": NUMBER,
+    "end_us": NUMBER,
+}
+TIMELINE = object_of(
+    {
+        "store_id": TEXT,
+        "report_id": {"type": ["string", "null"]},
+        "as_of": TEXT,
+        "options": OPTIONS,
+        "timezone": TEXT,
+        "timezone_is_default": {"type": "boolean"},
+        "hours": {
+            "type": "array",
+            "items": object_of(
+                {
+                    "day": {"type": "integer", "minimum": 0, "maximum": 6},
+                    "weekday": TEXT,
+                    "start": TEXT,
+                    "end": TEXT,
+                }
+            ),
+        },
+        "windows": object_of({name: INSTANT for name in ("now", "hour", "day", "week")}),
+        "days": {
+            "type": "array",
+            "items": object_of(
+                {
+                    "date": TEXT,
+                    "weekday": TEXT,
+                    "start_us": NUMBER,
+                    "end_us": NUMBER,
+                    "hours": NUMBER,
+                }
+            ),
+        },
+        "business": {"type": "array", "items": object_of(SPAN)},
+        "closures": {"type": "array", "items": object_of(SPAN)},
+        "segments": {
+            "type": "array",
+            "items": object_of(
+                {**SPAN, "status": {"type": "string", "enum": ["active", "inactive", "unknown"]}}
+            ),
+        },
+        "polls": {
+            "type": "array",
+            "items": object_of(
+                {
+                    "at": TEXT,
+                    "at_local": TEXT,
+                    "at_us": NUMBER,
+                    "status": {"type": "string", "enum": ["active", "inactive"]},
+                    "evidence": {"type": "boolean"},
+                }
+            ),
+        },
+        "outages": {
+            "type": "array",
+            "items": object_of({**SPAN, "business_hours": NUMBER}),
+        },
+        "totals": {"type": "object", "additionalProperties": NUMBER},
+    }
+)
+TRIGGER_BODY = openapi.trigger()["requestBody"]["content"]["application/json"]["schema"]
+STALE_AFTER_SCHEMA = TRIGGER_BODY["properties"]["stale_after"]
+# Years whose instants stay within 1970–2099 whatever the UTC offset written with them.
+SAFE_INSTANT_PATTERN = "^(19[89][0-9]|20[0-8][0-9])-"
+OPENAPI_PATHS: dict[str, Any] = {
+    "/reports/{report_id}/summary": {
+        "get": {
+            "summary": "A finished report's totals per window and its uptime % histogram",
+            "parameters": [REPORT_ID_PARAMETER],
+            "responses": {
+                "200": openapi.json_response("the summary", SUMMARY),
+                **NOT_COMPLETE,
+            },
+        }
+    },
+    "/reports/{report_id}/stores": {
+        "get": {
+            "summary": "One page of a finished report's stores, sorted and filtered",
+            "parameters": [
+                REPORT_ID_PARAMETER,
+                {
+                    "name": "sort",
+                    "in": "query",
+                    "required": False,
+                    "description": "a column of the report, or uptime_percent (last week)",
+                    "schema": {"type": "string", "enum": SORTABLE, "default": "downtime_last_week"},
+                },
+                {
+                    "name": "order",
+                    "in": "query",
+                    "required": False,
+                    "description": "default: worst first (ascending for uptime and store_id)",
+                    "schema": {"type": "string", "enum": ["asc", "desc"]},
+                },
+                {
+                    "name": "q",
+                    "in": "query",
+                    "required": False,
+                    "description": "only stores whose id contains this text (any letter case)",
+                    "schema": {"type": "string", "maxLength": STORE_ID_MAX_LENGTH},
+                },
+                {
+                    "name": "offset",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0, "maximum": OFFSET_MAX},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": PAGE_LIMIT_MAX,
+                        "default": PAGE_LIMIT_DEFAULT,
+                    },
+                },
+            ],
+            "responses": {
+                "200": openapi.json_response("the page of stores", STORE_ROWS),
+                "400": openapi.error("a parameter is not one of the values described"),
+                **NOT_COMPLETE,
+                "409": openapi.error(
+                    "the report is queued or running, or has no such column (its options decide)"
+                ),
+            },
+        }
+    },
+    "/stores/{store_id}/timeline": {
+        "get": {
+            "summary": (
+                "One store's last week: business hours, polls, status segments, closures, "
+                "outages and its report numbers, for a report (`report`) or the latest data"
+            ),
+            "parameters": [
+                {
+                    "name": "store_id",
+                    "in": "path",
+                    "required": True,
+                    "description": "the store's id as loaded (URL-encoded)",
+                    "schema": {"type": "string", "minLength": 1, "maxLength": STORE_ID_MAX_LENGTH},
+                },
+                {
+                    "name": "report",
+                    "in": "query",
+                    "required": False,
+                    "description": "a report id: its data, `now` and options (not with the others)",
+                    "schema": TEXT,
+                },
+                {
+                    "name": "as_of",
+                    "in": "query",
+                    "required": False,
+                    "description": "ISO-8601 instant, 1970 to 2099; default: the latest poll",
+                    "schema": {
+                        "type": "string",
+                        "format": "date-time",
+                        "pattern": SAFE_INSTANT_PATTERN,
+                    },
+                },
+                {
+                    "name": "stale_after",
+                    "in": "query",
+                    "required": False,
+                    "description": "as for /trigger_report: 90s, 30m, 2h, 1d, PT2H, PT90M",
+                    "schema": STALE_AFTER_SCHEMA,
+                },
+                {
+                    "name": "outages",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "boolean", "default": False},
+                },
+            ],
+            "responses": {
+                "200": openapi.json_response("the store's week", TIMELINE),
+                "400": openapi.error("a bad as_of, stale_after or outages, or report with them"),
+                "404": openapi.error("no such store or report, or no poll by then"),
+                "409": openapi.error("the report has not started yet"),
+                **openapi.COMMON_ERRORS,
+            },
+        }
+    },
+}
