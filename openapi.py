@@ -131,8 +131,8 @@ def trigger() -> dict[str, Any]:
             "as_of": {
                 "type": "string",
                 "format": "date-time",
-                "pattern": "^(19[7-9][0-9]|20[0-9][0-9])-",
-                "description": "an instant from 1970 to 2099; default: the latest poll",
+                "pattern": "^(197[1-9]|19[89][0-9]|20[0-8][0-9]|209[0-8])-",
+                "description": "an instant from 1970 to 2099 (the schema names 1971–2098 so any offset stays inside); default: the latest poll",
             },
             "stale_after": {
                 "type": "string",
