@@ -132,7 +132,10 @@ def trigger() -> dict[str, Any]:
                 "type": "string",
                 "format": "date-time",
                 "pattern": "^(197[1-9]|19[89][0-9]|20[0-8][0-9]|209[0-8])-",
-                "description": "an instant from 1970 to 2099 (the schema names 1971–2098 so any offset stays inside); default: the latest poll",
+                "description": (
+                    "an instant from 1970 to 2099 (the pattern names 1971–2098, so that any "
+                    "UTC offset stays inside); default: the latest poll"
+                ),
             },
             "stale_after": {
                 "type": "string",
