@@ -257,7 +257,12 @@ class _FileLoad:
 # --------------------------------------------------------------------------- the transaction
 
 
-def _write_all(engine: Engine, file_loads: list[_FileLoad], started: datetime, progress) -> int:
+def _write_all(
+    engine: Engine,
+    file_loads: list[_FileLoad],
+    started: datetime,
+    progress: ProgressCallback | None,
+) -> int:
     """Run every input in one transaction; return its batch number."""
     try:
         with engine.begin() as conn:

@@ -28,6 +28,7 @@ IN_LIST_SIZE = 500
 DUPLICATE_KEY = 1062  # MySQL/MariaDB warning: a row skipped by IGNORE for its key
 SHOWN_WARNINGS = 5
 VERSIONED_MODELS = (BusinessHours, StoreTimezone, Closure)
+VersionedModel = type[BusinessHours] | type[StoreTimezone] | type[Closure]
 
 
 # --------------------------------------------------------------------------- stores
@@ -211,7 +212,9 @@ def _refuse_changed_rows(cursor, table: str, sent: int, inserted: int) -> None:
 # --------------------------------------------------------------------------- versioned rows
 
 
-def replace_store_rows(conn: Connection, model, rows: pd.DataFrame, batch: int) -> int:
+def replace_store_rows(
+    conn: Connection, model: VersionedModel, rows: pd.DataFrame, batch: int
+) -> int:
     """Give each store in `rows` exactly its rows there, as versions written by `batch`.
 
     `rows` holds `store_key` and the model's value columns. A store whose rows are already
@@ -234,7 +237,7 @@ def replace_store_rows(conn: Connection, model, rows: pd.DataFrame, batch: int) 
     return len(fresh)
 
 
-def _current_rows(conn: Connection, model, columns: list[str]) -> pd.DataFrame:
+def _current_rows(conn: Connection, model: VersionedModel, columns: list[str]) -> pd.DataFrame:
     query = select(*(getattr(model, name) for name in columns)).where(model.retired_batch.is_(None))
     return pd.DataFrame(conn.execute(query).all(), columns=columns)
 
