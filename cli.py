@@ -85,11 +85,17 @@ class TerminalProgress:
     help="Time zones CSV.",
 )
 @click.option(
+    "--closures",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Closures CSV (store_id,start_local,end_local).",
+)
+@click.option(
     "--skip-invalid", is_flag=True, help="Load valid rows; write the others to *.rejects.csv."
 )
 @click.option("--if-empty", is_flag=True, help="Do nothing if the database already holds polls.")
-def load_data_command(folder, polls, hours, timezones, skip_invalid, if_empty) -> None:
-    """Load a folder of CSVs (polls, hours, time zones; .csv or .csv.gz) in one transaction."""
+def load_data_command(folder, polls, hours, timezones, closures, skip_invalid, if_empty) -> None:
+    """Load a folder of CSVs (polls, hours, time zones, closures; .csv or .csv.gz) in one
+    transaction."""
     init_schema()
     if if_empty and db.session.execute(db.select(db.func.count()).select_from(LoadBatch)).scalar():
         click.echo("database already loaded; nothing to do (--if-empty)")
@@ -102,6 +108,7 @@ def load_data_command(folder, polls, hours, timezones, skip_invalid, if_empty) -
             polls=polls,
             hours=hours,
             timezones=timezones,
+            closures=closures,
             skip_invalid=skip_invalid,
             progress=progress,
         )

@@ -1,23 +1,31 @@
 """Make text cells safe to open in a spreadsheet (OWASP "CSV Injection").
 
-A cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return is run as a formula by
-spreadsheet programs; prefixing it with a single quote makes it plain text. Every CSV the
-service writes passes its text columns through `neutralise`; the JSON format keeps ids exact.
+A cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is read as a
+formula by Excel, LibreOffice and Google Sheets; a CSV we write may hold text from someone
+else's file (rejected rows, store ids in a report), so such cells get a leading single quote,
+which spreadsheets show as text. Whole columns at a time, never one Python call per cell.
 """
 
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-FORMULA_PATTERN = r"[=+\-@\t\r]"
+FORMULA_START = r"^[=+\-@\t\r]"
+QUOTE = "'"
+
+TextColumn = pa.Array | pa.ChunkedArray | pd.Series
 
 
-def neutralise(values: pd.Series) -> pd.Series:
-    """Prefix a single quote to every cell that a spreadsheet would run as a formula."""
-    text = values.astype("string")
-    risky = text.str.match(FORMULA_PATTERN, na=False).to_numpy(dtype=bool)
-    if not risky.any():
-        return values
-    safe = values.astype(object).copy()
-    safe[risky] = ("'" + text[risky]).astype(object)
-    return safe
+def neutralise_formulas(column: TextColumn) -> TextColumn:
+    """Prefix a single quote to the cells that a spreadsheet would run as a formula.
+
+    Takes and returns an Arrow string array (or chunked array) or a pandas Series of text;
+    nulls and other cells are left as they are.
+    """
+    if isinstance(column, pd.Series):
+        risky = column.str.contains(FORMULA_START, regex=True, na=False)
+        return column.mask(risky, QUOTE + column)
+    risky = pc.match_substring_regex(column, FORMULA_START)
+    return pc.if_else(risky, pc.utf8_replace_slice(column, 0, 0, QUOTE), column)

@@ -52,7 +52,7 @@ def assemble(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
 
 def csv_bytes(frame: pd.DataFrame) -> bytes:
     """The CSV: hours/minutes with 2 decimals, counts as integers, ids safe in spreadsheets."""
-    safe = frame.assign(store_id=csvcells.neutralise(frame["store_id"]))
+    safe = frame.assign(store_id=csvcells.neutralise_formulas(frame["store_id"]))
     return safe.to_csv(index=False, float_format="%.2f").encode()
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -11,35 +13,25 @@ import pytest
 from sqlalchemy import text
 
 import loader
-import report
+import rejects
+import sources
+import writing
+from app import create_app
 from models import db
-from tests.conftest import SAMPLE
-
-TABLES = ["stores", "polls", "business_hours", "store_timezones", "load_batches", "data_state"]
-
-
-def contents(app) -> dict[str, list]:
-    """Every row of every data table, sorted: to prove a failed load changed nothing."""
-    with app.app_context(), db.engine.connect() as conn:
-        return {
-            name: sorted(map(tuple, conn.execute(text(f"SELECT * FROM {name}")).all()), key=repr)
-            for name in TABLES
-        }
-
-
-def write(path: Path, content: str | bytes) -> Path:
-    path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    return path
-
-
-def load(app, *args, **kwargs):
-    with app.app_context():
-        return loader.load(db.engine, *args, **kwargs)
-
-
-def scalar(app, sql: str):
-    with app.app_context(), db.engine.connect() as conn:
-        return conn.execute(text(sql)).scalar()
+from tests.conftest import ROOT, SAMPLE
+from tests.loading import (
+    CLOSURES_HEADER,
+    GOOD_POLL,
+    HOURS_HEADER,
+    POLL_HEADER,
+    contents,
+    load,
+    rows,
+    scalar,
+    short_lock_wait,
+    write,
+)
+from tests.server import clean_environment
 
 
 def test_sample_round_trip(app):
@@ -52,12 +44,16 @@ def test_sample_round_trip(app):
     assert scalar(app, "SELECT COUNT(*) FROM business_hours") == len(
         pd.read_csv(SAMPLE / "menu_hours.csv")
     )
-    # One poll read back exactly: the 64-bit id as text and the instant to the microsecond.
-    row = polls.iloc[0]
-    key = scalar(app, f"SELECT id FROM stores WHERE external_id = '{row.store_id}'")
-    instant = report.parse_utc_timestamps(pd.Series([row.timestamp_utc]))[0]
-    stored = scalar(app, f"SELECT active FROM polls WHERE store_key = {key} AND ts_us = {instant}")
-    assert bool(stored) == (row.status == "active")
+    # The first poll read back exactly: the 64-bit id as text and the instant to the
+    # microsecond. 6996349301360474194,active,2023-01-21 08:18:11.10252 UTC:
+    # 2023-01-01 is 1672531200 s; + 20 days (1728000) + 08:18:11 (29891) = 1674289091 s,
+    # and .10252 s = 102520 us.
+    stored = rows(
+        app,
+        "SELECT p.active FROM polls p JOIN stores s ON s.id = p.store_key "
+        "WHERE s.external_id = '6996349301360474194' AND p.ts_us = 1674289091102520",
+    )
+    assert stored == [(1,)]
 
 
 def test_reload_is_idempotent_and_appends_only_new_polls(app, tmp_path):
@@ -119,10 +115,6 @@ def test_gzip_input_loads_like_plain(app, tmp_path):
         ["store_id", "timestamp_utc"]
     )
     assert summary.files[0].loaded == len(unique)
-
-
-POLL_HEADER = "store_id,status,timestamp_utc\n"
-GOOD_POLL = "11,active,2023-01-22 12:09:39.388884 UTC\n"
 
 
 @pytest.mark.parametrize(
@@ -210,6 +202,47 @@ GOOD_POLL = "11,active,2023-01-22 12:09:39.388884 UTC\n"
             "store_id,timezone_str\n1,America/Chicago\n2,Mars/Olympus\n",
             ["line 3", "column timezone_str", "unknown IANA", "'Mars/Olympus'"],
         ),
+        (  # 24:00 ends a day; it cannot start one
+            "menu_hours.csv",
+            HOURS_HEADER + "1,1,24:00,10:00:00\n",
+            ["line 2", "column start_time_local", "'24:00'"],
+        ),
+        (
+            "closures.csv",
+            CLOSURES_HEADER + "1,2023-01-23 09:00,2023-01-23 10:00\n"
+            "1,2023-02-30 10:00,2023-03-01 10:00\n",
+            ["line 3", "column start_local", "'2023-02-30 10:00'", "YYYY-MM-DD HH:MM[:SS]"],
+        ),
+        (
+            "closures.csv",
+            CLOSURES_HEADER + "1,2023-01-23 09:00,2023-01-23 24:00\n",
+            ["line 2", "column end_local", "'2023-01-23 24:00'"],
+        ),
+        (
+            "closures.csv",
+            CLOSURES_HEADER + "1,2023-01-23 10:00,2023-01-23 10:00:00\n",
+            ["line 2", "column end_local", "end_local is not after start_local"],
+        ),
+        (
+            "closures.csv",
+            CLOSURES_HEADER + "1,2023-01-23 10:00,2023-01-22 10:00\n",
+            ["line 2", "column end_local", "not after start_local", "'2023-01-22 10:00'"],
+        ),
+        (
+            "closures.csv",
+            CLOSURES_HEADER + " ,2023-01-23 10:00,2023-01-23 11:00\n",
+            ["line 2", "column store_id", "empty store_id"],
+        ),
+        (
+            "closures.csv",
+            CLOSURES_HEADER + "7" * 65 + ",2023-01-23 10:00,2023-01-23 11:00\n",
+            ["line 2", "column store_id", "longer than 64"],
+        ),
+        (
+            "closures.csv",
+            "store_id,start_local\n1,2023-01-23 10:00\n",
+            ["line 1", "missing column(s) end_local", "'store_id,start_local'"],
+        ),
     ],
 )
 def test_bad_input_is_rejected_whole_with_a_precise_message(app, tmp_path, name, content, expected):
@@ -271,6 +304,241 @@ def test_a_bad_file_in_a_folder_rolls_back_the_good_ones(app, tmp_path):
     assert contents(app) == before
 
 
-def test_folder_without_inputs_and_missing_schema_are_clear_errors(app, tmp_path):
+def test_a_folder_without_inputs_is_a_clear_error(app, tmp_path):
     with pytest.raises(loader.LoadError, match="no input files found"):
         load(app, tmp_path)
+
+
+def test_a_database_without_schema_is_a_clear_error(database_url, tmp_path):
+    # A fresh database where `init-db` never ran (the `app` fixture would have run it).
+    app = create_app(
+        {"DATABASE_URL": database_url, "REPORTS_DIR": str(tmp_path / "reports"), "TESTING": True}
+    )
+    try:
+        with pytest.raises(loader.LoadError, match="run `flask --app app init-db` first"):
+            load(app, SAMPLE)
+    finally:
+        app.extensions["report_runner"].shutdown()
+        with app.app_context():
+            db.engine.dispose()
+
+
+# --------------------------------------------------------------------------- closures
+
+
+def test_closures_load_as_local_wall_seconds_and_replace_a_stores_earlier_ones(app, tmp_path):
+    # 2023-01-23 00:00 is 1672531200 + 22 days (1900800) = 1674432000 wall seconds;
+    # 09:00 adds 32400, 17:30:15 adds 63015; 2023-12-24 00:00 is 1672531200 + 357 days
+    # (30844800) = 1703376000, 2023-12-26 00:00 is 1703548800.
+    write(
+        tmp_path / "closures.csv",
+        CLOSURES_HEADER + "1,2023-01-23 09:00,2023-01-23 17:30:15\n"
+        "2, 2023-12-24 00:00:00 ,2023-12-26 00:00\n",
+    )
+    summary = load(app, tmp_path)
+    assert (summary.files[0].kind, summary.files[0].loaded) == ("closures", 2)
+    current = (
+        "SELECT s.external_id, c.start_local_s, c.end_local_s, c.batch FROM closures c "
+        "JOIN stores s ON s.id = c.store_key WHERE c.retired_batch IS NULL ORDER BY 1, 2"
+    )
+    assert rows(app, current) == [
+        ("1", 1674464400, 1674495015, 1),
+        ("2", 1703376000, 1703548800, 1),
+    ]
+    # A new file for store 1 replaces store 1's closures only (the old row is kept, retired).
+    other = write(tmp_path / "more.csv", CLOSURES_HEADER + "1,2023-01-23 10:00,2023-01-23 11:00\n")
+    load(app, closures=other)
+    assert rows(app, current) == [
+        ("1", 1674468000, 1674471600, 2),
+        ("2", 1703376000, 1703548800, 1),
+    ]
+    assert rows(app, "SELECT start_local_s, batch FROM closures WHERE retired_batch = 2") == [
+        (1674464400, 1)
+    ]
+
+
+# --------------------------------------------------------------------------- SPEC points
+
+
+def test_status_is_read_in_any_letter_case_with_spaces_around(app, tmp_path):
+    write(
+        tmp_path / "store_status.csv",
+        POLL_HEADER + "1,ACTIVE,2023-01-25 10:00:00 UTC\n"
+        "2, Inactive ,2023-01-25 10:00:00 UTC\n"
+        "3,aCtIvE ,2023-01-25 10:00:00 UTC\n",
+    )
+    assert load(app, tmp_path).files[0].loaded == 3
+    stored = "SELECT s.external_id, p.active FROM polls p JOIN stores s ON s.id = p.store_key"
+    assert sorted(rows(app, stored)) == [("1", 1), ("2", 0), ("3", 1)]
+
+
+TEN_O_CLOCK_US = 1674640800000000  # 2023-01-25 10:00:00 UTC: 1672531200 + 24 days + 10 h
+
+
+@pytest.mark.parametrize("several_runs", [False, True])
+def test_of_two_polls_at_one_instant_the_first_loaded_is_kept(
+    app, tmp_path, monkeypatch, several_runs
+):
+    # Store 2's polls need sorting and its duplicates are neighbours; store 1's are far apart.
+    # With several runs (tiny read blocks, a buffer of two polls) the file is written in
+    # several sorted runs, and store 1's duplicates fall in different runs.
+    runs = []
+    real_bulk_insert = writing.bulk_insert
+    monkeypatch.setattr(
+        writing,
+        "bulk_insert",
+        lambda conn, table, frame, **kw: (
+            runs.append(len(frame)) or real_bulk_insert(conn, table, frame, **kw)
+        ),
+    )
+    if several_runs:
+        monkeypatch.setattr(sources, "BATCH_BYTES", 128)
+        monkeypatch.setattr(writing, "POLL_BUFFER_ROWS", 2)
+    write(
+        tmp_path / "store_status.csv",
+        POLL_HEADER + "2,active,2023-01-25 11:00:00 UTC\n"
+        "2,inactive,2023-01-25 10:00:00 UTC\n"
+        "2,active,2023-01-25 10:00:00 UTC\n"
+        "1,inactive,2023-01-25 10:00:00 UTC\n"
+        "9,active,2023-01-25 09:00:00 UTC\n"
+        "9,active,2023-01-25 08:00:00 UTC\n"
+        "9,active,2023-01-25 07:00:00 UTC\n"
+        "1,active,2023-01-25 10:00:00 UTC\n",
+    )
+    summary = load(app, tmp_path)
+    assert len(runs) >= 3 if several_runs else len(runs) == 1
+    assert (summary.files[0].loaded, summary.files[0].duplicates) == (6, 2)
+    # A later load with the other status changes nothing either.
+    later = write(tmp_path / "later.csv", POLL_HEADER + "2,active,2023-01-25 10:00:00 UTC\n")
+    assert load(app, polls=later).files[0].duplicates == 1
+    at_ten = (
+        "SELECT s.external_id, p.active FROM polls p JOIN stores s ON s.id = p.store_key "
+        f"WHERE p.ts_us = {TEN_O_CLOCK_US} ORDER BY 1"
+    )
+    assert rows(app, at_ten) == [("1", 0), ("2", 0)]
+
+
+def test_hours_may_end_at_24_00_and_be_24_hours_from_23_59_59(app, tmp_path):
+    write(
+        tmp_path / "menu_hours.csv",
+        HOURS_HEADER + "1,0,09:00,24:00\n1,1,09:00:00,24:00:00\n1,2,23:59:59,23:59:59\n",
+    )
+    assert load(app, tmp_path).files[0].loaded == 3
+    stored = "SELECT day_of_week, start_s, end_s FROM business_hours ORDER BY 1"
+    # 09:00 = 32400 s, 24:00 = 86400 s, 23:59:59 = 86399 s: stored as written.
+    assert rows(app, stored) == [(0, 32400, 86400), (1, 32400, 86400), (2, 86399, 86399)]
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def test_a_load_that_waits_too_long_for_another_is_a_clear_error(app):
+    load(app, SAMPLE)
+    before = contents(app)
+    with app.app_context():
+        short_lock_wait(db.engine)
+        with db.engine.connect() as other_load:
+            # What a load does first: take the write lock on the data-state row.
+            other_load.execute(text("UPDATE data_state SET last_batch = last_batch WHERE id = 1"))
+            with pytest.raises(loader.LoadError) as caught:
+                loader.load(db.engine, SAMPLE)
+            other_load.rollback()
+    assert str(caught.value) == (
+        "database: another load is writing; try again when it has finished"
+    )
+    assert contents(app) == before
+
+
+def test_a_file_that_is_not_csv_is_named_but_never_quoted(app, tmp_path):
+    private = write(tmp_path / "private.txt", "root:x:0:0:hunter2:/root:/bin/bash\nmore\n")
+    link = tmp_path / "polls.csv"
+    link.symlink_to(private)  # as `--polls` pointing at a system file
+    with pytest.raises(loader.LoadError) as caught:
+        load(app, polls=link)
+    message = str(caught.value)
+    assert message == (
+        f"{link}: line 1: not a CSV file of polls: expected the columns "
+        "store_id,status,timestamp_utc"
+    )
+
+
+def test_an_upload_keeps_its_first_rejects_in_memory_under_its_label(app, tmp_path, monkeypatch):
+    monkeypatch.setattr(rejects, "MAX_KEPT_REJECTS", 10)
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    body = write(
+        folder / "upload.tmp",
+        POLL_HEADER
+        + GOOD_POLL
+        + "".join(f"{n},maybe,2023-01-22 12:00:00 UTC\n" for n in range(12)),
+    )
+    upload = loader.Source("polls", body, "request body")
+    with app.app_context():
+        summary = loader.load_sources(
+            db.engine, [upload], skip_invalid=True, rejects=loader.RejectsTo.MEMORY
+        )
+        with pytest.raises(loader.LoadError, match=r"^request body: 12 invalid rows"):
+            loader.load_sources(db.engine, [upload])
+    polls = summary.files[0]
+    assert (polls.path, polls.loaded, polls.rejected, polls.rejects_path) == (
+        "request body",
+        1,
+        12,
+        None,
+    )
+    assert len(polls.rejected_rows) == 10
+    assert polls.rejected_rows[0] == loader.RowError(
+        3, "status", "maybe", "status is not 'active' or 'inactive'"
+    )
+    assert [path.name for path in folder.iterdir()] == ["upload.tmp"]  # no rejects file
+
+
+# Loads with skip_invalid in a fresh process and prints how much its peak RSS grew (KB). The
+# peak is VmHWM, the high-water mark of this process's own memory: `ru_maxrss` would start
+# from the parent's size at fork, which is larger than what is measured here.
+MEASURED_LOAD = """
+import re, sys
+from app import create_app
+import loader
+from models import db
+def peak_kb():
+    with open("/proc/self/status") as status:
+        return int(re.search(r"VmHWM:\\s+(\\d+) kB", status.read()).group(1))
+app = create_app({"DATABASE_URL": sys.argv[1], "REPORTS_DIR": sys.argv[2], "TESTING": True})
+with app.app_context():
+    before = peak_kb()
+    summary = loader.load(db.engine, sys.argv[3], skip_invalid=True)
+    after = peak_kb()
+polls = summary.files[0]
+print(after - before, polls.rows_read, polls.loaded, polls.rejected, polls.rejects_path)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS read from /proc")
+def test_millions_of_bad_rows_with_skip_invalid_keep_memory_bounded(app, database_url, tmp_path):
+    # 2,000,000 bad rows: a million with a field too many first (the parser reports them one by
+    # one to its callback while it looks for a first chunk: none comes between them), then a
+    # million with a bad status. Before rejects were streamed, every one was kept in memory
+    # (over 3 GB for a few million rows); now only counts, the first errors and about a chunk
+    # are. Measured as the growth of the peak RSS of a fresh process, so Arrow's buffers count.
+    too_many_fields = b"1,active,2023-01-22 12:00:00 UTC,extra\n"
+    bad_status = b"1,maybe,2023-01-22 12:00:00 UTC\n"
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    data = POLL_HEADER.encode() + too_many_fields * 1_000_000 + bad_status * 1_000_000
+    (folder / "store_status.csv.gz").write_bytes(gzip.compress(data, compresslevel=1))
+    arguments = [database_url, str(tmp_path / "reports"), str(folder)]
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURED_LOAD, *arguments],
+        cwd=ROOT,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    growth_kb, rows_read, loaded, rejected, rejects_path = done.stdout.split()
+    assert (int(rows_read), int(loaded), int(rejected)) == (2_000_000, 0, 2_000_000)
+    assert int(growth_kb) < 200 * 1024, f"peak RSS grew by {int(growth_kb) // 1024} MB"
+    with open(rejects_path, "rb") as rejected_rows:
+        assert sum(1 for _ in rejected_rows) == 2_000_001  # header + every rejected row

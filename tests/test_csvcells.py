@@ -1,0 +1,31 @@
+"""Neutralising spreadsheet formulas in CSV cells (pure: no app, no database)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from csvcells import neutralise_formulas
+
+CELLS = ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "plain", "a=b", "", " =1", "'=1"]
+# OWASP: a cell starting with = + - @ tab or carriage return gets a leading single quote.
+EXPECTED = ["'=1+2", "'+1", "'-1", "'@SUM(A1)", "'\tx", "'\rx", "plain", "a=b", "", " =1", "'=1"]
+
+
+def test_arrow_cells_that_start_a_formula_get_a_quote():
+    assert neutralise_formulas(pa.array([*CELLS, None])).to_pylist() == [*EXPECTED, None]
+
+
+def test_chunked_arrow_columns_keep_their_chunks():
+    column = pa.chunked_array([CELLS[:4], CELLS[4:]])
+    result = neutralise_formulas(column)
+    assert isinstance(result, pa.ChunkedArray) and result.to_pylist() == EXPECTED
+
+
+@pytest.mark.parametrize("dtype", [object, "string"])
+def test_pandas_cells_that_start_a_formula_get_a_quote(dtype):
+    column = pd.Series(CELLS, dtype=dtype, index=range(10, 10 + len(CELLS)))
+    result = neutralise_formulas(column)
+    assert result.tolist() == EXPECTED
+    assert result.index.equals(column.index)

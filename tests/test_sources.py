@@ -1,0 +1,79 @@
+"""Reading inputs (pure: files only, no app, no database)."""
+
+from __future__ import annotations
+
+import gzip
+
+import pyarrow as pa
+import pytest
+
+import sources
+from tests.loading import POLL_HEADER, write
+
+
+def read_all(path, kind="polls"):
+    """Every chunk's rows with their line numbers, and every row handed over as malformed."""
+    malformed: list[pa.Table] = []
+    handler = sources.MalformedRows(malformed.append)
+    chunks = list(sources.stream_chunks(sources.Source.from_path(kind, path), handler))
+    return chunks, pa.concat_tables(malformed) if malformed else None
+
+
+@pytest.mark.parametrize("block_bytes", [64, 256, 4096, 2 << 20])
+def test_good_rows_are_numbered_by_their_line_whatever_is_skipped_around_them(
+    tmp_path, monkeypatch, block_bytes
+):
+    # Each good row carries its own line number as its store id; malformed rows come alone,
+    # in runs, at the start and at the end, and read blocks cut the file anywhere.
+    malformed_lines = {2, 3, 7, 20, 21, 22, 23, 50, *range(90, 140), 299, 300, 301}
+    body = "".join(
+        "x,y\n" if line in malformed_lines else f"{line},active,2023-01-25 10:00:00 UTC\n"
+        for line in range(2, 302)
+    )
+    monkeypatch.setattr(sources, "BATCH_BYTES", block_bytes)
+    chunks, malformed = read_all(write(tmp_path / "polls.csv", POLL_HEADER + body))
+    for chunk in chunks:
+        assert chunk.lines.tolist() == [int(text) for text in chunk.columns["store_id"].to_pylist()]
+    assert sum(len(chunk) for chunk in chunks) == 300 - len(malformed_lines)
+    assert malformed["line"].to_pylist() == sorted(malformed_lines)
+    assert set(malformed["reason"].to_pylist()) == {"expected 3 fields, found 2"}
+
+
+def test_lines_of_blanks_are_skipped_not_rejected(tmp_path):
+    chunks, malformed = read_all(
+        write(tmp_path / "polls.csv", POLL_HEADER + "   \n1,active,2023-01-25 10:00:00 UTC\n")
+    )
+    assert [chunk.lines.tolist() for chunk in chunks] == [[3]]
+    assert malformed is None
+
+
+def test_gzip_is_recognised_by_content_not_by_name(tmp_path):
+    path = tmp_path / "upload.tmp"
+    path.write_bytes(gzip.compress((POLL_HEADER + "1,active,2023-01-25 10:00:00 UTC\n").encode()))
+    chunks, _ = read_all(path)
+    assert chunks[0].columns["store_id"].to_pylist() == ["1"]
+
+
+def test_a_failure_inside_the_parsers_callback_surfaces_as_itself(tmp_path):
+    class DiskFull(Exception):
+        pass
+
+    def refuse(_rejected):
+        raise DiskFull("no space left")
+
+    path = write(tmp_path / "polls.csv", POLL_HEADER + "x\n" * (sources.MALFORMED_BATCH_ROWS + 1))
+    with pytest.raises(DiskFull):
+        list(
+            sources.stream_chunks(
+                sources.Source.from_path("polls", path), sources.MalformedRows(refuse)
+            )
+        )
+
+
+def test_folder_search_finds_closures(tmp_path):
+    write(tmp_path / "closures.csv", "store_id,start_local,end_local\n")
+    write(tmp_path / "store_status.csv.gz", b"")
+    assert sources.find_sources(tmp_path) == {
+        "polls": tmp_path / "store_status.csv.gz",
+        "closures": tmp_path / "closures.csv",
+    }

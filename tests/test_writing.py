@@ -1,0 +1,191 @@
+"""What the loader writes, on SQLite and MariaDB: exact store ids, no silently changed rows,
+versioned hours, time zones and closures, and the purge of old versions."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import loader
+import writing
+from models import db
+from tests.loading import (
+    CLOSURES_HEADER,
+    HOURS_HEADER,
+    POLL_HEADER,
+    contents,
+    load,
+    rows,
+    scalar,
+    write,
+)
+
+# 2023-01-25 00:00 UTC is 1672531200 + 24 days (2073600) = 1674604800 s.
+AT_10_00 = 1674640800000000
+AT_11_00 = 1674644400000000
+AT_11_30 = 1674646200000000
+POLLS_WITH_IDS = (
+    "SELECT s.external_id, p.ts_us, p.active FROM polls p JOIN stores s ON s.id = p.store_key "
+    "ORDER BY p.ts_us, p.active"
+)
+ORPHAN_POLLS = (
+    "SELECT COUNT(*) FROM polls p LEFT JOIN stores s ON s.id = p.store_key WHERE s.id IS NULL"
+)
+
+
+# --------------------------------------------------------------------------- store ids
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        ("abc", "ABC"),  # case
+        ("store-x", "stóre-x"),  # accents
+        ("\N{GRINNING FACE}", "\N{PILE OF POO}"),  # emoji: the same under utf8mb4_general_ci
+        ("store-x", "store-x\N{COMBINING ACUTE ACCENT}"),  # one byte sequence more
+        ("NULL", "\\N"),  # what LOAD DATA would read as NULL
+    ],
+)
+def test_store_ids_that_differ_in_any_byte_are_different_stores(app, tmp_path, first, second):
+    polls = write(
+        tmp_path / "store_status.csv",
+        POLL_HEADER + f"{first},active,2023-01-25 10:00:00 UTC\n"
+        f"{second},inactive,2023-01-25 10:00:00 UTC\n",
+    )
+    load(app, polls=polls)
+    load(app, polls=polls)  # again: each id must find its own store
+    assert rows(app, POLLS_WITH_IDS) == [(second, AT_10_00, 0), (first, AT_10_00, 1)]
+    assert scalar(app, "SELECT COUNT(*) FROM stores") == 2
+
+
+def test_spaces_around_a_store_id_are_not_part_of_it(app, tmp_path):
+    write(
+        tmp_path / "store_status.csv",
+        POLL_HEADER + "abc ,active,2023-01-25 10:00:00 UTC\n"
+        "  abc,inactive,2023-01-25 11:00:00 UTC\n",
+    )
+    write(tmp_path / "timezones.csv", "store_id,timezone_str\n abc ,Asia/Tokyo\n")
+    load(app, tmp_path)
+    assert rows(app, "SELECT external_id FROM stores") == [("abc",)]
+    assert rows(app, POLLS_WITH_IDS) == [("abc", AT_10_00, 1), ("abc", AT_11_00, 0)]
+
+
+def test_ids_differing_in_case_over_three_loads_keep_every_poll_with_its_store(app, tmp_path):
+    # On a case-blind column, the second store was dropped by LOAD DATA (a warning only), its
+    # polls kept a key without a store, and a later new store took that key and its polls.
+    loads = [
+        "abc,active,2023-01-25 10:00:00 UTC\nABC,inactive,2023-01-25 10:00:00 UTC\n",
+        "ABC,inactive,2023-01-25 11:00:00 UTC\n",
+        "zzz,active,2023-01-25 11:30:00 UTC\n",
+    ]
+    for number, polls in enumerate(loads):
+        load(app, polls=write(tmp_path / f"polls{number}.csv", POLL_HEADER + polls))
+    assert scalar(app, ORPHAN_POLLS) == 0
+    assert sorted(rows(app, "SELECT external_id FROM stores")) == [("ABC",), ("abc",), ("zzz",)]
+    assert rows(app, POLLS_WITH_IDS) == [
+        ("ABC", AT_10_00, 0),
+        ("abc", AT_10_00, 1),
+        ("ABC", AT_11_00, 0),
+        ("zzz", AT_11_30, 1),
+    ]
+
+
+def test_rows_the_database_would_change_fail_the_load(app):
+    # MySQL/MariaDB's LOAD DATA clips a value out of range and only warns; the load must say
+    # so. SQLite stores the value as sent. Either way, no row may be stored changed.
+    store_key_out_of_range = 2**40
+    frame = pd.DataFrame(
+        {"store_key": [1, store_key_out_of_range], "ts_us": [5, 5], "active": [1, 0], "batch": 1}
+    )
+    with app.app_context(), db.engine.connect() as conn:
+        try:
+            writing.bulk_insert(conn, "polls", frame, skip_duplicates=True)
+        except loader.LoadError as error:
+            assert "Out of range value for column 'store_key'" in str(error)
+        else:
+            stored = conn.exec_driver_sql("SELECT store_key FROM polls ORDER BY 1").all()
+            assert [key for (key,) in stored] == [1, store_key_out_of_range]
+        conn.rollback()
+
+
+def test_duplicate_polls_alone_are_no_reason_to_fail(app):
+    frame = pd.DataFrame({"store_key": [1, 1, 1], "ts_us": [5, 5, 6], "active": 1, "batch": 1})
+    with app.app_context(), db.engine.begin() as conn:
+        assert writing.bulk_insert(conn, "polls", frame, skip_duplicates=True) == 2
+        assert writing.bulk_insert(conn, "polls", frame, skip_duplicates=True) == 0
+
+
+# --------------------------------------------------------------------------- versions
+
+CURRENT_HOURS = (
+    "SELECT s.external_id, h.day_of_week, h.start_s, h.end_s, h.batch FROM business_hours h "
+    "JOIN stores s ON s.id = h.store_key WHERE h.retired_batch IS NULL ORDER BY 1, 2, 3"
+)
+
+
+def test_a_load_retires_the_rows_of_changed_stores_and_leaves_the_others(app, tmp_path):
+    hours = tmp_path / "menu_hours.csv"
+    write(hours, HOURS_HEADER + "1,0,09:00,17:00\n1,1,09:00,17:00\n2,0,10:00,11:00\n")
+    load(app, tmp_path)
+    # Store 1 changes one period; store 2 sends the same row with other spellings.
+    write(hours, HOURS_HEADER + "1,1,09:00,17:00\n1,0,08:00,17:00\n2,0,10:00:00, 11:00\n")
+    summary = load(app, tmp_path)
+    assert (summary.files[0].loaded, summary.files[0].unchanged) == (2, 1)
+    # 08:00 = 28800 s, 09:00 = 32400, 10:00 = 36000, 11:00 = 39600, 17:00 = 61200.
+    assert rows(app, CURRENT_HOURS) == [
+        ("1", 0, 28800, 61200, 2),
+        ("1", 1, 32400, 61200, 2),
+        ("2", 0, 36000, 39600, 1),
+    ]
+    retired = "SELECT day_of_week, start_s, batch, retired_batch FROM business_hours "
+    assert rows(app, retired + "WHERE retired_batch IS NOT NULL ORDER BY 1") == [
+        (0, 32400, 1, 2),
+        (1, 32400, 1, 2),
+    ]
+
+
+def test_the_same_rows_twice_in_a_file_are_not_the_same_as_once(app, tmp_path):
+    hours = tmp_path / "menu_hours.csv"
+    write(hours, HOURS_HEADER + "1,0,09:00,17:00\n")
+    load(app, tmp_path)
+    write(hours, HOURS_HEADER + "1,0,09:00,17:00\n1,0,09:00,17:00\n")  # a multiset differs
+    assert load(app, tmp_path).files[0].loaded == 2
+    assert scalar(app, "SELECT COUNT(*) FROM business_hours WHERE retired_batch IS NULL") == 2
+
+
+def test_sending_the_same_files_again_stores_nothing_new(app, tmp_path):
+    write(tmp_path / "menu_hours.csv", HOURS_HEADER + "1,0,09:00,17:00\n2,6,22:00,02:00\n")
+    write(
+        tmp_path / "timezones.csv",
+        "store_id,timezone_str\n1,Asia/Tokyo\n2,Europe/Paris\n2,America/Denver\n",
+    )
+    write(tmp_path / "closures.csv", CLOSURES_HEADER + "1,2023-12-24 00:00,2023-12-26 00:00\n")
+    load(app, tmp_path)
+    before = contents(app)
+    summary = load(app, tmp_path)
+    after = contents(app)
+    for table in ("business_hours", "store_timezones", "closures", "stores", "polls"):
+        assert after[table] == before[table], table
+    assert [(item.kind, item.loaded, item.unchanged) for item in summary.files] == [
+        ("timezones", 0, 2),
+        ("hours", 0, 2),
+        ("closures", 0, 1),
+    ]
+    # One zone per store: the last row of store 2 is its zone.
+    zone = "SELECT timezone_str FROM store_timezones z JOIN stores s ON s.id = z.store_key "
+    assert rows(app, zone + "WHERE s.external_id = '2'") == [("America/Denver",)]
+
+
+def test_purge_retired_deletes_only_versions_retired_by_the_given_batch(app, tmp_path):
+    zones = tmp_path / "timezones.csv"
+    for batch_zone in ("Asia/Tokyo", "Europe/Paris", "America/Denver"):  # batches 1, 2, 3
+        load(app, timezones=write(zones, f"store_id,timezone_str\n1,{batch_zone}\n"))
+    everything = "SELECT timezone_str, batch, retired_batch FROM store_timezones ORDER BY batch"
+    assert rows(app, everything) == [
+        ("Asia/Tokyo", 1, 2),
+        ("Europe/Paris", 2, 3),
+        ("America/Denver", 3, None),
+    ]
+    with app.app_context(), db.engine.begin() as conn:
+        assert writing.purge_retired(conn, 2) == 1
+    assert rows(app, everything) == [("Europe/Paris", 2, 3), ("America/Denver", 3, None)]
