@@ -318,7 +318,7 @@ def test_a_database_without_schema_is_a_clear_error(database_url, tmp_path):
         with pytest.raises(loader.LoadError, match="run `flask --app app init-db` first"):
             load(app, SAMPLE)
     finally:
-        app.extensions["report_runner"].shutdown()
+        app.extensions["report_executor"].shutdown()
         with app.app_context():
             db.engine.dispose()
 
