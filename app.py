@@ -12,6 +12,7 @@ from sqlalchemy import event
 import api
 import cli
 import config
+import ingest
 import jobs
 import web
 from executors import CeleryExecutor, InlineExecutor, ThreadExecutor
@@ -43,9 +44,11 @@ def create_app(test_config: dict | None = None) -> Flask:
         if db.engine.dialect.name == "sqlite":
             configure_sqlite(db.engine)
     app.extensions["report_executor"] = build_executor(app)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(web.bp)
-    app.extensions.setdefault("openapi_paths", {}).update(web.OPENAPI_PATHS)
+    for blueprint in (api, ingest, web):
+        app.register_blueprint(blueprint.bp)
+        app.extensions.setdefault("openapi_paths", {}).update(
+            getattr(blueprint, "OPENAPI_PATHS", {})
+        )
     app.before_request(lambda: start_service(app))
     cli.register(app)
     return app

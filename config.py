@@ -47,6 +47,7 @@ SETTINGS: dict[str, Setting] = {
     # HTTP
     "MAX_CONTENT_LENGTH": Setting(int, 16 * 1024, 1024, 1024 * MIB),
     "INGEST_MAX_BYTES": Setting(int, 64 * MIB, 1024, 4096 * MIB),
+    "INGEST_LOCK_TIMEOUT_MS": Setting(int, 10_000, 0, 600_000),
     "HOST": Setting(str, "127.0.0.1"),
     "PORT": Setting(int, 5000, 1, 65_535),
     "HTTP_THREADS": Setting(int, 8, 1, 1024),

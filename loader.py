@@ -16,7 +16,8 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from sqlalchemy import Connection, Engine, insert, inspect, select, update
+from sqlalchemy.exc import DBAPIError
 
 from models import BusinessHours, Closure, DataState, LoadBatch, StoreTimezone, utcnow
 from rejects import RejectsFile, RejectsInMemory, default_rejects_path
@@ -147,6 +149,7 @@ def load_sources(
     skip_invalid: bool = False,
     rejects: RejectsTo = RejectsTo.FILE,
     progress: ProgressCallback | None = None,
+    lock_wait_ms: int | None = None,
 ) -> LoadSummary:
     """Load inputs (at most one of each kind) in one transaction.
 
@@ -154,6 +157,7 @@ def load_sources(
     invalid rows are set aside: to a ``*.rejects.csv`` next to each input (`RejectsTo.FILE`),
     or, for inputs with no folder of their own, kept in the summary (`RejectsTo.MEMORY`: each
     file's first 10,000 rows in `rejected_rows`, all of them counted in `rejected`).
+    `lock_wait_ms` bounds the wait for another load's lock (then LoadError `LOCKED`).
     """
     file_loads = [
         _FileLoad(source, _rejects_for(source, skip_invalid, rejects))
@@ -163,7 +167,7 @@ def load_sources(
     try:
         for item in file_loads:
             item.open_rejects()
-        batch = _write_all(engine, file_loads, started, progress)
+        batch = _write_all(engine, file_loads, started, progress, lock_wait_ms)
     except BaseException:
         for item in file_loads:
             item.discard()
@@ -262,10 +266,11 @@ def _write_all(
     file_loads: list[_FileLoad],
     started: datetime,
     progress: ProgressCallback | None,
+    lock_wait_ms: int | None,
 ) -> int:
     """Run every input in one transaction; return its batch number."""
     try:
-        with engine.begin() as conn:
+        with engine.connect() as conn, bounded_lock_wait(conn, lock_wait_ms), conn.begin():
             batch = _next_batch(conn)
             keys = StoreKeys(conn)
             spans = [_load_file(conn, item, keys, batch, progress) for item in file_loads]
@@ -277,17 +282,52 @@ def _write_all(
     return batch
 
 
+@contextmanager
+def bounded_lock_wait(conn: Connection, milliseconds: int | None) -> Iterator[None]:
+    """Wait at most this long for another load's lock, on this connection, then put the
+    connection's own setting back (it returns to a pool others use)."""
+    if milliseconds is None:
+        yield
+        return
+    if conn.dialect.name == "sqlite":
+        previous = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
+        setting, restore = (
+            f"PRAGMA busy_timeout = {int(milliseconds)}",
+            f"PRAGMA busy_timeout = {previous}",
+        )
+    else:
+        seconds = max(1, -(-int(milliseconds) // 1000))
+        setting = f"SET SESSION innodb_lock_wait_timeout = {seconds}"
+        restore = "SET SESSION innodb_lock_wait_timeout = DEFAULT"
+    conn.exec_driver_sql(setting)
+    conn.commit()
+    try:
+        yield
+    finally:
+        if conn.in_transaction():
+            conn.rollback()
+        conn.exec_driver_sql(restore)
+        conn.commit()
+
+
 def _is_lock_timeout(exc: Exception) -> bool:
     return any(message in str(exc) for message in LOCK_TIMEOUT_MESSAGES)
 
 
 def _next_batch(conn: Connection) -> int:
-    """Take the load lock (the data-state row) and the next batch number."""
-    if not inspect(conn).has_table(DataState.__tablename__):
-        raise LoadError("database", NO_SCHEMA)
-    updated = conn.execute(
-        update(DataState).where(DataState.id == 1).values(last_batch=DataState.last_batch + 1)
-    )
+    """Take the load lock (the data-state row) and the next batch number.
+
+    The transaction's first statement is this write: on SQLite a transaction that reads first
+    cannot wait for the write lock later (it fails at once when another load committed).
+    """
+    try:
+        updated = conn.execute(
+            update(DataState).where(DataState.id == 1).values(last_batch=DataState.last_batch + 1)
+        )
+    except DBAPIError as exc:
+        if not inspect(conn).has_table(DataState.__tablename__):
+            raise LoadError("database", NO_SCHEMA) from exc
+        raise
     if updated.rowcount != 1:
         raise LoadError("database", NO_SCHEMA)
     return int(conn.execute(select(DataState.last_batch).where(DataState.id == 1)).scalar_one())

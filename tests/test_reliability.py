@@ -548,13 +548,15 @@ def test_openapi_document_describes_every_route(app):
 @pytest.mark.slow
 def test_schemathesis_finds_no_5xx_and_no_schema_violation(live_server):
     command = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+    # Every check runs (schemathesis' default); schemathesis.toml turns one off for the
+    # ingestion endpoints only, and says why.
     result = subprocess.run(
         [
             command,
+            "--config-file",
+            str(ROOT / "schemathesis.toml"),
             "run",
             f"{live_server.url}/openapi.json",
-            "--checks",
-            "all",
             "--max-examples",
             "25",
             "--seed",

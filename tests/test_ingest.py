@@ -1,0 +1,348 @@
+"""HTTP ingestion: pushed polls, hours, zones and closures, on SQLite and MariaDB."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+import pytest
+import requests
+from sqlalchemy import text
+
+import jobs
+import loader
+import snapshot
+from executors import InlineExecutor
+from models import Report, db
+from tests.conftest import SAMPLE, make_app
+from tests.test_loader import contents
+
+CSV = {"Content-Type": "text/csv"}
+NDJSON = {"Content-Type": "application/x-ndjson"}
+POLL_HEADER = "store_id,status,timestamp_utc\n"
+
+
+def report_csv(app) -> bytes:
+    with app.app_context():
+        report_id = jobs.submit_report(jobs.ReportRequest(), InlineExecutor())
+        row = db.session.get(Report, report_id)
+        assert row.status == "Complete", row.error
+        return jobs.local_csv(row).read_bytes()
+
+
+def csv_body(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv(index=False).encode()
+
+
+def ndjson_body(frame: pd.DataFrame) -> bytes:
+    return "".join(json.dumps(record) + "\n" for record in frame.to_dict("records")).encode()
+
+
+def post(client, path: str, body: bytes, headers=CSV, **query):
+    return client.post(path, data=body, headers=headers, query_string=query)
+
+
+def sample_frames() -> dict[str, pd.DataFrame]:
+    return {
+        "polls": pd.read_csv(SAMPLE / "store_status.csv", dtype=str),
+        "hours": pd.read_csv(SAMPLE / "menu_hours.csv", dtype=str),
+        "zones": pd.read_csv(SAMPLE / "timezones.csv", dtype=str),
+    }
+
+
+def test_polls_posted_in_pieces_equal_the_file_loaded_by_load_data(database_url, tmp_path):
+    # Zones and hours as CSV, polls in 7 pieces: plain CSV, gzip CSV and NDJSON. The report is
+    # byte for byte the one of the same files loaded by `load-data` into another database.
+    posted = make_app(database_url, tmp_path / "posted")
+    client = posted.test_client()
+    frames = sample_frames()
+    assert post(client, "/timezones", csv_body(frames["zones"])).status_code == 200
+    assert post(client, "/business_hours", csv_body(frames["hours"])).status_code == 200
+    pieces = [frames["polls"].iloc[i::7] for i in range(7)]
+    for number, piece in enumerate(pieces):
+        if number % 3 == 0:
+            response = post(client, "/polls", ndjson_body(piece), NDJSON)
+        elif number % 3 == 1:
+            response = post(
+                client,
+                "/polls",
+                gzip.compress(csv_body(piece)),
+                {**CSV, "Content-Encoding": "gzip"},
+            )
+        else:
+            response = post(client, "/polls", csv_body(piece))
+        assert response.status_code == 200, response.get_json()
+        assert response.get_json()["received"] == len(piece)
+    loaded = make_app(f"sqlite:///{tmp_path / 'loaded.sqlite3'}", tmp_path / "loaded")
+    with loaded.app_context():
+        loader.load(db.engine, SAMPLE)
+    assert report_csv(posted) == report_csv(loaded)
+
+
+def test_a_retried_body_stores_nothing_new(client):
+    frames = sample_frames()
+    body = csv_body(frames["polls"].head(500))
+    first = post(client, "/polls", body).get_json()
+    again = post(client, "/polls", body).get_json()
+    assert first["stored"] == 500 - first["duplicates"] and first["batch"] == 1
+    assert again == {**first, "batch": 2, "stored": 0, "duplicates": 500}
+    hours = csv_body(frames["hours"])
+    assert post(client, "/business_hours", hours).get_json()["stored"] == len(frames["hours"])
+    retried = post(client, "/business_hours", hours).get_json()
+    assert retried["stored"] == 0 and retried["unchanged"] == len(frames["hours"])
+
+
+GOOD = "11,active,2023-01-22 12:09:39.388884 UTC\n"
+BAD_BODIES = [
+    ("/polls", POLL_HEADER + GOOD + "12,actve,2023-01-22 12:09:39 UTC\n", 3, "status"),
+    ("/polls", POLL_HEADER + GOOD + "12,active,2023-01-22 25:09:39 UTC\n", 3, "timestamp_utc"),
+    ("/polls", POLL_HEADER + GOOD + ",active,2023-01-22 12:00:00 UTC\n", 3, "store_id"),
+    ("/polls", POLL_HEADER + GOOD + "9" * 200 + ",active,2023-01-22 12:00:00 UTC\n", 3, "store_id"),
+    ("/polls", POLL_HEADER + GOOD + "13,active,3023-01-22 12:00:00 UTC\n", 3, "timestamp_utc"),
+    ("/polls", POLL_HEADER + GOOD + "1\x014,active,2023-01-22 12:00:00 UTC\n", 3, "store_id"),
+    ("/polls", POLL_HEADER + GOOD + "14,active,2023-01-22 12:00:00 UTC,extra\n", 3, "*"),
+    (
+        "/business_hours",
+        "store_id,day,start_time_local,end_time_local\n1,7,09:00:00,17:00:00\n",
+        2,
+        "day",
+    ),
+    (
+        "/business_hours",
+        "store_id,day,start_time_local,end_time_local\n1,1,9am,17:00:00\n",
+        2,
+        "start_time_local",
+    ),
+    ("/timezones", "store_id,timezone_str\n1,America/Chicago\n2,Mars/Olympus\n", 3, "timezone_str"),
+    (
+        "/closures",
+        "store_id,start_local,end_local\n1,2023-01-02 10:00,2023-01-01 10:00\n",
+        2,
+        "end_local",
+    ),
+    ("/closures", "store_id,start_local,end_local\n1,2023-02-30 10:00,2023-03-01\n", 2, None),
+]
+
+
+@pytest.mark.parametrize("path, body, line, column", BAD_BODIES)
+def test_invalid_rows_get_422_with_the_rows_and_nothing_is_stored(app, path, body, line, column):
+    client = app.test_client()
+    assert post(client, "/polls", csv_body(sample_frames()["polls"].head(50))).status_code == 200
+    before = contents(app)
+    response = post(client, path, body.encode())
+    assert response.status_code == 422
+    answer = response.get_json()
+    assert answer["error"] == "invalid_rows" and "nothing was stored" in answer["message"]
+    assert answer["error_count"] == 1 and answer["errors"][0]["line"] == line
+    if column:
+        assert answer["errors"][0]["column"] == column
+    assert contents(app) == before
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (b"store_id,status\n11,active\n", "missing column(s) timestamp_utc"),
+        (b"store_id;status;timestamp_utc\n11;active;2023-01-22 12:09:39 UTC\n", "wrong delimiter"),
+        ((POLL_HEADER + GOOD).encode() + b"15,activ\xe9,2023-01-22 12:00:00 UTC\n", "not UTF-8"),
+    ],
+)
+def test_a_bad_header_or_encoding_gets_422(sqlite_client, body, fragment):
+    response = post(sqlite_client, "/polls", body)
+    assert response.status_code == 422 and fragment in response.get_json()["message"]
+
+
+def test_skip_invalid_stores_the_valid_rows_and_returns_the_rejected(sqlite_client):
+    body = POLL_HEADER + GOOD + "12,actve,2023-01-22 12:09:39 UTC\n13,inactive,not a time\n"
+    answer = post(sqlite_client, "/polls", body.encode(), skip_invalid="true").get_json()
+    assert (answer["received"], answer["stored"], answer["rejected"]) == (3, 1, 2)
+    assert [(row["line"], row["column"]) for row in answer["rejected_rows"]] == [
+        (3, "status"),
+        (4, "timestamp_utc"),
+    ]
+    assert answer["rejected_rows_truncated"] is False
+
+
+def test_ndjson_lines_are_numbered_as_sent_and_ids_kept_exact(sqlite_app):
+    client = sqlite_app.test_client()
+    body = (
+        b'{"store_id": 18446744073709551615, "status": "ACTIVE", "timestamp_utc": '
+        b'"2023-01-22T12:00:00Z"}\n\n[1]\n{"store_id": 1.5, "status": "active", '
+        b'"timestamp_utc": "2023-01-22T12:00:00Z"}\n{"store_id": "y", "status": "on", '
+        b'"timestamp_utc": "2023-01-22T12:00:00Z"}\n'
+    )
+    answer = post(client, "/polls", body, NDJSON, skip_invalid="true").get_json()
+    assert answer["stored"] == 1 and answer["rejected"] == 3
+    assert [(row["line"], row["column"]) for row in answer["rejected_rows"]] == [
+        (3, "*"),
+        (4, "*"),
+        (5, "status"),
+    ]
+    assert "not a JSON object" in answer["rejected_rows"][0]["reason"]
+    with sqlite_app.app_context():
+        assert db.session.scalar(text("SELECT external_id FROM stores")) == "18446744073709551615"
+
+
+@pytest.mark.parametrize(
+    "path, headers, body, status",
+    [
+        ("/polls", {"Content-Type": "application/json"}, b"{}", 415),
+        ("/business_hours", NDJSON, b'{"store_id": "1"}\n', 415),
+        ("/polls", {**CSV, "Content-Encoding": "br"}, b"x", 415),
+        ("/polls", CSV, b"", 400),
+        ("/polls", {**CSV, "Content-Encoding": "gzip"}, b"not gzip at all", 400),
+        ("/polls", {**CSV, "Content-Encoding": "gzip"}, gzip.compress(b"a" * 100)[:20], 400),
+    ],
+)
+def test_wrong_type_encoding_or_empty_body(sqlite_client, path, headers, body, status):
+    response = post(sqlite_client, path, body, headers)
+    assert response.status_code == status and response.is_json
+
+
+def test_bodies_beyond_the_limit_get_413_even_when_gzip_hides_the_size(tmp_path):
+    app = make_app(f"sqlite:///{tmp_path / 'x.sqlite3'}", tmp_path, INGEST_MAX_BYTES=10_000)
+    client = app.test_client()
+    rows = POLL_HEADER + GOOD * 1000  # 43 KB of text, 0.2 KB compressed
+    bomb = gzip.compress(rows.encode())
+    assert len(bomb) < 10_000
+    for body, headers in ((rows.encode(), CSV), (bomb, {**CSV, "Content-Encoding": "gzip"})):
+        response = post(client, "/polls", body, headers)
+        assert response.status_code == 413 and response.get_json()["error"] == (
+            "request_entity_too_large"
+        )
+    with app.app_context():
+        assert db.session.scalar(text("SELECT COUNT(*) FROM polls")) == 0
+
+
+def test_ingestion_needs_the_token(tmp_path):
+    app = make_app(f"sqlite:///{tmp_path / 'x.sqlite3'}", tmp_path, API_TOKEN="t0ken")
+    client = app.test_client()
+    body = (POLL_HEADER + GOOD).encode()
+    assert post(client, "/polls", body).status_code == 401
+    authorised = {**CSV, "Authorization": "Bearer t0ken"}
+    assert post(client, "/polls", body, authorised).status_code == 200
+
+
+def test_a_held_sqlite_lock_gives_503_quickly_and_stores_nothing(tmp_path):
+    # Another connection holds the write lock, as a long `load-data` does: the upload waits
+    # INGEST_LOCK_TIMEOUT_MS, then answers 503 with Retry-After; nothing is stored.
+    path = tmp_path / "locked.sqlite3"
+    app = make_app(f"sqlite:///{path}", tmp_path, INGEST_LOCK_TIMEOUT_MS=300)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        response = post(app.test_client(), "/polls", (POLL_HEADER + GOOD).encode())
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert response.status_code == 503 and response.headers["Retry-After"].isdigit()
+    assert waited < 10  # generous: the point is "not the 30 s busy timeout"
+    with app.app_context():
+        assert db.session.scalar(text("SELECT COUNT(*) FROM polls")) == 0
+        assert db.session.execute(text("PRAGMA busy_timeout")).scalar() == 30_000
+
+
+def test_concurrent_posters_store_everything_once(database_url, tmp_path):
+    app = make_app(database_url, tmp_path)
+    polls = sample_frames()["polls"]
+    pieces = [csv_body(polls.iloc[i::8]) for i in range(8)]
+
+    def send(body: bytes) -> dict:
+        response = post(app.test_client(), "/polls", body)
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()
+
+    with ThreadPoolExecutor(4) as posters:
+        answers = list(posters.map(send, pieces))
+    assert sorted(answer["batch"] for answer in answers) == list(range(1, 9))
+    unique = len(polls.drop_duplicates(["store_id", "timestamp_utc"]))
+    assert sum(answer["stored"] for answer in answers) == unique
+    with app.app_context():
+        assert db.session.scalar(text("SELECT COUNT(*) FROM polls")) == unique
+
+
+def polls_read(fixed: snapshot.Snapshot) -> int:
+    """How many polls a report fixed at `fixed` reads, shard by shard (5 shards)."""
+    parts = [snapshot.read_shard(db.engine, fixed, low, low + 40) for low in range(1, 201, 40)]
+    return sum(part.inputs.polls.ts_us.size for part in parts)
+
+
+def test_a_report_sees_each_posted_batch_entirely_or_not_at_all(app, monkeypatch):
+    # Snapshots are fixed and read (slowly, shard by shard) while batches are posted. Each
+    # read must equal the read at the same watermark once all posting is over: no batch
+    # partly, none after the watermark.
+    polls = sample_frames()["polls"]
+    pieces = [polls.iloc[i::6] for i in range(6)]
+    as_of = 1_674_691_200_000_000  # 2023-01-26 00:00 UTC
+    seen: list[tuple[int, int, int]] = []
+    read_shard = snapshot.read_shard
+
+    def slow_read(*args):
+        time.sleep(0.02)
+        return read_shard(*args)
+
+    def post_all():
+        client = app.test_client()
+        for piece in pieces:
+            assert post(client, "/polls", csv_body(piece)).status_code == 200
+
+    posting = threading.Thread(target=post_all)
+    with app.app_context():
+        monkeypatch.setattr(snapshot, "read_shard", slow_read)
+        posting.start()
+        while posting.is_alive():
+            fixed = snapshot.fix_snapshot(db.engine, as_of)
+            count = polls_read(fixed)
+            latest = db.session.scalar(text("SELECT last_batch FROM data_state"))
+            db.session.commit()
+            seen.append((fixed.batch, latest, count))
+        posting.join()
+        monkeypatch.setattr(snapshot, "read_shard", read_shard)
+        settled = {batch: polls_read(snapshot.Snapshot(batch, as_of, 200)) for batch in range(0, 7)}
+    assert any(batch < latest for batch, latest, _ in seen), "no read overlapped a later post"
+    assert all(count == settled[batch] for batch, _, count in seen), (seen[:5], settled)
+    assert sorted(set(settled.values())) == list(settled.values())  # each batch adds polls
+
+
+# --------------------------------------------------------------------------- a real server
+
+
+@pytest.mark.slow
+def test_a_client_that_disconnects_mid_upload_stores_nothing(live_server):
+    body = csv_body(sample_frames()["polls"])
+    head = (
+        f"POST /polls HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/csv\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    before = requests.get(f"{live_server.url}/reports", timeout=10)
+    assert before.status_code == 200
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=10) as sock:
+        sock.sendall(head + body[: len(body) // 2])
+        time.sleep(0.5)
+    time.sleep(1.0)
+    # A complete upload of one new poll works afterwards, in the batch after the sample's.
+    one = (POLL_HEADER + "new-store,active,2023-01-25 18:00:00 UTC\n").encode()
+    answer = requests.post(f"{live_server.url}/polls", data=one, headers=CSV, timeout=30).json()
+    assert answer["stored"] == 1 and answer["batch"] == 2
+
+
+@pytest.mark.slow
+def test_curl_style_upload_over_http(live_server, tmp_path):
+    gz = gzip.compress((SAMPLE / "store_status.csv").read_bytes())
+    response = requests.post(
+        f"{live_server.url}/polls",
+        data=gz,
+        headers={**CSV, "Content-Encoding": "gzip"},
+        timeout=60,
+    )
+    answer = response.json()
+    assert response.status_code == 200 and answer["stored"] == 0
+    assert answer["received"] == answer["duplicates"] == len(sample_frames()["polls"])
