@@ -57,6 +57,7 @@ def ingest(kind: str) -> Response:
                 skip_invalid=skip_invalid,
                 rejects=loader.RejectsTo.MEMORY,
                 lock_wait_ms=current_app.config["INGEST_LOCK_TIMEOUT_MS"],
+                check_first=True,  # a body is bounded: check it before queueing for the lock
             )
         except loader.LoadError as exc:
             raise refusal(exc, lines) from exc

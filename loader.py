@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,7 +44,7 @@ from validation import (
     check_chunk,
     row_errors,
 )
-from writing import PollWriter, StoreKeys, replace_store_rows
+from writing import PollWriter, StoreKeys, known_stores, replace_store_rows
 
 __all__ = [
     "FileSummary",
@@ -150,6 +151,7 @@ def load_sources(
     rejects: RejectsTo = RejectsTo.FILE,
     progress: ProgressCallback | None = None,
     lock_wait_ms: int | None = None,
+    check_first: bool = False,
 ) -> LoadSummary:
     """Load inputs (at most one of each kind) in one transaction.
 
@@ -157,7 +159,8 @@ def load_sources(
     invalid rows are set aside: to a ``*.rejects.csv`` next to each input (`RejectsTo.FILE`),
     or, for inputs with no folder of their own, kept in the summary (`RejectsTo.MEMORY`: each
     file's first 10,000 rows in `rejected_rows`, all of them counted in `rejected`).
-    `lock_wait_ms` bounds the wait for another load's lock (then LoadError `LOCKED`).
+    `lock_wait_ms` bounds the wait for another load's lock (then LoadError `LOCKED`);
+    `check_first` checks inputs small enough to hold in memory before taking the lock.
     """
     file_loads = [
         _FileLoad(source, _rejects_for(source, skip_invalid, rejects))
@@ -167,7 +170,7 @@ def load_sources(
     try:
         for item in file_loads:
             item.open_rejects()
-        batch = _write_all(engine, file_loads, started, progress, lock_wait_ms)
+        batch = _write_all(engine, file_loads, started, progress, lock_wait_ms, check_first)
     except BaseException:
         for item in file_loads:
             item.discard()
@@ -267,19 +270,64 @@ def _write_all(
     started: datetime,
     progress: ProgressCallback | None,
     lock_wait_ms: int | None,
+    check_first: bool,
 ) -> int:
-    """Run every input in one transaction; return its batch number."""
+    """Run every input in one transaction; return its batch number.
+
+    With `check_first` (inputs small enough to hold: uploads), every input is read and checked
+    before the transaction takes the load lock, so concurrent loads only queue for the writes.
+    Otherwise inputs stream through the open transaction in bounded memory.
+    """
+    checked: list[Iterable[dict]] = [
+        list(_checked_values(item, progress)) if check_first else _checked_values(item, progress)
+        for item in file_loads
+    ]
     try:
-        with engine.connect() as conn, bounded_lock_wait(conn, lock_wait_ms), conn.begin():
-            batch = _next_batch(conn)
-            keys = StoreKeys(conn)
-            spans = [_load_file(conn, item, keys, batch, progress) for item in file_loads]
+        with (
+            writers_in_turn(engine, lock_wait_ms),
+            engine.connect() as conn,
+            bounded_lock_wait(conn, lock_wait_ms),
+            conn.begin(),
+        ):
+            batch, database = _next_batch(conn)
+            keys = StoreKeys(conn, known_stores(f"{engine.url}#{database}"))
+            spans = [
+                _load_file(conn, item, keys, batch, values)
+                for item, values in zip(file_loads, checked, strict=True)
+            ]
             _record_batch(conn, batch, started, file_loads, spans)
+        keys.remember()
     except Exception as exc:
         if _is_lock_timeout(exc):
             raise LoadError("database", LOCKED) from exc
         raise
     return batch
+
+
+_WRITERS: dict[str, threading.Lock] = {}
+_WRITERS_LOCK = threading.Lock()
+
+
+@contextmanager
+def writers_in_turn(engine: Engine, lock_wait_ms: int | None) -> Iterator[None]:
+    """On SQLite, loads of one process queue on a lock of their own before the database's.
+
+    SQLite lets a waiting writer poll with growing sleeps, so under concurrent uploads some
+    wait far longer than others; a process lock hands over at once. Other engines queue
+    fairly on their own row lock.
+    """
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    with _WRITERS_LOCK:
+        lock = _WRITERS.setdefault(str(engine.url), threading.Lock())
+    timeout = -1 if lock_wait_ms is None else lock_wait_ms / 1000
+    if not lock.acquire(timeout=timeout):
+        raise LoadError("database", LOCKED)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextmanager
@@ -314,8 +362,9 @@ def _is_lock_timeout(exc: Exception) -> bool:
     return any(message in str(exc) for message in LOCK_TIMEOUT_MESSAGES)
 
 
-def _next_batch(conn: Connection) -> int:
-    """Take the load lock (the data-state row) and the next batch number.
+def _next_batch(conn: Connection) -> tuple[int, str]:
+    """Take the load lock (the data-state row); return the next batch number and the
+    database's instance id (which store keys this process may remember).
 
     The transaction's first statement is this write: on SQLite a transaction that reads first
     cannot wait for the write lock later (it fails at once when another load committed).
@@ -330,20 +379,16 @@ def _next_batch(conn: Connection) -> int:
         raise
     if updated.rowcount != 1:
         raise LoadError("database", NO_SCHEMA)
-    return int(conn.execute(select(DataState.last_batch).where(DataState.id == 1)).scalar_one())
+    row = conn.execute(
+        select(DataState.last_batch, DataState.instance_id).where(DataState.id == 1)
+    ).one()
+    return int(row.last_batch), str(row.instance_id)
 
 
-def _load_file(
-    conn: Connection,
-    item: _FileLoad,
-    keys: StoreKeys,
-    batch: int,
-    progress: ProgressCallback | None,
-) -> tuple[int | None, int | None]:
-    """Stream one input into the open transaction; return the (min, max) poll instant."""
+def _checked_values(item: _FileLoad, progress: ProgressCallback | None) -> Iterator[dict]:
+    """Stream one input and check it: yield the values of its valid rows, chunk by chunk
+    (nothing once a row is refused), and record the others; refuse at the end if must."""
     size = max(item.source.path.stat().st_size, 1)
-    writer = PollWriter(conn, batch) if item.kind == POLLS else None
-    collected: list[dict] = []
     for chunk in stream_chunks(item.source, MalformedRows(item.record_malformed)):
         checked = check_chunk(item.kind, chunk)
         item.summary.rows_read += len(chunk)
@@ -351,19 +396,29 @@ def _load_file(
             progress(f"{item.kind}: reading", chunk.bytes_read, size, item.summary.rows_read)
         if checked.rejected is not None:
             item.record(checked.rejected)
-        if item.refused:
-            continue  # keep validating to count every error; nothing will commit
-        if writer is None:
-            collected.append(checked.values)
-        elif checked.values["ts_us"].size:
-            values = checked.values
-            writer.add(keys.keys_for(values["store_id"]), values["ts_us"], values["active"])
+        if not item.refused:  # else keep validating to count every error; nothing will commit
+            yield checked.values
     item.raise_if_refused()
-    if writer is None:
-        _write_store_rows(conn, item, keys, collected, batch)
-        return None, None
     if progress:
         progress(f"{item.kind}: writing", size, size, item.summary.rows_read)
+
+
+def _load_file(
+    conn: Connection,
+    item: _FileLoad,
+    keys: StoreKeys,
+    batch: int,
+    values: Iterable[dict],
+) -> tuple[int | None, int | None]:
+    """Write one input's checked values into the open transaction; return the (min, max)
+    poll instant."""
+    if item.kind != POLLS:
+        _write_store_rows(conn, item, keys, list(values), batch)
+        return None, None
+    writer = PollWriter(conn, batch)
+    for part in values:
+        if part["ts_us"].size:
+            writer.add(keys.keys_for(part["store_id"]), part["ts_us"], part["active"])
     writer.flush()
     item.summary.loaded += writer.inserted
     item.summary.duplicates += writer.written - writer.inserted

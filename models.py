@@ -14,6 +14,7 @@ them, so a report reading "as of batch W" sees exactly the rows with
 from __future__ import annotations
 
 import enum
+import secrets
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -38,7 +39,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 STORE_ID_MAX_LENGTH = 64
 TIMEZONE_MAX_LENGTH = 64
-SCHEMA_VERSION = 3  # raise when a table changes; init-db refuses other versions
+SCHEMA_VERSION = 4  # raise when a table changes; init-db refuses other versions
 # MySQL/MariaDB compare text with the database's default collation, which ignores case and
 # accents (utf8mb4_general_ci): store ids must be binary there. SQLite compares bytes already.
 EXACT_TEXT = String(STORE_ID_MAX_LENGTH).with_variant(
@@ -131,6 +132,9 @@ class DataState(db.Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     last_batch: Mapped[int] = mapped_column(Integer, default=0)
     schema_version: Mapped[int] = mapped_column(Integer, default=SCHEMA_VERSION)
+    # Random, set when the schema is created: tells this database from another at the same
+    # address (a process remembers store keys per database).
+    instance_id: Mapped[str] = mapped_column(String(32), default=lambda: secrets.token_hex(16))
 
 
 class LoadBatch(db.Model):
