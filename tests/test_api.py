@@ -306,3 +306,32 @@ def test_key_api_tests_pass_whatever_the_shell_exports(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:]
     assert "4 passed" in done.stdout
     assert not (tmp_path / "stray.sqlite3").exists()
+
+
+def test_csv_cells_that_spreadsheets_would_run_are_neutralised_json_keeps_them(sqlite_app):
+    # OWASP "CSV Injection": ids starting with =, +, -, @ get a leading quote in the CSV only.
+    client = sqlite_app.test_client()
+    hostile = ['=HYPERLINK("http://x")', "+cmd|' /C calc'!A0", "-1+1", "@SUM(1)", "plain"]
+    body = "store_id,status,timestamp_utc\n" + "".join(
+        f'"{sid.replace(chr(34), chr(34) * 2)}",active,2023-01-22 12:00:00 UTC\n' for sid in hostile
+    )
+    assert client.post("/polls", data=body, content_type="text/csv").status_code == 200
+    report_id = trigger(client)
+    frame = pd.read_csv(io.BytesIO(client.get(f"/get_report/{report_id}").data), dtype=str)
+    assert sorted(frame["store_id"]) == sorted(["'" + sid for sid in hostile[:4]] + ["plain"])
+    rows = client.get(f"/get_report/{report_id}?format=json").get_json()["rows"]
+    assert sorted(row["store_id"] for row in rows) == sorted(hostile)
+
+
+def test_a_report_as_of_the_far_future_completes_quickly_and_small(loaded_app):
+    # Business intervals are built only where polls and windows need them: a report as of
+    # 2099 costs what one as of the data does (it used to grow with the distance).
+    client = loaded_app.test_client()
+    report_id = trigger(client, as_of="2099-12-31T23:59:59Z")
+    response = client.get(f"/get_report/{report_id}")
+    assert response.status_code == 200
+    frame = pd.read_csv(io.BytesIO(response.data))
+    assert len(frame) == sample_store_count()
+    # Long after the data, each store's last evidence owns the whole week.
+    totals = frame["uptime_last_week"] + frame["downtime_last_week"]
+    assert (totals > 0).all()

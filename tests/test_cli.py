@@ -83,3 +83,22 @@ def test_load_data_that_waits_too_long_for_another_load_says_so(runner, app):
         "Error: load failed, database unchanged:\n"
         "database: another load is writing; try again when it has finished\n"
     )
+
+
+def test_report_options_give_the_same_numbers_as_the_api(runner, app, tmp_path):
+    assert runner.invoke(args=["load-data", str(SAMPLE)]).exit_code == 0
+    out = tmp_path / "report.csv"
+    command = ["report", "--stale-after", "PT90M", "--outages", "--out", str(out)]
+    result = runner.invoke(args=command)
+    assert result.exit_code == 0, result.output
+    client = app.test_client()
+    report_id = client.post("/trigger_report", json={"stale_after": "90m", "outages": True})
+    api_csv = client.get(f"/get_report/{report_id.get_json()['report_id']}").data
+    assert out.read_bytes() == api_csv
+    assert api_csv.split(b"\n", 1)[0].endswith(b",longest_outage_last_day,longest_outage_last_week")
+
+
+def test_report_refuses_a_bad_stale_after_as_a_usage_error(runner):
+    for value in ("0m", "-2h", "2 hours", "soon"):
+        result = runner.invoke(args=["report", "--stale-after", value])
+        assert result.exit_code == 2 and "--stale-after" in result.output, result.output

@@ -17,7 +17,7 @@ from executors import InlineExecutor
 from models import Report, ReportResult, db
 from tests.conftest import SAMPLE, SHARED, make_app
 from tests.reference import parse_hms
-from tests.test_report import utc_micros
+from tests.test_report import utc_micros, wall
 
 
 def raw_inputs(folder: Path) -> report.ReportInputs:
@@ -158,3 +158,33 @@ def test_finished_report_is_stored_in_the_database(app):
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count()).select_from(ReportResult)) == 1
     assert len(table) == pd.read_csv(SAMPLE / "store_status.csv", dtype=str)["store_id"].nunique()
+
+
+def test_closures_loaded_into_the_database_change_the_report_as_the_engine_says(app, tmp_path):
+    # Every sample store closed for an afternoon, local time: the database report (with
+    # `load-data`) equals the engine on the raw files plus the same closures.
+    stores = pd.read_csv(SAMPLE / "store_status.csv", dtype=str)["store_id"].unique()
+    closures = pd.DataFrame(
+        {"store_id": stores, "start_local": "2023-01-24 12:00", "end_local": "2023-01-24 18:30"}
+    )
+    closures.to_csv(tmp_path / "closures.csv", index=False)
+    with app.app_context():
+        loader.load(db.engine, SAMPLE)
+        loader.load(db.engine, closures=tmp_path / "closures.csv")
+    raw = raw_inputs(SAMPLE)
+    with_closures = report.ReportInputs(
+        raw.polls,
+        raw.hours,
+        raw.zones,
+        report.Closures.of(
+            closures["store_id"],
+            [wall("2023-01-24 12:00")] * len(stores),
+            [wall("2023-01-24 18:30")] * len(stores),
+        ),
+    )
+    expected = report.compute_report(with_closures)
+    expected["store_id"] = expected["store_id"].astype(object)
+    expected = expected.sort_values("store_id").reset_index(drop=True)
+    got = database_report(app, None)
+    pd.testing.assert_frame_equal(got, expected)
+    assert not got.equals(raw_report(SAMPLE, None))  # the closures did change something
