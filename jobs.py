@@ -41,6 +41,7 @@ import report
 import results
 import snapshot
 import timestamps
+import writing
 from models import (
     ACTIVE_STATES,
     LoadBatch,
@@ -755,15 +756,8 @@ def purge_retired_versions() -> int:
     limits = [value for value in (oldest_report, settled) if value is not None]
     if settled is None or not limits:
         return 0
-    before = min(limits)
-    removed = 0
-    for table in ("business_hours", "store_timezones", "closures"):
-        result = db.session.execute(
-            db.text(f"DELETE FROM {table} WHERE retired_batch <= :before"), {"before": before}
-        )
-        removed += result.rowcount
-    db.session.commit()
-    return removed
+    with db.engine.begin() as conn:
+        return writing.purge_retired(conn, min(limits))
 
 
 def remove_partial_files(reports_dir: str) -> int:

@@ -30,7 +30,7 @@ import results
 import snapshot
 import timestamps
 from app import create_app
-from models import Report, ReportShard, ReportStatus, db, utcnow
+from models import LoadBatch, Report, ReportShard, ReportStatus, db, utcnow
 from tests.conftest import ROOT, SAMPLE, SHARED, make_app
 from tests.server import ServerProcess, run_cli, wait_for_report
 
@@ -580,3 +580,28 @@ def test_bounded_load_loses_nothing_and_gives_no_5xx(live_server):
     assert outcome["server_errors"] == 0
     assert outcome["lost"] == []
     assert outcome["results"].triggered and not outcome["results"].errors
+
+
+def test_retired_versions_are_purged_only_when_no_report_can_read_them(app, tmp_path):
+    # Hours loaded twice: the first version is retired by batch 2. It stays while a report
+    # reading batch 1 is kept, and while batch 2 is less than an hour old; then it goes.
+    hours = "store_id,day,start_time_local,end_time_local\n1,0,09:00,17:00\n"
+    (tmp_path / "menu_hours.csv").write_text(hours)
+    with app.app_context():
+        loader.load(db.engine, hours=tmp_path / "menu_hours.csv")
+        (tmp_path / "menu_hours.csv").write_text(hours.replace("17:00", "18:00"))
+        loader.load(db.engine, hours=tmp_path / "menu_hours.csv")
+        db.session.add(Report(id="d" * 32, status=ReportStatus.COMPLETE, batch=1))
+        db.session.commit()
+
+        def versions() -> int:
+            count = db.session.scalar(text("SELECT COUNT(*) FROM business_hours"))
+            db.session.commit()
+            return count
+
+        assert jobs.purge_retired_versions() == 0 and versions() == 2  # batch 2 is too recent
+        db.session.execute(update(LoadBatch).values(finished_at=utcnow() - timedelta(hours=2)))
+        db.session.commit()
+        assert jobs.purge_retired_versions() == 0 and versions() == 2  # a report reads batch 1
+        jobs.delete_reports(["d" * 32])
+        assert jobs.purge_retired_versions() == 1 and versions() == 1
