@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run run-prod test test-fast lint format bench load-test clean
+.PHONY: run run-prod test test-fast lint format bench bench-scaleout load-test clean
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ bench: $(BIN)/.installed-dev
 	$(BIN)/python bench/bench_report.py
 	$(BIN)/python bench/bench_load.py
 	$(BIN)/python bench/bench_service.py
+	$(BIN)/python bench/bench_ingest.py
+
+# loop-full and 10x its stores, embedded and 1/2 Celery workers (needs MariaDB and RabbitMQ; long)
+bench-scaleout: $(BIN)/.installed-dev
+	$(BIN)/python bench/bench_scaleout.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis

@@ -35,6 +35,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     else:
         app.config.from_mapping(test_config)
     config.validate(app.config)
+    app.json.sort_keys = False  # JSON objects keep the order they are built in (report columns)
     database_url = app.config["DATABASE_URL"]
     app.config["SQLALCHEMY_DATABASE_URI"] = database_url
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = config.engine_options(database_url)
