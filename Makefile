@@ -34,10 +34,11 @@ test: $(BIN)/.installed-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
-# The inner loop: SQLite only, no real server processes or full-size data (under a minute).
+# The inner loop: SQLite only, no real server processes or full-size data, on two processes
+# (under a minute).
 test-fast: $(BIN)/.installed-dev
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -m "not slow and not mariadb"
+	$(BIN)/pytest -q -n 2 -m "not slow and not mariadb"
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .

@@ -274,6 +274,7 @@ def test_trigger_answers_503_quickly_while_a_load_holds_the_sqlite_lock(tmp_path
     assert app.test_client().post("/trigger_report").status_code == 202
 
 
+@pytest.mark.slow
 def test_key_api_tests_pass_whatever_the_shell_exports(tmp_path):
     # A stray API_TOKEN, DATABASE_URL and REPORTS_DIR in the shell must not reach the tests.
     environment = {

@@ -518,6 +518,7 @@ def test_bad_settings_stop_start_up_with_a_clear_message(tmp_path, name, value, 
         create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}", name: value})
 
 
+@pytest.mark.slow
 def test_bad_environment_values_stop_start_up(tmp_path):
     for raw in ("inf", "nan", "0", "-1", "soon"):
         done = run_cli(f"sqlite:///{tmp_path / 'x.sqlite3'}", "init-db", REPORT_TTL_DAYS=raw)
