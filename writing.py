@@ -23,8 +23,8 @@ import grouped
 from models import BusinessHours, Closure, Store, StoreTimezone
 from validation import LoadError
 
-POLL_BUFFER_ROWS = 4_000_000
-EXECUTEMANY_ROWS = 200_000
+POLL_BUFFER_ROWS = 1_000_000
+EXECUTEMANY_ROWS = 50_000
 IN_LIST_SIZE = 500
 DUPLICATE_KEY = 1062  # MySQL/MariaDB warning: a row skipped by IGNORE for its key
 SHOWN_WARNINGS = 5
@@ -184,18 +184,21 @@ class PollWriter:
         )
         self.parts, self.buffered = [], 0
         order = grouped.sort_order(keys, instants)
-        if order is None:
-            order = slice(None)
-        rows = pd.DataFrame(
-            {
-                "store_key": keys[order],
-                "ts_us": instants[order],
-                "active": active[order].astype(np.int8),
-                "batch": np.full(keys.size, self.batch, dtype=np.int32),
-            }
-        )
+        if order is not None:  # reorder, keeping one copy of each column alive at a time
+            keys, instants, active = keys[order], instants[order], active[order]
+            del order
+        count = keys.size
+        columns = {
+            "store_key": keys,
+            "ts_us": instants,
+            "active": active.astype(np.int8),
+            "batch": np.full(count, self.batch, dtype=np.int32),
+        }
+        del keys, instants, active
+        rows = pd.DataFrame(columns, copy=False)
+        del columns
         self.inserted += bulk_insert(self.conn, "polls", rows, skip_duplicates=True)
-        self.written += keys.size
+        self.written += count
 
 
 # --------------------------------------------------------------------------- bulk inserts
