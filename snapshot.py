@@ -17,6 +17,7 @@ decoded by numpy in one call.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,18 +68,22 @@ def fix_snapshot(engine: Engine, as_of_us: int | None) -> Snapshot:
 def read_shard(engine: Engine, snapshot: Snapshot, key_low: int, key_high: int) -> ShardInputs:
     """Everything the engine needs for stores with keys in [key_low, key_high)."""
     keys = {"batch": snapshot.batch, "low_key": key_low, "high_key": key_high}
-    with engine.connect() as conn:
+    with engine.connect() as conn, ThreadPoolExecutor(1) as background:
         prepare_session(conn)
+        window = None
+        if snapshot.now_us is not None:  # the biggest query runs beside the others
+            window = background.submit(read_window, engine, keys, snapshot.now_us)
         hours, zones, closures = (
             read_hours(conn, keys),
             read_zones(conn, keys),
             read_closures(conn, keys),
         )
         external_ids = read_store_ids(conn, keys)
-        if snapshot.now_us is None:
+        if window is None:
             polls = report.Polls.of()
         else:
-            polls = read_polls(conn, keys, hours, zones, closures, snapshot.now_us)
+            earlier = read_earlier_polls(conn, keys, hours, zones, closures, snapshot.now_us)
+            polls = concat_polls([window.result(), *earlier])
     return ShardInputs(report.ReportInputs(polls, hours, zones, closures), external_ids)
 
 
@@ -183,25 +188,30 @@ def concat_polls(parts: list[report.Polls]) -> report.Polls:
 # --------------------------------------------------------------------------- polls
 
 
-def read_polls(
+def read_window(engine: Engine, keys: dict, now_us: int) -> report.Polls:
+    """The week's polls, on a connection of its own (it runs beside the other reads)."""
+    with engine.connect() as conn:
+        prepare_session(conn)
+        return packed_polls(
+            conn,
+            f"{IN_SHARD} AND ts_us >= :low AND ts_us <= :high AND batch <= :batch",
+            {**keys, "low": now_us - WEEK_US, "high": now_us},
+        )
+
+
+def read_earlier_polls(
     conn: Connection,
     keys: dict,
     hours: report.WeeklyHours,
     zones: report.StoreZones,
     closures: report.Closures,
     now_us: int,
-) -> report.Polls:
-    """The week's polls, each store's latest before it, and its latest evidence before it."""
+) -> list[report.Polls]:
+    """Each store's latest poll before the week, and its latest evidence before the week."""
     low = now_us - WEEK_US
-    window = packed_polls(
-        conn,
-        f"{IN_SHARD} AND ts_us >= :low AND ts_us <= :high AND batch <= :batch",
-        {**keys, "low": low, "high": now_us},
-    )
     before = latest_polls_before(conn, keys, low)
     context = report.ReportInputs(report.Polls.of(), hours, zones, closures)
-    earlier = latest_evidence_before(conn, keys, before, context, low)
-    return concat_polls([window, before, earlier])
+    return [before, latest_evidence_before(conn, keys, before, context, low)]
 
 
 BEFORE_QUERY = text(
