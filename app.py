@@ -27,6 +27,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     A test mapping replaces the environment (as in Flask's tutorial): whatever the shell
     exports, a test sees only its own settings.
     """
+    config.limit_malloc_arenas()
     app = Flask(__name__, instance_relative_config=True)
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.from_mapping(config.defaults(app.instance_path))
