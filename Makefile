@@ -38,6 +38,7 @@ test: $(BIN)/.installed-dev
 # (under a minute).
 test-fast: $(BIN)/.installed-dev
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q -n 2 -m "not slow and not mariadb"
 
 lint: $(BIN)/.installed-dev

@@ -98,7 +98,11 @@ def start_service(app: Flask) -> None:
     with _start_lock:
         if id(app) in _started:
             return
-        _started.add(id(app))
+        _start_once(app)
+        _started.add(id(app))  # only once it all worked: a failed start is tried again
+
+
+def _start_once(app: Flask) -> None:
     config.configure_logging()
     executor = app.extensions["report_executor"]
     logger.info("process %d serving; report steps run by %s", os.getpid(), type(executor).__name__)

@@ -22,6 +22,7 @@ import loader
 import report
 import timestamps
 from executors import InlineExecutor
+from leases import LeaseKeeper
 from models import LoadBatch, Report, ReportStatus, db, init_schema
 
 
@@ -177,10 +178,14 @@ def report_command(
     """Compute a report now, with the same job code as the API; print its id and path."""
     init_schema()
     request = jobs.ReportRequest(as_of, report.ReportOptions(stale_after, outages))
+    keeper = LeaseKeeper(current_app._get_current_object(), sweep=False)
+    keeper.start()  # renews this command's leases, so no server or worker takes its shards
     try:
         report_id = jobs.submit_report(request, InlineExecutor())
     except (jobs.QueueFull, jobs.ServiceBusy) as exc:
         raise click.ClickException(f"cannot start a report now: {exc}") from exc
+    finally:
+        keeper.stop()
     row = db.session.get(Report, report_id, populate_existing=True)
     if row.status != ReportStatus.COMPLETE:
         raise click.ClickException(f"report {report_id} failed: {row.error}")

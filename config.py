@@ -106,12 +106,14 @@ def validate(config: Mapping[str, Any]) -> None:
 
 
 def engine_options(database_url: str) -> dict[str, Any]:
-    """Driver options: LOAD DATA LOCAL and utf8mb4 on MySQL; a lock timeout on SQLite."""
+    """Driver options: utf8mb4 and live connections on MySQL; a lock timeout on SQLite."""
     if database_url.startswith("mysql"):
+        # No LOAD DATA LOCAL here: a server may ask such a connection for any file. Loads
+        # open connections of their own that allow it (loader.loading_engine).
         return {
             "pool_pre_ping": True,
             "pool_recycle": 3600,
-            "connect_args": {"local_infile": True, "charset": "utf8mb4"},
+            "connect_args": {"charset": "utf8mb4"},
         }
     if database_url.startswith("sqlite"):
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}

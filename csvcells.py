@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 FORMULA_START = r"^[=+\-@\t\r]"
+# A plain number (a negative store id, say) is no formula: leave it exact.
+PLAIN_NUMBER = r"^[+\-]?[0-9]+(?:\.[0-9]+)?$"
 QUOTE = "'"
 
 TextColumn = pa.Array | pa.ChunkedArray | pd.Series
@@ -25,7 +27,12 @@ def neutralise_formulas(column: TextColumn) -> TextColumn:
     nulls and other cells are left as they are.
     """
     if isinstance(column, pd.Series):
-        risky = column.str.contains(FORMULA_START, regex=True, na=False)
+        risky = column.str.contains(FORMULA_START, regex=True, na=False) & ~column.str.contains(
+            PLAIN_NUMBER, regex=True, na=False
+        )
         return column.mask(risky, QUOTE + column)
-    risky = pc.match_substring_regex(column, FORMULA_START)
+    risky = pc.and_(
+        pc.match_substring_regex(column, FORMULA_START),
+        pc.invert(pc.match_substring_regex(column, PLAIN_NUMBER)),
+    )
     return pc.if_else(risky, pc.utf8_replace_slice(column, 0, 0, QUOTE), column)

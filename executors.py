@@ -7,6 +7,8 @@ processes only enqueue and `flask --app app worker` processes run the steps.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import secrets
@@ -23,14 +25,24 @@ logger = logging.getLogger(__name__)
 _OWNER: dict[int, str] = {}
 
 
+def machine_id() -> str:
+    """This machine and process-id namespace, as a short hash: processes in two containers of
+    one host may share a host name and pid numbers, never both of these."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return hashlib.sha256(f"{socket.gethostname()}|{namespace}".encode()).hexdigest()[:12]
+
+
 def process_owner() -> str:
-    """This process's name on the rows it works on: host, pid and a random token.
+    """This process's name on the rows it works on: machine, pid and a random token.
 
     Computed per pid, so a forked worker process gets a name of its own.
     """
     pid = os.getpid()
     if pid not in _OWNER:
-        _OWNER[pid] = f"{socket.gethostname()[:32]}:{pid}:{secrets.token_hex(4)}"
+        _OWNER[pid] = f"{machine_id()}:{pid}:{secrets.token_hex(4)}"
     return _OWNER[pid]
 
 
@@ -66,14 +78,15 @@ class ThreadExecutor:
         self.pool.submit(self._run, jobs.start_report, report_id, self.owner, self)
 
     def enqueue_shard(self, report_id: str, shard: int) -> None:
-        self.pool.submit(self._run, jobs.run_shard, report_id, shard, self.owner)
+        step = functools.partial(jobs.run_shard, retry_elsewhere=True)
+        self.pool.submit(self._run, step, report_id, shard, self.owner)
 
     def _run(self, step, *args: Any) -> None:
         with self.app.app_context():
             try:
                 step(*args)
             except Exception:  # e.g. the database went away: let a sweep bring the step back
-                logger.exception("report %s: step %s stopped", args[0], step.__name__)
+                logger.exception("report %s: a step stopped", args[0])
                 release_quietly(args[0], self.owner)
 
     def shutdown(self) -> None:

@@ -10,11 +10,11 @@ committed entirely or not at all, so a report sees it all or none of it.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import tempfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,33 +93,44 @@ def receive_body(path: Path) -> Path:
     (counted after decompression too: no gzip bomb), 400 when empty."""
     limit = current_app.config["INGEST_MAX_BYTES"]
     request.max_content_length = limit
-    gzipped = request.headers.get("Content-Encoding", "").strip().lower() == "gzip"
-    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if gzipped else None
-    received = written = 0
+    pieces = iter(lambda: request.stream.read(COPY_BYTES), b"")
+    if request.headers.get("Content-Encoding", "").strip().lower() == "gzip":
+        pieces = inflated(pieces)
+    written = 0
     with open(path, "wb") as out:
-        for piece in iter(lambda: request.stream.read(COPY_BYTES), b""):
-            received += len(piece)
-            data = piece if inflate is None else inflated(inflate, piece, limit - written)
+        for data in pieces:
             written += len(data)
             if written > limit:
                 raise too_large(limit)
             out.write(data)
-        if inflate is not None and received and not inflate.eof:
-            raise ApiError(400, "bad_request", "the gzip body is cut short")
     if written == 0:
         raise ApiError(400, "bad_request", "the body is empty: send the rows to store")
     return path
 
 
-def inflated(inflate, piece: bytes, room: int) -> bytes:
-    """Decompress a piece without ever producing more than `room` + 1 bytes of it."""
-    try:
-        data = inflate.decompress(piece, max(room, 0) + 1)
-    except zlib.error as exc:
-        raise ApiError(400, "bad_request", f"the body is not valid gzip: {exc}") from exc
-    if inflate.unconsumed_tail:  # more would come out than there is room for
-        raise too_large(current_app.config["INGEST_MAX_BYTES"])
-    return data
+def inflated(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """Decompress gzip member after member (`cat a.gz b.gz` is one valid gzip body), at most
+    COPY_BYTES out at a time whatever the ratio; 400 for a body cut short or not gzip."""
+    member = new_member()
+    fed = False
+    for piece in pieces:
+        data = piece
+        while data:
+            fed = True
+            try:
+                out = member.decompress(data, COPY_BYTES)
+            except zlib.error as exc:
+                raise ApiError(400, "bad_request", f"the body is not valid gzip: {exc}") from exc
+            yield out
+            data = member.unconsumed_tail
+            if member.eof:  # the next member, if any, starts with what is left
+                data, member, fed = member.unused_data + data, new_member(), False
+    if fed and not member.eof:
+        raise ApiError(400, "bad_request", "the gzip body is cut short")
+
+
+def new_member():
+    return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
 
 
 def too_large(limit: int) -> ApiError:
@@ -143,8 +154,14 @@ def ndjson_as_csv(path: Path, target: Path) -> tuple[Path, NdjsonLines]:
     with open(path, "rb") as source, open(target, "w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
-        for number, raw in enumerate(io.TextIOWrapper(source, "utf-8", errors="replace"), 1):
-            text = raw.strip()
+        for number, raw in enumerate(source, 1):
+            try:
+                text = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                lines.origin.append(number)
+                lines.problems[number] = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+                writer.writerow([raw[:200].decode("utf-8", errors="replace").strip()])
+                continue
             if not text:
                 continue
             lines.origin.append(number)

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 from flask import current_app
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 import report
@@ -42,6 +42,7 @@ import results
 import snapshot
 import timestamps
 import writing
+from locking import bounded_lock_wait
 from models import (
     ACTIVE_STATES,
     LoadBatch,
@@ -120,8 +121,11 @@ def options_of(row: Report) -> report.ReportOptions:
 
 
 def describe_options(row: Report) -> dict[str, Any]:
+    return options_as_written(options_of(row))
+
+
+def options_as_written(options: report.ReportOptions) -> dict[str, Any]:
     """Options as a user writes them: `stale_after` as an ISO-8601 duration, `outages`."""
-    options = options_of(row)
     stale = options.stale_after_us
     return {
         "stale_after": None if stale is None else timestamps.format_duration(stale),
@@ -161,66 +165,49 @@ def submit_report(request: ReportRequest, worker: Executor | None = None) -> str
 def create_queued_report(request: ReportRequest, owner: str | None) -> str:
     """Insert the Queued row after counting active reports, serialised by a lock row.
 
-    On SQLite a held write lock means a load is running: give up quickly (ServiceBusy). On
-    MySQL/MariaDB a deadlock with another transaction is simply tried again.
+    On SQLite a held write lock means a load is running: give up after TRIGGER_LOCK_TIMEOUT_MS
+    (ServiceBusy). On MySQL/MariaDB a deadlock with another transaction is tried again.
     """
     report_id = new_report_id()
+    sqlite = db.engine.dialect.name == "sqlite"
+    wait_ms = settings()["TRIGGER_LOCK_TIMEOUT_MS"] if sqlite else None
     for attempt in range(LOCK_RETRIES + 1):
         try:
-            with short_lock_wait():
-                insert_queued_report(report_id, request, owner)
+            with db.engine.connect() as conn, bounded_lock_wait(conn, wait_ms), conn.begin():
+                insert_queued_report(conn, report_id, request, owner)
             return report_id
-        except QueueFull:
-            db.session.rollback()
-            raise
         except OperationalError as exc:
-            db.session.rollback()
-            retry = db.engine.dialect.name != "sqlite" and transient_kind(exc) == "lock"
-            if not retry or attempt == LOCK_RETRIES:
+            if sqlite or transient_kind(exc) != "lock" or attempt == LOCK_RETRIES:
                 raise ServiceBusy("the database is busy (a load holds its write lock)") from exc
     raise AssertionError("unreachable")
 
 
-def insert_queued_report(report_id: str, request: ReportRequest, owner: str | None) -> None:
+def insert_queued_report(
+    conn: Connection, report_id: str, request: ReportRequest, owner: str | None
+) -> None:
+    """Count, then insert, in one transaction that starts with a write to the lock row."""
     capacity = settings()["REPORT_WORKERS"] + settings()["REPORT_QUEUE"]
-    db.session.execute(
+    conn.execute(
         update(ServiceLock)
         .where(ServiceLock.name == TRIGGER_LOCK)
         .values(uses=ServiceLock.uses + 1)
     )
-    active = db.session.scalar(
+    active = conn.execute(
         select(func.count()).select_from(Report).where(Report.status.in_(ACTIVE_STATES))
-    )
+    ).scalar()
     if active >= capacity:
         raise QueueFull(f"{active} reports are queued or running")
-    db.session.add(
-        Report(
+    conn.execute(
+        insert(Report).values(
             id=report_id,
             status=ReportStatus.QUEUED,
             requested_as_of_us=request.as_of_us,
             options=options_json(request.options),
+            created_at=utcnow(),
             owner=owner,
             lease_expires_at=queued_lease(owner),
         )
     )
-    db.session.commit()
-
-
-class short_lock_wait:
-    """On SQLite, wait at most TRIGGER_LOCK_TIMEOUT_MS for the write lock (a load may hold it
-    for seconds): a request answers 503 quickly instead of tying up a server thread."""
-
-    def __enter__(self) -> None:
-        self.sqlite = db.engine.dialect.name == "sqlite"
-        if self.sqlite:
-            timeout = int(settings()["TRIGGER_LOCK_TIMEOUT_MS"])
-            db.session.execute(db.text(f"PRAGMA busy_timeout = {timeout}"))
-
-    def __exit__(self, *exc_info) -> None:
-        if self.sqlite:
-            db.session.rollback()
-            db.session.execute(db.text(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"))
-            db.session.commit()
 
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -341,11 +328,19 @@ def shard_ranges(fixed: snapshot.Snapshot, stores_per_shard: int) -> list[tuple[
 # --------------------------------------------------------------------------- 3. shards
 
 
-def run_shard(report_id: str, shard: int, owner: str, wait_for_owner: bool = False) -> None:
+def run_shard(
+    report_id: str,
+    shard: int,
+    owner: str,
+    wait_for_owner: bool = False,
+    retry_elsewhere: bool = False,
+) -> None:
     """Compute one shard and store its result; assemble the report if it was the last.
 
     With `wait_for_owner` (a broker may deliver a step twice), a shard another live process
-    is running is waited for until it completes or its lease expires.
+    is running is waited for until it completes or its lease expires. With `retry_elsewhere`
+    (executors with other workers and a sweep), a shard that fails is let go for another
+    attempt until REPORT_MAX_ATTEMPTS; else (inline) the report fails at once.
     """
     if not claim_shard(report_id, shard, owner, wait_for_owner):
         maybe_assemble(report_id, owner)
@@ -363,8 +358,11 @@ def run_shard(report_id: str, shard: int, owner: str, wait_for_owner: bool = Fal
     try:
         frame = with_database_retries(lambda: compute_shard(work), report_id)
     except Exception as exc:
-        logger.exception("report %s: shard %d failed", report_id, shard)
-        give_up(report_id, f"shard {work.label}: {short_reason(exc)}")
+        logger.exception("report %s: shard %d failed (attempt %d)", report_id, shard, work.attempts)
+        if retry_elsewhere and work.attempts < settings()["REPORT_MAX_ATTEMPTS"]:
+            release(report_id, owner)
+        else:
+            give_up(report_id, f"shard {work.label}: {short_reason(exc)}")
         return
     if store_shard_result(report_id, shard, owner, frame):
         maybe_assemble(report_id, owner)
@@ -592,6 +590,11 @@ def give_up(report_id: str, reason: str) -> None:
 
     def fail() -> None:
         db.session.rollback()
+        db.session.execute(  # shards, then the report: the lock order of every step
+            update(ReportShard)
+            .where(ReportShard.report_id == report_id, ReportShard.status.in_(ACTIVE_STATES))
+            .values(status=ReportStatus.FAILED, owner=None, lease_expires_at=None)
+        )
         db.session.execute(
             update(Report)
             .where(Report.id == report_id, Report.status.in_(ACTIVE_STATES))
@@ -602,11 +605,6 @@ def give_up(report_id: str, reason: str) -> None:
                 owner=None,
                 lease_expires_at=None,
             )
-        )
-        db.session.execute(
-            update(ReportShard)
-            .where(ReportShard.report_id == report_id, ReportShard.status.in_(ACTIVE_STATES))
-            .values(status=ReportStatus.FAILED, owner=None, lease_expires_at=None)
         )
         db.session.commit()
 
@@ -678,15 +676,16 @@ def with_database_retries(step: Callable[[], Any], report_id: str, rollback: boo
 
 
 def release(report_id: str, owner: str) -> None:
-    """Let go of a report's rows after a step stopped unexpectedly: their leases end now, so a
-    sweep (in any process) queues them again, counting an attempt. Never left Running."""
+    """Let go of a report's rows after a step stopped unexpectedly: they lose their owner and
+    their lease ends now (this process no longer renews them), so the next sweep, in any
+    process, queues them again and counts an attempt. Never left Running."""
 
     def expire() -> None:
-        for model, key in ((Report, Report.id), (ReportShard, ReportShard.report_id)):
+        for model, key in ((ReportShard, ReportShard.report_id), (Report, Report.id)):
             db.session.execute(
                 update(model)
                 .where(key == report_id, model.owner == owner, model.status.in_(ACTIVE_STATES))
-                .values(lease_expires_at=utcnow())
+                .values(owner=None, lease_expires_at=utcnow())
             )
         db.session.commit()
 
@@ -760,9 +759,14 @@ def purge_retired_versions() -> int:
         return writing.purge_retired(conn, min(limits))
 
 
+PARTIAL_FILE_AGE_SECONDS = 3600
+
+
 def remove_partial_files(reports_dir: str) -> int:
-    """Delete temporary files a dead process left half-written (never served anyway)."""
-    stale = list(Path(reports_dir).glob(".report_*.tmp"))
+    """Delete temporary files a dead process left half-written (never served anyway); only
+    old ones: another process sharing the folder may be writing a young one right now."""
+    cutoff = time.time() - PARTIAL_FILE_AGE_SECONDS
+    stale = [p for p in Path(reports_dir).glob(".report_*.tmp") if p.stat().st_mtime < cutoff]
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 from datetime import timedelta
 
@@ -20,7 +19,7 @@ from flask import Flask
 from sqlalchemy import func, or_, select, update
 
 import jobs
-from executors import process_owner
+from executors import machine_id, process_owner
 from models import ACTIVE_STATES, Report, ReportShard, ReportStatus, db, utcnow
 
 logger = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ def lease_seconds() -> float:
 def renew(owner: str) -> None:
     """Push back the deadline of every active row this process owns."""
     deadline = utcnow() + timedelta(seconds=lease_seconds())
-    for model in (Report, ReportShard):
+    for model in (ReportShard, Report):  # shards, then reports: the lock order of every step
         db.session.execute(
             update(model)
             .where(model.owner == owner, model.status.in_(ACTIVE_STATES))
@@ -69,13 +68,14 @@ def renew(owner: str) -> None:
 
 
 def dead_local_owners(owners: set[str]) -> set[str]:
-    """Owners on this machine whose process no longer exists: no need to wait for their lease."""
-    host, me = socket.gethostname()[:32], process_owner()
+    """Owners on this machine (same host and pid namespace) whose process no longer exists:
+    no need to wait for their lease."""
+    here, me = machine_id(), process_owner()
     dead = set()
     for owner in owners:
-        owner_host, _, rest = owner.partition(":")
+        machine, _, rest = owner.partition(":")
         pid_text = rest.partition(":")[0]
-        if owner == me or owner_host != host or not pid_text.isdigit():
+        if owner == me or machine != here or not pid_text.isdigit():
             continue
         try:
             os.kill(int(pid_text), 0)

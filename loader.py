@@ -18,7 +18,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,9 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import Connection, Engine, insert, inspect, select, update
+from sqlalchemy import Connection, Engine, create_engine, insert, inspect, select, update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
+from locking import LockWaitTimeout, bounded_lock_wait, writers_in_turn
 from models import BusinessHours, Closure, DataState, LoadBatch, StoreTimezone, utcnow
 from rejects import RejectsFile, RejectsInMemory, default_rejects_path
 from sources import MalformedRows, Source, collect_sources, find_sources, stream_chunks
@@ -264,6 +265,27 @@ class _FileLoad:
 # --------------------------------------------------------------------------- the transaction
 
 
+_LOADING_ENGINES: dict[str, Engine] = {}
+_LOADING_ENGINES_LOCK = threading.Lock()
+
+
+def loading_engine(engine: Engine) -> Engine:
+    """The engine loads write through. On MySQL/MariaDB its connections allow
+    `LOAD DATA LOCAL INFILE` (the fastest bulk insert), which the app's own connections do not:
+    a server can ask such a connection for any file, so only loads hold them."""
+    if engine.dialect.name != "mysql":
+        return engine
+    key = engine.url.render_as_string(hide_password=False)
+    with _LOADING_ENGINES_LOCK:
+        if key not in _LOADING_ENGINES:
+            _LOADING_ENGINES[key] = create_engine(
+                engine.url,
+                poolclass=NullPool,  # a connection per load, closed after it: none left open
+                connect_args={"local_infile": True, "charset": "utf8mb4"},
+            )
+        return _LOADING_ENGINES[key]
+
+
 def _write_all(
     engine: Engine,
     file_loads: list[_FileLoad],
@@ -285,7 +307,7 @@ def _write_all(
     try:
         with (
             writers_in_turn(engine, lock_wait_ms),
-            engine.connect() as conn,
+            loading_engine(engine).connect() as conn,
             bounded_lock_wait(conn, lock_wait_ms),
             conn.begin(),
         ):
@@ -297,65 +319,13 @@ def _write_all(
             ]
             _record_batch(conn, batch, started, file_loads, spans)
         keys.remember()
+    except LockWaitTimeout as exc:
+        raise LoadError("database", LOCKED) from exc
     except Exception as exc:
         if _is_lock_timeout(exc):
             raise LoadError("database", LOCKED) from exc
         raise
     return batch
-
-
-_WRITERS: dict[str, threading.Lock] = {}
-_WRITERS_LOCK = threading.Lock()
-
-
-@contextmanager
-def writers_in_turn(engine: Engine, lock_wait_ms: int | None) -> Iterator[None]:
-    """On SQLite, loads of one process queue on a lock of their own before the database's.
-
-    SQLite lets a waiting writer poll with growing sleeps, so under concurrent uploads some
-    wait far longer than others; a process lock hands over at once. Other engines queue
-    fairly on their own row lock.
-    """
-    if engine.dialect.name != "sqlite":
-        yield
-        return
-    with _WRITERS_LOCK:
-        lock = _WRITERS.setdefault(str(engine.url), threading.Lock())
-    timeout = -1 if lock_wait_ms is None else lock_wait_ms / 1000
-    if not lock.acquire(timeout=timeout):
-        raise LoadError("database", LOCKED)
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-@contextmanager
-def bounded_lock_wait(conn: Connection, milliseconds: int | None) -> Iterator[None]:
-    """Wait at most this long for another load's lock, on this connection, then put the
-    connection's own setting back (it returns to a pool others use)."""
-    if milliseconds is None:
-        yield
-        return
-    if conn.dialect.name == "sqlite":
-        previous = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
-        setting, restore = (
-            f"PRAGMA busy_timeout = {int(milliseconds)}",
-            f"PRAGMA busy_timeout = {previous}",
-        )
-    else:
-        seconds = max(1, -(-int(milliseconds) // 1000))
-        setting = f"SET SESSION innodb_lock_wait_timeout = {seconds}"
-        restore = "SET SESSION innodb_lock_wait_timeout = DEFAULT"
-    conn.exec_driver_sql(setting)
-    conn.commit()
-    try:
-        yield
-    finally:
-        if conn.in_transaction():
-            conn.rollback()
-        conn.exec_driver_sql(restore)
-        conn.commit()
 
 
 def _is_lock_timeout(exc: Exception) -> bool:

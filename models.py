@@ -39,7 +39,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 STORE_ID_MAX_LENGTH = 64
 TIMEZONE_MAX_LENGTH = 64
-SCHEMA_VERSION = 4  # raise when a table changes; init-db refuses other versions
+SCHEMA_VERSION = 5  # raise when a table changes; init-db refuses other versions
 # MySQL/MariaDB compare text with the database's default collation, which ignores case and
 # accents (utf8mb4_general_ci): store ids must be binary there. SQLite compares bytes already.
 EXACT_TEXT = String(STORE_ID_MAX_LENGTH).with_variant(
@@ -191,7 +191,7 @@ class Report(db.Model):
     row_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     file_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
 
     @property
@@ -212,12 +212,12 @@ class ReportShard(db.Model):
     key_high: Mapped[int] = mapped_column(Integer)
     status: Mapped[ReportStatus] = mapped_column(STATUS, default=ReportStatus.QUEUED, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Indexed: a process renews its leases by owner, and must lock only its own rows.
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
     row_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
     result: Mapped[bytes | None] = mapped_column(BLOB, nullable=True)
 
 
@@ -263,6 +263,7 @@ def init_schema() -> None:
             db.session.commit()
         except IntegrityError:  # another process created it first
             db.session.rollback()
+    db.session.commit()  # end the reads: the caller's next transaction may have to write first
 
 
 def _refuse_old_layout() -> None:

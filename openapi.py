@@ -118,8 +118,16 @@ def document(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
         },
         "components": {
             "schemas": SCHEMAS,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "needed when the service runs with API_TOKEN set",
+                }
+            },
         },
+        # The token is needed only when API_TOKEN is set: bearer, or nothing.
+        "security": [{"bearer": []}, {}],
     }
 
 

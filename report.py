@@ -50,7 +50,6 @@ OUTAGE_COLUMNS = [
     "longest_outage_last_day",
     "longest_outage_last_week",
 ]
-REPORT_COLUMNS = BASE_COLUMNS
 _FAR = np.int64(2**62)  # beyond any instant: "everything before / after"
 
 

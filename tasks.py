@@ -68,7 +68,7 @@ def start_report(report_id: str) -> None:
 @shared_task(name="store_monitor.run_shard", ignore_result=True)
 def run_shard(report_id: str, shard: int) -> None:
     with released_on_error(report_id):
-        jobs.run_shard(report_id, shard, process_owner(), wait_for_owner=True)
+        jobs.run_shard(report_id, shard, process_owner(), wait_for_owner=True, retry_elsewhere=True)
 
 
 @contextmanager

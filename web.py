@@ -21,12 +21,11 @@ import snapshot
 import timelines
 import timestamps
 from api import ApiError, find_report, parse_as_of, parse_stale_after, public
-from models import ACTIVE_STATES, Report, ReportStatus, db
+from models import ACTIVE_STATES, STORE_ID_MAX_LENGTH, Report, ReportStatus, db
 
 bp = Blueprint("web", __name__)
 tables = report_tables.TableCache()
 
-STORE_ID_MAX_LENGTH = 64
 PAGE_LIMIT_DEFAULT = 50
 PAGE_LIMIT_MAX = 1000
 OFFSET_MAX = 100_000_000
@@ -194,7 +193,7 @@ def store_timeline(store_id: str) -> Response:
         raise ApiError(
             404, "not_found", f"store {store_id!r} has no poll at or before {as_of_text(fixed)}"
         )
-    return jsonify({"report_id": report_id, "options": describe(options)} | week)
+    return jsonify({"report_id": report_id, "options": jobs.options_as_written(options)} | week)
 
 
 def timeline_snapshot() -> tuple[snapshot.Snapshot, report.ReportOptions, str | None]:
@@ -226,15 +225,6 @@ def boolean_arg(name: str) -> bool:
     if raw not in ("true", "false"):
         raise ApiError(400, "bad_request", f"{name} must be true or false")
     return raw == "true"
-
-
-def describe(options: report.ReportOptions) -> dict[str, Any]:
-    """Options as a user writes them (as `/reports` lists them)."""
-    stale = options.stale_after_us
-    return {
-        "stale_after": None if stale is None else timestamps.format_duration(stale),
-        "outages": options.outages,
-    }
 
 
 def as_of_text(fixed: snapshot.Snapshot) -> str:

@@ -54,6 +54,13 @@ class KnownStores:
         position = index.get_indexer(ids)
         return np.where(position >= 0, keys[np.maximum(position, 0)] if keys.size else -1, -1)
 
+    def forget_if_beyond(self, largest_key: int) -> None:
+        """Forget everything if a remembered key is beyond the database's largest: the
+        database was restored to an earlier state, and its keys may now mean other stores."""
+        with self.lock:
+            if self.keys.size and int(self.keys.max()) > largest_key:
+                self.index, self.keys = pd.Index([], dtype=object), np.zeros(0, dtype=np.int64)
+
     def remember(self, ids: np.ndarray, keys: np.ndarray) -> None:
         if ids.size == 0:
             return
@@ -83,9 +90,11 @@ class StoreKeys:
 
     def __init__(self, conn: Connection, known: KnownStores | None = None) -> None:
         self.conn = conn
+        largest = int(conn.execute(select(func.max(Store.id))).scalar() or 0)
         self.known = known or KnownStores()
+        self.known.forget_if_beyond(largest)
         self.seen = KnownStores()  # looked up or created by this load, not yet committed
-        self.next_key: int | None = None
+        self.next_key = largest + 1
 
     def keys_for(self, store_ids: pa.Array | np.ndarray) -> np.ndarray:
         """Keys of the given ids (an Arrow or object array), creating unknown stores."""
@@ -128,9 +137,6 @@ class StoreKeys:
     def _add(self, new_ids: np.ndarray) -> np.ndarray:
         """Insert new stores with plain INSERTs: a duplicate id fails loudly, never silently
         (LOAD DATA LOCAL would skip it with a warning and leave polls without a store)."""
-        if self.next_key is None:
-            largest = self.conn.execute(select(func.max(Store.id))).scalar()
-            self.next_key = int(largest or 0) + 1
         keys = np.arange(self.next_key, self.next_key + new_ids.size, dtype=np.int64)
         new_rows = pd.DataFrame({"id": keys, "external_id": new_ids.astype(str)})
         try:

@@ -102,3 +102,19 @@ def test_report_refuses_a_bad_stale_after_as_a_usage_error(runner):
     for value in ("0m", "-2h", "2 hours", "soon"):
         result = runner.invoke(args=["report", "--stale-after", value])
         assert result.exit_code == 2 and "--stale-after" in result.output, result.output
+
+
+def test_report_works_when_another_writer_commits_right_before_it(runner, app, tmp_path):
+    # init_schema ends its reads: on SQLite a transaction that reads first fails at once when
+    # another writer commits before it writes.
+    assert runner.invoke(args=["load-data", str(SAMPLE)]).exit_code == 0
+    import jobs
+    from executors import InlineExecutor
+    from models import init_schema
+
+    with app.app_context():
+        init_schema()
+        with db.engine.begin() as other:  # another process's write, committed
+            other.execute(text("UPDATE service_locks SET uses = uses + 1"))
+        report_id = jobs.submit_report(jobs.ReportRequest(), InlineExecutor())
+        assert jobs.fresh_report(report_id).status == "Complete"

@@ -8,9 +8,12 @@ import pytest
 
 from csvcells import neutralise_formulas
 
-CELLS = ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "plain", "a=b", "", " =1", "'=1"]
-# OWASP: a cell starting with = + - @ tab or carriage return gets a leading single quote.
-EXPECTED = ["'=1+2", "'+1", "'-1", "'@SUM(A1)", "'\tx", "'\rx", "plain", "a=b", "", " =1", "'=1"]
+CELLS = ["=1+2", "-1+1", "+cmd", "@SUM(A1)", "\tx", "\rx", "plain", "a=b", "", " =1", "'=1"]
+CELLS += ["-1", "+1", "-1.5"]
+# OWASP: a cell starting with = + - @ tab or carriage return gets a leading single quote; a
+# plain number (a negative store id) is no formula and stays exact.
+EXPECTED = ["'=1+2", "'-1+1", "'+cmd", "'@SUM(A1)", "'\tx", "'\rx", "plain", "a=b", "", " =1"]
+EXPECTED += ["'=1", "-1", "+1", "-1.5"]
 
 
 def test_arrow_cells_that_start_a_formula_get_a_quote():

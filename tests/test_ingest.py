@@ -346,3 +346,29 @@ def test_curl_style_upload_over_http(live_server, tmp_path):
     answer = response.json()
     assert response.status_code == 200 and answer["stored"] == 0
     assert answer["received"] == answer["duplicates"] == len(sample_frames()["polls"])
+
+
+def test_a_gzip_body_of_several_members_is_read_whole(sqlite_client):
+    # `cat a.gz b.gz` is one valid gzip body: both halves are stored, none silently dropped.
+    first = (POLL_HEADER + GOOD).encode()
+    second = b"12,inactive,2023-01-22 13:00:00 UTC\n"
+    body = gzip.compress(first) + gzip.compress(second)
+    answer = post(sqlite_client, "/polls", body, {**CSV, "Content-Encoding": "gzip"}).get_json()
+    assert (answer["received"], answer["stored"]) == (2, 2)
+    garbage = gzip.compress(first) + b"not gzip"
+    refused = post(sqlite_client, "/polls", garbage, {**CSV, "Content-Encoding": "gzip"})
+    assert refused.status_code == 400
+
+
+def test_ndjson_lines_that_are_not_utf8_are_rejected_not_altered(sqlite_app):
+    client = sqlite_app.test_client()
+    body = (
+        b'{"store_id": "caf\xe9", "status": "active", "timestamp_utc": "2023-01-22T12:00:00Z"}\n'
+        b'{"store_id": "ok", "status": "active", "timestamp_utc": "2023-01-22T12:00:00Z"}\n'
+    )
+    answer = post(client, "/polls", body, NDJSON, skip_invalid="true").get_json()
+    assert answer["stored"] == 1 and answer["rejected"] == 1
+    assert answer["rejected_rows"][0]["line"] == 1
+    assert "not UTF-8" in answer["rejected_rows"][0]["reason"]
+    with sqlite_app.app_context():
+        assert db.session.scalars(text("SELECT external_id FROM stores")).all() == ["ok"]

@@ -230,6 +230,7 @@ def test_a_step_that_cannot_record_its_outcome_is_not_left_running(
         executor.shutdown()
         assert failures and db.session.get(Report, report_id).status == "Running"
         app.extensions["report_executor"] = executors.InlineExecutor()
+        leases.renew(executors.process_owner())  # a keeper round renews first, then sweeps
         assert leases.take_over_expired(app.extensions["report_executor"]) == 1
         row = db.session.get(Report, report_id)
         assert row.status == "Complete"
@@ -606,3 +607,48 @@ def test_retired_versions_are_purged_only_when_no_report_can_read_them(app, tmp_
         assert jobs.purge_retired_versions() == 0 and versions() == 2  # a report reads batch 1
         jobs.delete_reports(["d" * 32])
         assert jobs.purge_retired_versions() == 1 and versions() == 1
+
+
+def test_a_shard_that_fails_is_tried_again_elsewhere_then_completes(
+    database_url, tmp_path, monkeypatch
+):
+    # The computation fails once (say, out of memory on that worker): the shard is let go and
+    # the next sweep runs it again; the second attempt completes the report.
+    app = make_app(database_url, tmp_path, REPORT_LEASE_SECONDS=600)
+    with app.app_context():
+        loader.load(db.engine, SAMPLE)
+    original, failures = jobs.compute_shard, []
+
+    def fails_once(work):
+        if not failures:
+            failures.append(work.shard)
+            raise MemoryError
+        return original(work)
+
+    monkeypatch.setattr(jobs, "compute_shard", fails_once)
+    executor = executors.ThreadExecutor(app, 1)
+    with app.app_context():
+        report_id = jobs.submit_report(jobs.ReportRequest(), executor)
+        deadline = time.monotonic() + 20
+        while not released(report_id):
+            assert time.monotonic() < deadline, "the failed shard was never let go"
+            time.sleep(0.05)
+        executor.shutdown()
+        app.extensions["report_executor"] = executors.InlineExecutor()
+        leases.renew(executors.process_owner())
+        assert leases.take_over_expired(app.extensions["report_executor"]) == 1
+        assert db.session.get(Report, report_id).status == "Complete"
+        assert db.session.scalars(select(ReportShard.attempts)).all() == [2]
+
+
+def test_a_trigger_leaves_every_pooled_sqlite_connection_with_its_own_lock_wait(tmp_path):
+    app = make_app(f"sqlite:///{tmp_path / 'x.sqlite3'}", tmp_path, TRIGGER_LOCK_TIMEOUT_MS=250)
+    client = app.test_client()
+    for _ in range(3):
+        assert client.post("/trigger_report").status_code == 202
+    with app.app_context():
+        connections = [db.engine.connect() for _ in range(5)]
+        waits = [c.exec_driver_sql("PRAGMA busy_timeout").scalar() for c in connections]
+        for connection in connections:
+            connection.close()
+    assert waits == [30_000] * 5

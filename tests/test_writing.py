@@ -97,7 +97,7 @@ def test_rows_the_database_would_change_fail_the_load(app):
     frame = pd.DataFrame(
         {"store_key": [1, store_key_out_of_range], "ts_us": [5, 5], "active": [1, 0], "batch": 1}
     )
-    with app.app_context(), db.engine.connect() as conn:
+    with app.app_context(), loader.loading_engine(db.engine).connect() as conn:
         try:
             writing.bulk_insert(conn, "polls", frame, skip_duplicates=True)
         except loader.LoadError as error:
@@ -110,7 +110,7 @@ def test_rows_the_database_would_change_fail_the_load(app):
 
 def test_duplicate_polls_alone_are_no_reason_to_fail(app):
     frame = pd.DataFrame({"store_key": [1, 1, 1], "ts_us": [5, 5, 6], "active": 1, "batch": 1})
-    with app.app_context(), db.engine.begin() as conn:
+    with app.app_context(), loader.loading_engine(db.engine).begin() as conn:
         assert writing.bulk_insert(conn, "polls", frame, skip_duplicates=True) == 2
         assert writing.bulk_insert(conn, "polls", frame, skip_duplicates=True) == 0
 
@@ -186,6 +186,6 @@ def test_purge_retired_deletes_only_versions_retired_by_the_given_batch(app, tmp
         ("Europe/Paris", 2, 3),
         ("America/Denver", 3, None),
     ]
-    with app.app_context(), db.engine.begin() as conn:
+    with app.app_context(), loader.loading_engine(db.engine).begin() as conn:
         assert writing.purge_retired(conn, 2) == 1
     assert rows(app, everything) == [("Europe/Paris", 2, 3), ("America/Denver", 3, None)]
