@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,6 +24,7 @@ import jobs
 logger = logging.getLogger(__name__)
 
 _OWNER: dict[int, str] = {}
+_OWNER_LOCK = threading.Lock()
 
 
 def machine_id() -> str:
@@ -38,12 +40,14 @@ def machine_id() -> str:
 def process_owner() -> str:
     """This process's name on the rows it works on: machine, pid and a random token.
 
-    Computed per pid, so a forked worker process gets a name of its own.
+    Computed per pid, so a forked worker process gets a name of its own; under a lock, so two
+    threads asking at once (a step and the lease keeper) get the same name.
     """
     pid = os.getpid()
-    if pid not in _OWNER:
-        _OWNER[pid] = f"{machine_id()}:{pid}:{secrets.token_hex(4)}"
-    return _OWNER[pid]
+    with _OWNER_LOCK:
+        if pid not in _OWNER:
+            _OWNER[pid] = f"{machine_id()}:{pid}:{secrets.token_hex(4)}"
+        return _OWNER[pid]
 
 
 class InlineExecutor:

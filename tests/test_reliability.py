@@ -173,6 +173,32 @@ def test_a_live_owner_keeps_its_work(app):
         assert db.session.get(Report, "c" * 32).status == "Running"
 
 
+def test_threads_asking_at_once_get_one_owner_name(monkeypatch):
+    # The `report` command's lease keeper asks for the name while the command creates its
+    # report: two names would leave the report Queued under one and claimed under the other.
+    monkeypatch.setattr(executors, "_OWNER", {})
+    tokens = iter(range(1000))
+
+    def slow_token(_size: int) -> str:
+        time.sleep(0.02)  # widen the window two threads can meet in
+        return f"{next(tokens):08x}"
+
+    monkeypatch.setattr(executors.secrets, "token_hex", slow_token)
+    start = threading.Barrier(8)
+    names: list[str] = []
+
+    def ask() -> None:
+        start.wait()
+        names.append(executors.process_owner())
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(names) == 8 and len(set(names)) == 1
+
+
 def test_a_shard_delivered_twice_is_computed_once(app, monkeypatch):
     with app.app_context():
         loader.load(db.engine, SAMPLE)

@@ -337,9 +337,9 @@ def test_a_database_connection_killed_mid_shard_is_retried_then_fails_clearly(
         with app.app_context():
             loader.load(db.engine, SAMPLE)
         kills = []
-        original = snapshot.read_polls
+        original = snapshot.packed_polls
 
-        def read_polls_after_a_kill(conn, *args):
+        def packed_polls_after_a_kill(conn, *args):
             if len(kills) < kills_wanted[0]:
                 connection_id = conn.execute(text("SELECT CONNECTION_ID()")).scalar()
                 admin = admin_connection(mariadb_server)
@@ -348,7 +348,7 @@ def test_a_database_connection_killed_mid_shard_is_retried_then_fails_clearly(
                 kills.append(connection_id)
             return original(conn, *args)
 
-        monkeypatch.setattr(snapshot, "read_polls", read_polls_after_a_kill)
+        monkeypatch.setattr(snapshot, "packed_polls", packed_polls_after_a_kill)
         client = app.test_client()
         kills_wanted = [1]  # one kill: the retry succeeds
         first = trigger_in_process(client)
