@@ -73,15 +73,38 @@ def report_status(database_url: str, report_id: str) -> str:
     return status
 
 
+def wait_until_part_done(database_url: str, report_id: str, timeout: float = 60) -> None:
+    """Return once the report is Running with some, not all, of its shards done."""
+    engine = create_engine(database_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                row = conn.execute(
+                    text("SELECT status, shards_done, shard_count FROM reports WHERE id = :i"),
+                    {"i": report_id},
+                ).one()
+            if row.status == "Running" and 0 < row.shards_done < row.shard_count:
+                return
+            assert row.status in ("Queued", "Running"), f"report ended first: {row.status}"
+            time.sleep(0.01)
+        raise TimeoutError("no shard was done in time")
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.slow
 def test_kill_9_mid_report_then_restart_completes_it(big_data, tmp_path):
     url = f"sqlite:///{tmp_path / 'crash.sqlite3'}"
     assert run_cli(url, "load-data", str(big_data)).returncode == 0
     reports = tmp_path / "reports"
-    server = ServerProcess(url, reports, tmp_path / "server.log", REPORT_SHARD_STORES="2000")
+    # Small shards, one at a time: the report takes a while, whatever the machine's speed.
+    server = ServerProcess(
+        url, reports, tmp_path / "server.log", REPORT_SHARD_STORES="300", REPORT_WORKERS="1"
+    )
     server.start()
     report_id = requests.post(f"{server.url}/trigger_report", timeout=10).json()["report_id"]
-    time.sleep(0.5)
+    wait_until_part_done(url, report_id)
     server.kill()  # SIGKILL: no cleanup, no goodbye
     assert report_status(url, report_id) in ("Queued", "Running")
     assert not (reports / f"report_{report_id}.csv").exists()
