@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run run-prod test test-fast lint format bench bench-scaleout load-test clean
+.PHONY: run run-prod test test-fast lint format bench bench-scaleout clean
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)

@@ -72,7 +72,9 @@ class ThreadExecutor:
 
     def __init__(self, app: Flask, workers: int) -> None:
         self.app = app
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="report")
+        self.pool = ThreadPoolExecutor(
+            workers, thread_name_prefix="report", initializer=lower_cpu_priority
+        )
 
     @property
     def owner(self) -> str:
@@ -95,6 +97,20 @@ class ThreadExecutor:
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=False)
+
+
+REPORT_NICENESS = 10
+
+
+def lower_cpu_priority() -> None:
+    """Run this thread (on Linux, a thread has a niceness of its own) below the request
+    threads, so uploads and page requests stay quick while a report keeps the cores busy."""
+    try:
+        thread = threading.get_native_id()
+        niceness = os.getpriority(os.PRIO_PROCESS, thread) + REPORT_NICENESS
+        os.setpriority(os.PRIO_PROCESS, thread, min(niceness, 19))
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
+        pass
 
 
 def release_quietly(report_id: str, owner: str) -> None:

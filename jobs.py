@@ -245,7 +245,7 @@ def start_report(report_id: str, owner: str, worker: Executor) -> None:
     ):
         return
     logger.info(
-        "report %s: running as of batch %d in %d shards", report_id, fixed.batch, len(ranges)
+        "report %s: running as of batch %d in %d shard(s)", report_id, fixed.batch, len(ranges)
     )
     if not ranges:
         maybe_assemble(report_id, owner)

@@ -222,6 +222,22 @@ def test_threads_asking_at_once_get_one_owner_name(monkeypatch):
     assert len(names) == 8 and len(set(names)) == 1
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+def test_report_threads_run_below_the_request_threads(sqlite_app):
+    # Uploads and page requests must not queue behind a report for the cores.
+    executor = executors.ThreadExecutor(sqlite_app, 1)
+    here = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def own_niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    try:
+        assert executor.pool.submit(own_niceness).result() == min(here + 10, 19)
+        assert own_niceness() == here  # the calling thread keeps its own
+    finally:
+        executor.shutdown()
+
+
 def test_a_shard_delivered_twice_is_computed_once(app, monkeypatch):
     with app.app_context():
         loader.load(db.engine, SAMPLE)
