@@ -98,6 +98,7 @@ def make_app(database_url: str, tmp_path: Path, **settings):
             "REPORTS_DIR": str(tmp_path / "reports"),
             "REPORTS_INLINE": True,
             "TESTING": True,
+            "START_BACKGROUND": False,  # no lease keeper left renewing after the test's database
             **settings,
         }
     )
