@@ -25,8 +25,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import requests
-from common import MARIADB_ADMIN, ROOT, require_full_data
+from common import MARIADB_ADMIN, ROOT, require_full_data, trigger_to_complete
 
 sys.path.insert(0, str(ROOT))
 from tests.databases import create_database, drop_database
@@ -85,19 +84,6 @@ def peak_rss_mb(pid: int) -> float:
     return max(peaks, default=float("nan"))
 
 
-def report_seconds(url: str) -> float:
-    start = time.perf_counter()
-    report_id = requests.post(f"{url}/trigger_report", timeout=60).json()["report_id"]
-    while True:
-        response = requests.get(f"{url}/get_report/{report_id}", timeout=60)
-        if response.status_code != 202:
-            break
-        time.sleep(0.05)
-    if response.status_code != 200:
-        raise RuntimeError(f"report failed: {response.text}")
-    return time.perf_counter() - start
-
-
 def measure(label: str, database_url: str, scratch: Path, broker: str | None, workers: int):
     settings = {"CELERY_BROKER_URL": broker} if broker else {}
     started = [
@@ -109,7 +95,7 @@ def measure(label: str, database_url: str, scratch: Path, broker: str | None, wo
     )
     server.start(timeout=120)
     try:
-        times = [report_seconds(server.url) for _ in range(3)]
+        times = [trigger_to_complete(server.url) for _ in range(3)]
         peaks = [peak_rss_mb(server.process.pid)] + [peak_rss_mb(w.process.pid) for w in started]
     finally:
         server.stop()

@@ -10,28 +10,12 @@ from __future__ import annotations
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import requests
-from common import ROOT, process_peak_rss_mb, require_full_data, targets
+from common import ROOT, process_peak_rss_mb, require_full_data, targets, trigger_to_complete
 
 sys.path.insert(0, str(ROOT))
 from tests.server import ServerProcess, run_cli
-
-
-def trigger_to_complete(base_url: str) -> float:
-    start = time.perf_counter()
-    report_id = requests.post(f"{base_url}/trigger_report", timeout=30).json()["report_id"]
-    while True:
-        response = requests.get(f"{base_url}/get_report/{report_id}", timeout=30)
-        if response.status_code != 202:
-            break
-        time.sleep(0.02)
-    elapsed = time.perf_counter() - start
-    if response.status_code != 200:
-        raise RuntimeError(f"report failed: {response.text}")
-    return elapsed
 
 
 def main() -> None:

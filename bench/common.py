@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import requests
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 FULL = Path(os.environ.get("FULL_DATA", ROOT.parent / "shared" / "data" / "loop-full"))
@@ -55,3 +57,18 @@ def targets(scratch: Path) -> dict[str, str]:
         "SQLite": f"sqlite:///{scratch / 'bench.sqlite3'}",
         "MariaDB": create_database(MARIADB_ADMIN, "store_monitor_bench"),
     }
+
+
+def trigger_to_complete(base_url: str) -> float:
+    """Seconds from `POST /trigger_report` to the finished report (a failed one raises)."""
+    start = time.perf_counter()
+    report_id = requests.post(f"{base_url}/trigger_report", timeout=60).json()["report_id"]
+    while True:
+        response = requests.get(f"{base_url}/get_report/{report_id}", timeout=60)
+        if response.status_code != 202:
+            break
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - start
+    if response.status_code != 200:
+        raise RuntimeError(f"report failed: {response.text}")
+    return elapsed

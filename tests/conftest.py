@@ -40,13 +40,19 @@ def mariadb_unavailable_reason() -> str | None:
     return None
 
 
+def skip_unless_required(reason: str | None, required: bool, what: str) -> None:
+    """A missing service (`reason` says why) skips the test, except where it is required (CI):
+    there the test fails, so a run without it cannot pass unnoticed."""
+    if reason is None:
+        return
+    if required:
+        pytest.fail(f"{what} is required here (CI): {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def mariadb_server():
-    reason = mariadb_unavailable_reason()
-    if reason:
-        if MARIADB_REQUIRED:
-            pytest.fail(f"MariaDB is required here (CI): {reason}")
-        pytest.skip(reason)
+    skip_unless_required(mariadb_unavailable_reason(), MARIADB_REQUIRED, "MariaDB")
     return MARIADB_ADMIN_URL
 
 
@@ -64,11 +70,7 @@ def browser_unavailable_reason() -> str | None:
 @pytest.fixture(scope="session")
 def browser():
     """Headless Chromium driven by Playwright: skipped when absent, except in CI."""
-    reason = browser_unavailable_reason()
-    if reason:
-        if IN_CI:
-            pytest.fail(f"the browser is required here (CI): {reason}")
-        pytest.skip(reason)
+    skip_unless_required(browser_unavailable_reason(), IN_CI, "the browser")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -33,6 +33,21 @@ def free_port() -> int:
 FLASK = (sys.executable, "-m", "flask", "--app", "app")
 
 
+def spawn(
+    command: tuple[str, ...], environment: dict[str, str], log_path: Path
+) -> subprocess.Popen:
+    """Start `command` in a process group of its own (killable as a whole), logging to a file."""
+    log = open(log_path, "ab")  # noqa: SIM115 - owned by the child process
+    return subprocess.Popen(
+        [*command],
+        cwd=ROOT,
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 class ServerProcess:
     """The service as a user runs it (`python app.py`, or `command`); `kill()` is a real
     SIGKILL of its whole process group (a server's worker processes die with it)."""
@@ -49,15 +64,7 @@ class ServerProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
-        self.process = subprocess.Popen(
-            [*self.command],
-            cwd=ROOT,
-            env=self.environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.process = spawn(self.command, self.environment, self.log_path)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -122,15 +129,8 @@ class WorkerProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> WorkerProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
-        self.process = subprocess.Popen(
-            [*FLASK, "worker", f"--concurrency={self.concurrency}"],
-            cwd=ROOT,
-            env=self.environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        command = (*FLASK, "worker", f"--concurrency={self.concurrency}")
+        self.process = spawn(command, self.environment, self.log_path)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

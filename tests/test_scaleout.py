@@ -19,7 +19,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.conftest import SAMPLE, SHARED
+from tests.conftest import IN_CI, SAMPLE, SHARED, skip_unless_required
 from tests.server import (
     GunicornProcess,
     ServerProcess,
@@ -35,9 +35,7 @@ BROKERS = {
     "rabbitmq": ("amqp://guest:guest@127.0.0.1:5672//", 5672),
     "redis": ("redis://127.0.0.1:6379/0", 6379),
 }
-BROKER_REQUIRED = os.environ.get("CI", "").lower() in ("1", "true") or bool(
-    os.environ.get("REQUIRE_BROKER")
-)
+BROKER_REQUIRED = IN_CI or bool(os.environ.get("REQUIRE_BROKER"))
 FAST_LEASES = {"REPORT_LEASE_SECONDS": "3"}
 
 
@@ -47,9 +45,7 @@ def broker_url(name: str) -> str:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     except OSError as exc:
         reason = f"{name} broker at 127.0.0.1:{port} does not answer: {exc}"
-        if BROKER_REQUIRED:
-            pytest.fail(f"a broker is required here (CI): {reason}")
-        pytest.skip(reason)
+        skip_unless_required(reason, BROKER_REQUIRED, "a broker")
     return url
 
 
@@ -382,23 +378,17 @@ def trigger_in_process(client) -> str:
 
 
 @pytest.fixture(scope="module")
-def full_mariadb(tmp_path_factory):
-    from tests.conftest import MARIADB_ADMIN_URL, MARIADB_REQUIRED, mariadb_unavailable_reason
+def full_mariadb(mariadb_server):
     from tests.databases import create_database, drop_database
 
     folder = SHARED / "loop-full"
     if not (folder / "store_status.csv.gz").exists():
         pytest.skip(f"full data set not found at {folder}")
-    reason = mariadb_unavailable_reason()
-    if reason:
-        if MARIADB_REQUIRED:
-            pytest.fail(reason)
-        pytest.skip(reason)
     name = f"sm_full_{os.getpid()}"
-    url = create_database(MARIADB_ADMIN_URL, name)
+    url = create_database(mariadb_server, name)
     assert run_cli(url, "load-data", str(folder)).returncode == 0
     yield url
-    drop_database(MARIADB_ADMIN_URL, name)
+    drop_database(mariadb_server, name)
 
 
 @pytest.mark.mariadb
