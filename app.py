@@ -84,8 +84,8 @@ def configure_sqlite(engine) -> None:
         connection.exec_driver_sql("BEGIN")
 
 
-_started: set[int] = set()
 _start_lock = threading.Lock()
+STARTED = "service_started"
 
 
 def start_service(app: Flask) -> None:
@@ -95,11 +95,13 @@ def start_service(app: Flask) -> None:
     does. With the embedded executor the lease keeper also takes over the work of processes
     that died; with Celery the workers do that.
     """
+    if app.extensions.get(STARTED):  # every request asks: no lock once started
+        return
     with _start_lock:
-        if id(app) in _started:
+        if app.extensions.get(STARTED):
             return
         _start_once(app)
-        _started.add(id(app))  # only once it all worked: a failed start is tried again
+        app.extensions[STARTED] = True  # only once it all worked: a failed start is tried again
 
 
 def _start_once(app: Flask) -> None:

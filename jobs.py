@@ -27,7 +27,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Protocol
@@ -299,12 +299,12 @@ def claim_report_start(report_id: str, owner: str) -> bool:
 
 def _claim_report_start(report_id: str, owner: str) -> bool:
     now = utcnow()
-    claimed = db.session.execute(
+    claim = (
         update(Report)
         .where(
             Report.id == report_id,
             Report.status == ReportStatus.QUEUED,
-            or_(Report.owner.is_(None), Report.owner == owner, Report.lease_expires_at < now),
+            free_for(Report, owner, now),
         )
         .values(
             owner=owner,
@@ -313,8 +313,12 @@ def _claim_report_start(report_id: str, owner: str) -> bool:
             started_at=now,
         )
     )
-    db.session.commit()
-    return claimed.rowcount == 1
+    return execute_and_commit(claim) == 1
+
+
+def free_for(model, owner: str, now: datetime):
+    """A row `owner` may take at `now`: nobody's, already its own, or its owner's lease ran out."""
+    return or_(model.owner.is_(None), model.owner == owner, model.lease_expires_at < now)
 
 
 def shard_ranges(fixed: snapshot.Snapshot, stores_per_shard: int) -> list[tuple[int, int]]:
@@ -414,14 +418,7 @@ def claim_shard(report_id: str, shard: int, owner: str, wait_for_owner: bool) ->
     while True:
         now = utcnow()
         claimable = or_(
-            and_(
-                ReportShard.status == ReportStatus.QUEUED,
-                or_(
-                    ReportShard.owner.is_(None),
-                    ReportShard.owner == owner,
-                    ReportShard.lease_expires_at < now,
-                ),
-            ),
+            and_(ReportShard.status == ReportStatus.QUEUED, free_for(ReportShard, owner, now)),
             and_(ReportShard.status == ReportStatus.RUNNING, ReportShard.lease_expires_at < now),
         )
         claim = (
@@ -490,7 +487,7 @@ def store_shard_result(report_id: str, shard: int, owner: str, frame: pd.DataFra
         db.session.commit()
         return stored.rowcount == 1
 
-    return with_database_retries(store, report_id, rollback=True)
+    return with_database_retries(store, report_id)
 
 
 # --------------------------------------------------------------------------- 4. assemble
@@ -530,7 +527,7 @@ def claim_assembly(report_id: str, owner: str) -> bool:
         .where(
             Report.id == report_id,
             Report.status == ReportStatus.RUNNING,
-            or_(Report.owner.is_(None), Report.owner == owner, Report.lease_expires_at < now),
+            free_for(Report, owner, now),
         )
         .values(owner=owner, lease_expires_at=lease_deadline())
     )
@@ -609,7 +606,7 @@ def give_up(report_id: str, reason: str) -> None:
         db.session.commit()
 
     logger.warning("report %s: failed: %s", report_id, reason)
-    with_database_retries(fail, report_id, rollback=True)
+    with_database_retries(fail, report_id)
 
 
 def short_reason(exc: Exception) -> str:
@@ -644,7 +641,7 @@ def transient_kind(exc: Exception) -> str | None:
     return "connection" if code in CONNECTION_CODES else None
 
 
-def with_database_retries(step: Callable[[], Any], report_id: str, rollback: bool = True) -> Any:
+def with_database_retries(step: Callable[[], Any], report_id: str) -> Any:
     """Run a step; when a lock was in the way try again soon (up to LOCK_RETRIES times), when the
     connection was lost try again on a new one (REPORT_DB_RETRIES times, waiting 1, 2, 4… s);
     then let the error through."""
@@ -654,8 +651,7 @@ def with_database_retries(step: Callable[[], Any], report_id: str, rollback: boo
         try:
             return step()
         except Exception as exc:
-            if rollback:
-                db.session.rollback()
+            db.session.rollback()
             kind = transient_kind(exc)
             if kind is None or tries[kind] >= limits[kind]:
                 raise

@@ -57,7 +57,7 @@ def lease_seconds() -> float:
 
 def renew(owner: str) -> None:
     """Push back the deadline of every active row this process owns."""
-    deadline = utcnow() + timedelta(seconds=lease_seconds())
+    deadline = jobs.lease_deadline()
     for model in (ReportShard, Report):  # shards, then reports: the lock order of every step
         db.session.execute(
             update(model)
@@ -89,8 +89,9 @@ def dead_local_owners(owners: set[str]) -> set[str]:
 def take_over_expired(executor: jobs.Executor) -> int:
     """Queue again the steps whose owner stopped renewing; return how many."""
     taken = 0
+    dead = dead_local_owners(active_owners())
     for model in (Report, ReportShard):
-        for row in expired_rows(model):
+        for row in expired_rows(model, dead):
             if claim_expired(model, row, executor.owner):
                 logger.warning(
                     "report %s: taking over %s left by %s",
@@ -109,26 +110,29 @@ def take_over_expired(executor: jobs.Executor) -> int:
     return taken
 
 
-def expired_rows(model) -> list:
-    """Active rows whose lease ran out or whose owner died on this machine."""
+def active_owners() -> set[str]:
+    """The owners of active reports and shards."""
+    owners: set[str] = set()
+    for model in (Report, ReportShard):
+        owners.update(
+            db.session.scalars(
+                select(model.owner)
+                .where(model.status.in_(ACTIVE_STATES), model.owner.is_not(None))
+                .distinct()
+            )
+        )
+    db.session.commit()
+    return owners
+
+
+def expired_rows(model, dead: set[str]) -> list:
+    """Active rows whose lease ran out or whose owner died on this machine (`dead`)."""
     now = utcnow()
     key = model.id if model is Report else model.report_id
     columns = [key.label("report_key"), model.owner, model.lease_expires_at, model.status]
     if model is ReportShard:
         columns.append(model.shard)
-    owners = set(
-        db.session.scalars(
-            select(model.owner)
-            .where(model.status.in_(ACTIVE_STATES), model.owner.is_not(None))
-            .distinct()
-        )
-    )
-    dead = dead_local_owners(owners)
-    stale = (
-        or_(model.lease_expires_at < now, model.owner.in_(dead))
-        if dead
-        else (model.lease_expires_at < now)
-    )
+    stale = or_(model.lease_expires_at < now, model.owner.in_(dead))
     queued_steps = (
         model.status.in_(ACTIVE_STATES)
         if model is ReportShard
@@ -146,14 +150,13 @@ def claim_expired(model, row, new_owner: str | None) -> bool:
     match.append(model.owner.is_(None) if row.owner is None else model.owner == row.owner)
     if model is ReportShard:
         match.append(model.shard == row.shard)
-    seconds = lease_seconds() if new_owner else jobs.settings()["REPORT_REQUEUE_SECONDS"]
     claimed = db.session.execute(
         update(model)
         .where(*match, model.status.in_(ACTIVE_STATES))
         .values(
             status=ReportStatus.QUEUED,
             owner=new_owner,
-            lease_expires_at=utcnow() + timedelta(seconds=seconds),
+            lease_expires_at=jobs.queued_lease(new_owner),
         )
     )
     db.session.commit()

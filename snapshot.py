@@ -25,11 +25,12 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, bindparam, text
 
 import report
+import timestamps
 
 logger = logging.getLogger(__name__)
 
 WEEK_US = report.WINDOWS_US["week"]
-FIRST_LOOKBACK_US = 24 * 3600 * 1_000_000
+FIRST_LOOKBACK_US = timestamps.US_PER_DAY
 MAX_GROUP_CONCAT_BYTES = 4_294_967_295
 KEYS_PER_QUERY = 500
 VERSION = "batch <= :batch AND (retired_batch IS NULL OR retired_batch > :batch)"
