@@ -22,6 +22,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 import loader
+import openapi
 from api import RETRY_AFTER_SECONDS, ApiError
 from models import db
 from validation import CLOSURES, HOURS, POLLS, REQUIRED_COLUMNS, TIMEZONES
@@ -268,7 +269,6 @@ def _openapi_operation(kind: str) -> dict[str, Any]:
     content = {CSV_TYPE: {"schema": {"type": "string", "pattern": EXAMPLE_PATTERNS[kind]}}}
     if kind == POLLS:
         content[NDJSON_TYPE] = {"schema": {"type": "string", "pattern": EXAMPLE_PATTERNS["ndjson"]}}
-    error = {"$ref": "#/components/schemas/Error"}
     row_error = {
         "type": "object",
         "required": ["line", "column", "value", "reason"],
@@ -305,9 +305,6 @@ def _openapi_operation(kind: str) -> dict[str, Any]:
         },
     }
 
-    def answer(description: str, schema: dict) -> dict:
-        return {"description": description, "content": {"application/json": {"schema": schema}}}
-
     return {
         "summary": f"Store {kind} rows: the CSV columns {columns}"
         + (" (or NDJSON objects with them)" if kind == POLLS else ""),
@@ -327,14 +324,15 @@ def _openapi_operation(kind: str) -> dict[str, Any]:
         ],
         "requestBody": {"required": True, "content": content},
         "responses": {
-            "200": answer("stored, in one batch (or nothing new: a retry)", stored),
-            "400": answer("empty body, bad gzip or a bad parameter", error),
-            "401": answer("API_TOKEN is set and the bearer token is missing or wrong", error),
-            "405": answer("method not allowed", error),
-            "413": answer("the body is larger than INGEST_MAX_BYTES (also decompressed)", error),
-            "415": answer("wrong Content-Type or Content-Encoding", error),
-            "422": answer("invalid rows (the first 20) or header; nothing was stored", refused),
-            "503": answer("another load holds the write lock; nothing was stored", error),
+            "200": openapi.json_response("stored, in one batch (or nothing new: a retry)", stored),
+            "400": openapi.error("empty body, bad gzip or a bad parameter"),
+            **openapi.COMMON_ERRORS,
+            "413": openapi.error("the body is larger than INGEST_MAX_BYTES (also decompressed)"),
+            "415": openapi.error("wrong Content-Type or Content-Encoding"),
+            "422": openapi.json_response(
+                "invalid rows (the first 20) or header; nothing was stored", refused
+            ),
+            "503": openapi.error("another load holds the write lock; nothing was stored"),
         },
     }
 

@@ -97,10 +97,11 @@ def _column_or_nulls(table: pa.Table, name: str, kind: pa.DataType, rows: int) -
 
 
 class RejectsInMemory:
-    """The first `limit` rejected rows (line, column, value, reason); the rest only counted."""
+    """The first MAX_KEPT_REJECTS rejected rows (line, column, value, reason); the rest only
+    counted."""
 
-    def __init__(self, limit: int | None = None) -> None:
-        self.limit = MAX_KEPT_REJECTS if limit is None else limit
+    def __init__(self) -> None:
+        self.limit = MAX_KEPT_REJECTS
         self.rows: list[RowError] = []
 
     def open(self) -> None:

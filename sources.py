@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+import grouped
 from validation import (
     CLOSURES,
     HOURS,
@@ -262,7 +263,7 @@ class MalformedRows:
         # Good rows between the header and each skipped line.
         rows_before = numbers - 2 - (self.skipped + np.arange(numbers.size))
         self.skipped += numbers.size
-        starts = np.flatnonzero(np.r_[True, rows_before[1:] != rows_before[:-1]])
+        starts = np.flatnonzero(grouped.first_of_group(rows_before))
         values = rows_before[starts].tolist()
         lengths = np.diff(np.r_[starts, numbers.size]).tolist()
         if self.run_rows_before and self.run_rows_before[-1] == values[0]:

@@ -88,10 +88,10 @@ class StoreKeys:
     `abc`, `ABC` and `ábc` are three stores whatever the database's default collation.
     """
 
-    def __init__(self, conn: Connection, known: KnownStores | None = None) -> None:
+    def __init__(self, conn: Connection, known: KnownStores) -> None:
         self.conn = conn
         largest = int(conn.execute(select(func.max(Store.id))).scalar() or 0)
-        self.known = known or KnownStores()
+        self.known = known
         self.known.forget_if_beyond(largest)
         self.seen = KnownStores()  # looked up or created by this load, not yet committed
         self.next_key = largest + 1
@@ -163,9 +163,9 @@ class PollWriter:
     earlier row (or the earlier run, or load) is the one kept.
     """
 
-    def __init__(self, conn: Connection, batch: int, limit: int | None = None) -> None:
+    def __init__(self, conn: Connection, batch: int) -> None:
         self.conn, self.batch = conn, batch
-        self.limit = POLL_BUFFER_ROWS if limit is None else limit
+        self.limit = POLL_BUFFER_ROWS
         self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.buffered = 0
         self.inserted = 0
