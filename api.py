@@ -32,7 +32,7 @@ class ApiError(Exception):
     """An error answered as JSON `{"error": ..., "message": ...}` with an HTTP status."""
 
     def __init__(
-        self, status: int, error: str, message: str, headers: dict | None = None, **extra: Any
+        self, status: int, error: str, message: str, headers: dict | None = None, /, **extra: Any
     ) -> None:
         super().__init__(message)
         self.status, self.error, self.message = status, error, message
@@ -245,16 +245,19 @@ def get_report(report_id: str) -> Response:
     return response
 
 
+def report_heading(row: Report) -> dict[str, Any]:
+    """What a finished report's JSON answers start with: its id, instant and options."""
+    return {
+        "report_id": row.id,
+        "as_of": _instant(row.as_of_us),
+        "options": jobs.describe_options(row),
+    }
+
+
 def report_json(row: Report) -> Response:
     table = jobs.finished_table(row)
     response = jsonify(
-        {
-            "report_id": row.id,
-            "as_of": _instant(row.as_of_us),
-            "options": jobs.describe_options(row),
-            "columns": list(table.columns),
-            "rows": results.json_rows(table),
-        }
+        {**report_heading(row), "columns": list(table.columns), "rows": results.json_rows(table)}
     )
     response.headers["X-Report-Status"] = "Complete"
     return response

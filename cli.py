@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -142,22 +143,22 @@ def generate_data_command(out_dir: Path, stores: int, days: int, seed: int, end:
         click.echo(str(path))
 
 
-def parse_stale_after(_ctx, _param, value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return timestamps.parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
+def option_parser(parse: Callable[[str], int]) -> Callable[..., int | None]:
+    """A click callback: `parse` the option's text; a ValueError is a usage error (exit 2)."""
+
+    def callback(_ctx, _param, value: str | None) -> int | None:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+
+    return callback
 
 
-def parse_as_of(_ctx, _param, value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return timestamps.parse_iso_instant(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
+parse_stale_after = option_parser(timestamps.parse_duration)
+parse_as_of = option_parser(timestamps.parse_iso_instant)
 
 
 @click.command("report")

@@ -662,7 +662,7 @@ def store_timeline(
         return None
     code = int(code[0])
     low, high = state.week_start_tick, state.now_tick
-    row = report_frame(state, options).iloc[code].to_dict()
+    row = report_frame(state, options).iloc[[code]].to_dict("records")[0]  # keeps int counts
     zone_by_code = _zones_by_code(inputs.zones, state.polls.stores)
     closures = closure_intervals(inputs.closures, state.polls.stores, zone_by_code)
     return Timeline(

@@ -20,7 +20,6 @@ import timestamps
 from timestamps import US_PER_HOUR
 
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-COUNT_PREFIX = "outages_last_"
 
 
 def store_key(engine: Engine, external_id: str) -> int | None:
@@ -186,8 +185,4 @@ def outages(
 def totals(row: dict[str, object]) -> dict[str, Any]:
     """The store's report row without its id: the same numbers as the report's JSON."""
     numbers = {name: value for name, value in row.items() if name != "store_id"}
-    frame = pd.DataFrame([numbers])
-    for name in frame.columns:
-        if name.startswith(COUNT_PREFIX):
-            frame[name] = frame[name].astype(np.int64)
-    return results.json_rows(frame)[0] if numbers else {}
+    return results.json_rows(pd.DataFrame([numbers]))[0]

@@ -20,7 +20,15 @@ import report_tables
 import snapshot
 import timelines
 import timestamps
-from api import ApiError, find_report, parse_as_of, parse_stale_after, public
+from api import (
+    TRIGGER_FIELDS,
+    ApiError,
+    find_report,
+    parse_as_of,
+    parse_stale_after,
+    public,
+    report_heading,
+)
 from models import ACTIVE_STATES, STORE_ID_MAX_LENGTH, Report, ReportStatus, db
 
 bp = Blueprint("web", __name__)
@@ -76,22 +84,15 @@ def store_page(store_id: str) -> Response:
 # --------------------------------------------------------------------------- one report
 
 
-def with_report_status(http_status: int, error: str, message: str, row: Report) -> ApiError:
-    """An error whose JSON also carries the report's `status`, as /get_report's errors do
-    (ApiError's own first argument is named `status`, so it is added afterwards)."""
-    problem = ApiError(http_status, error, message)
-    problem.extra = {"status": str(row.status)}
-    return problem
-
-
 def finished_report(report_id: str) -> Report:
     """A Complete report whose table is still stored; else 404, 409, 410 or 422."""
     row = find_report(report_id)
     if row.status in ACTIVE_STATES:
         message = f"the report is {row.status}; its stores are shown once it is Complete"
-        raise with_report_status(409, "not_ready", message, row)
+        raise ApiError(409, "not_ready", message, status=str(row.status))
     if row.status == ReportStatus.FAILED:
-        raise with_report_status(422, "report_failed", row.error or "the report failed", row)
+        message = row.error or "the report failed"
+        raise ApiError(422, "report_failed", message, status=str(row.status))
     return row
 
 
@@ -102,11 +103,6 @@ def report_table(row: Report) -> report_tables.ReportTable:
         raise ApiError(
             410, "gone", "the report's data is no longer available; trigger a new report"
         ) from exc
-
-
-def report_heading(row: Report) -> dict[str, Any]:
-    as_of = None if row.as_of_us is None else timestamps.format_instant(row.as_of_us)
-    return {"report_id": row.id, "as_of": as_of, "options": jobs.describe_options(row)}
 
 
 @bp.get("/reports/<report_id>/summary")
@@ -162,7 +158,7 @@ def report_stores(report_id: str) -> Response:
             "total": len(table.frame),
             "matched": found.matched,
             **asdict(asked),
-            "columns": [*table.columns, report_tables.UPTIME_PERCENT],
+            "columns": table.sortable,
             "rows": found.rows,
         }
     )
@@ -201,7 +197,7 @@ def timeline_snapshot() -> tuple[snapshot.Snapshot, report.ReportOptions, str | 
     args = request.args
     if "report" in args:
         row = find_report(args["report"])
-        if any(name in args for name in ("as_of", "stale_after", "outages")):
+        if TRIGGER_FIELDS & args.keys():
             raise ApiError(
                 400,
                 "bad_request",
@@ -210,7 +206,7 @@ def timeline_snapshot() -> tuple[snapshot.Snapshot, report.ReportOptions, str | 
             )
         if row.batch is None:
             message = "the report has not started: its data is not fixed yet"
-            raise with_report_status(409, "not_ready", message, row)
+            raise ApiError(409, "not_ready", message, status=str(row.status))
         return snapshot.Snapshot(row.batch, row.as_of_us, 0), jobs.options_of(row), row.id
     as_of = parse_as_of(args["as_of"]) if "as_of" in args else None
     options = report.ReportOptions(
