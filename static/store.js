@@ -65,6 +65,11 @@ function localText(iso, withDate = true) {
   return `${weekday} ${date.getUTCDate()} ${MONTHS[date.getUTCMonth()]} ${clock}`;
 }
 
+// A span's local start and end, for titles and lists.
+function localRange(span) {
+  return `${localText(span.start_local)} – ${localText(span.end_local)}`;
+}
+
 function hoursText(value) {
   return `${value.toFixed(2)} h`;
 }
@@ -208,84 +213,58 @@ function drawTimeline() {
   });
 
   // Time outside the week (before its start, after now) is hatched.
+  const outside = { class: "outside", "data-kind": "outside" };
   days.forEach((day, row) => {
     const full = [rowTop(row) + 1, ROW.height - 4];
     if (day.start_us < first)
-      rect(row, day, day.start_us, Math.min(first, day.end_us), full, {
-        class: "outside",
-        "data-kind": "outside",
-      });
-    if (day.end_us > now)
-      rect(row, day, Math.max(now, day.start_us), day.end_us, full, {
-        class: "outside",
-        "data-kind": "outside",
-      });
+      rect(row, day, day.start_us, Math.min(first, day.end_us), full, outside);
+    if (day.end_us > now) rect(row, day, Math.max(now, day.start_us), day.end_us, full, outside);
   });
 
-  week.segments.forEach((segment, index) => {
-    pieces(segment.start_us, segment.end_us, (row, day, from, to) =>
-      rect(
-        row,
-        day,
-        from,
-        to,
-        ROW.status,
-        {
-          class: `segment ${segment.status}`,
-          "data-kind": "segment",
-          "data-index": index,
-          "data-status": segment.status,
-        },
-        `${segment.status}: ${localText(segment.start_local)} – ${localText(segment.end_local)}`,
-      ),
+  // Spans of the week in one lane: each a rect per day it crosses, titled in local time.
+  const drawSpans = (spans, laneRows, attributes, title) =>
+    spans.forEach((span, index) =>
+      pieces(span.start_us, span.end_us, (row, day, from, to) => {
+        const spanAttributes = { ...attributes(span), "data-index": index };
+        rect(row, day, from, to, laneRows, spanAttributes, title(span));
+      }),
     );
-  });
+  drawSpans(
+    week.segments,
+    ROW.status,
+    (segment) => ({
+      class: `segment ${segment.status}`,
+      "data-kind": "segment",
+      "data-status": segment.status,
+    }),
+    (segment) => `${segment.status}: ${localRange(segment)}`,
+  );
   // Status outside business hours does not count: it is dimmed.
   closedTime().forEach(([start, end]) => {
     pieces(start, end, (row, day, from, to) =>
       rect(row, day, from, to, ROW.status, { class: "closed", "data-kind": "closed" }),
     );
   });
-  week.business.forEach((span, index) => {
-    pieces(span.start_us, span.end_us, (row, day, from, to) =>
-      rect(
-        row,
-        day,
-        from,
-        to,
-        ROW.business,
-        { class: "business", "data-kind": "business", "data-index": index },
-        `open: ${localText(span.start_local)} – ${localText(span.end_local)}`,
-      ),
-    );
-  });
-  week.closures.forEach((span, index) => {
-    pieces(span.start_us, span.end_us, (row, day, from, to) =>
-      rect(
-        row,
-        day,
-        from,
-        to,
-        ROW.business,
-        { class: "closure", "data-kind": "closure", "data-index": index },
-        `closure: ${localText(span.start_local)} – ${localText(span.end_local)}`,
-      ),
-    );
-  });
-  week.outages.forEach((outage, index) => {
-    pieces(outage.start_us, outage.end_us, (row, day, from, to) =>
-      rect(
-        row,
-        day,
-        from,
-        to,
-        ROW.outages,
-        { class: "outage", "data-kind": "outage", "data-index": index },
-        `inactive stretch: ${localText(outage.start_local)} – ${localText(outage.end_local)}, ` +
-          `${hoursText(outage.business_hours)} in business hours`,
-      ),
-    );
-  });
+  drawSpans(
+    week.business,
+    ROW.business,
+    () => ({ class: "business", "data-kind": "business" }),
+    (span) => `open: ${localRange(span)}`,
+  );
+  drawSpans(
+    week.closures,
+    ROW.business,
+    () => ({ class: "closure", "data-kind": "closure" }),
+    (span) => `closure: ${localRange(span)}`,
+  );
+  drawSpans(
+    week.outages,
+    ROW.outages,
+    () => ({ class: "outage", "data-kind": "outage" }),
+    (outage) =>
+      `inactive stretch: ${localRange(outage)}, ` +
+      `${hoursText(outage.business_hours)} in business hours`,
+  );
   week.polls.forEach((poll, index) => {
     const row = rowOf(poll.at_us);
     const day = days[row];
@@ -534,7 +513,7 @@ function renderClosures() {
     .getElementById("closures-list")
     .replaceChildren(
       ...week.closures.map((span) =>
-        h("li", {}, `${localText(span.start_local)} – ${localText(span.end_local)} (local time)`),
+        h("li", {}, `${localRange(span)} (local time)`),
       ),
     );
 }
