@@ -386,38 +386,41 @@ def shifted_polls(tmp_path: Path, copies: int) -> Path:
 
 
 def test_a_report_during_a_load_sees_all_of_it_or_none(app, tmp_path, monkeypatch):
-    # Shards read at different moments; slow each read down so that the load commits between
-    # the snapshot being fixed and some shard reading: the watermark must still hold.
-    read_shard = snapshot.read_shard
-
-    def slow_read(*args):
-        time.sleep(0.05)
-        return read_shard(*args)
-
-    monkeypatch.setattr(snapshot, "read_shard", slow_read)
+    # Forced order (a hook, not timing): the load has written its polls but not committed; a
+    # snapshot is fixed and two shards are read; the load commits; the other two shards are
+    # read with the same snapshot. The watermark must hold: the snapshot reads the data as it
+    # was before the load, entirely, and a snapshot fixed afterwards reads all of the load.
     as_of = timestamps.parse_iso_instant("2023-01-26T00:00:00Z")
     with app.app_context():
         loader.load(db.engine, SAMPLE)
         before_rows = polls_read(as_of)
-    more = shifted_polls(tmp_path, 8)
-    seen: list[tuple[int, int, int]] = []
-    loading = threading.Thread(target=lambda: run_load(app, more))
-    with app.app_context():
-        loading.start()
-        while loading.is_alive():
+    record_batch = loader._record_batch
+    mid_load: list[tuple[snapshot.Snapshot, int]] = []
+
+    def read_before_commit(conn, batch, *args):
+        record_batch(conn, batch, *args)
+        with app.app_context():  # another connection, while the load is uncommitted
             fixed = snapshot.fix_snapshot(db.engine, as_of)
-            parts = [
-                snapshot.read_shard(db.engine, fixed, low, low + 50) for low in (1, 51, 101, 151)
-            ]
-            last = db.session.scalar(text("SELECT last_batch FROM data_state"))
-            db.session.commit()
-            seen.append((fixed.batch, last, sum(p.inputs.polls.ts_us.size for p in parts)))
-        loading.join()
+            mid_load.append((fixed, shard_polls(fixed, (1, 51))))
+
+    monkeypatch.setattr(loader, "_record_batch", read_before_commit)
+    run_load(app, shifted_polls(tmp_path, 8))
+    monkeypatch.setattr(loader, "_record_batch", record_batch)
+    [(fixed, first_half)] = mid_load
+    with app.app_context():
+        second_half = shard_polls(fixed, (101, 151))
+        last = db.session.scalar(text("SELECT last_batch FROM data_state"))
+        db.session.commit()
         after_rows = polls_read(as_of)
+    assert (fixed.batch, last) == (1, 2)
+    assert first_half + second_half == before_rows
     assert after_rows > before_rows
-    overlapped = [entry for entry in seen if entry[0] == 1 and entry[1] == 2]
-    assert overlapped, "no snapshot was fixed before the load committed and read after it"
-    assert all(count == (before_rows if batch == 1 else after_rows) for batch, _, count in seen)
+
+
+def shard_polls(fixed: snapshot.Snapshot, shard_starts: tuple[int, ...]) -> int:
+    """Polls read by the shards of 50 stores starting at `shard_starts`."""
+    parts = [snapshot.read_shard(db.engine, fixed, low, low + 50) for low in shard_starts]
+    return sum(part.inputs.polls.ts_us.size for part in parts)
 
 
 def polls_read(as_of: int) -> int:
