@@ -17,6 +17,7 @@ and its token check come too late to protect the server itself. Here:
 from __future__ import annotations
 
 import heapq
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -26,7 +27,14 @@ from flask import Flask
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import MultiSocketServer, TcpWSGIServer
-from waitress.task import ThreadedTaskDispatcher
+from waitress.task import ErrorTask, ThreadedTaskDispatcher
+from waitress.utilities import (
+    BadRequest,
+    Error,
+    InternalServerError,
+    RequestEntityTooLarge,
+    RequestHeaderFieldsTooLarge,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +72,49 @@ def adjustments(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# What waitress' parser says of a request it refuses may quote the request: this much of it.
+DETAIL_CHARS = 200
+
+
+class JsonErrorTask(ErrorTask):
+    """waitress' own error answers (a body too large, a request it cannot parse) in the
+    service's JSON shape, like every other error: `{"error": ..., "message": ...}`."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        body = json.dumps(
+            {"error": error_name(error), "message": error_message(error, self.channel.adj)}
+        ).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+def error_name(error: Error) -> str:
+    """The app's names: Werkzeug's reason in snake case, `internal_error` for a 500."""
+    if isinstance(error, InternalServerError):
+        return "internal_error"
+    return error.reason.lower().replace(" ", "_")
+
+
+def error_message(error: Error, adj: Adjustments) -> str:
+    """What the client did wrong, in the app's words where waitress' would mislead."""
+    if isinstance(error, RequestEntityTooLarge):  # the limit waitress states is one byte over
+        return (
+            f"the body is larger than any endpoint accepts ({adj.max_request_body_size - 1} bytes)"
+        )
+    if isinstance(error, RequestHeaderFieldsTooLarge):
+        return f"the request's headers are larger than {adj.max_request_header_size} bytes"
+    if isinstance(error, InternalServerError):  # the app answers its own errors; this is rarer
+        return "an unexpected error occurred; it has been logged"
+    detail = str(error.body)[:DETAIL_CHARS]
+    if isinstance(error, BadRequest):
+        return f"not a valid HTTP request: {detail}"
+    return detail
+
+
 class TimedChannel(HTTPChannel):
     """A client connection that knows since when it has been waiting on its client.
 
@@ -74,6 +125,8 @@ class TimedChannel(HTTPChannel):
     read or sent: for an idle keep-alive, the end of its last answer; for an answer waiting to
     be sent, the last bytes its client took.
     """
+
+    error_task_class = JsonErrorTask
 
     def __init__(self, server, sock, addr, adj, map=None) -> None:
         super().__init__(server, sock, addr, adj, map)
