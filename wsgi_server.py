@@ -16,6 +16,7 @@ and its token check come too late to protect the server itself. Here:
 
 from __future__ import annotations
 
+import errno
 import heapq
 import json
 import logging
@@ -35,6 +36,8 @@ from waitress.utilities import (
     RequestEntityTooLarge,
     RequestHeaderFieldsTooLarge,
 )
+
+from config import SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -259,30 +262,60 @@ class ProtectedServer(TcpWSGIServer):
 
 
 def create_server(app: Flask) -> ProtectedServer | MultiSocketServer:
-    """One protected server per address HOST resolves to, sharing one event loop and threads."""
-    adj = Adjustments(**adjustments(app.config))
+    """One protected server per address HOST resolves to, sharing one event loop and threads.
+
+    The servers listen from here on (connections wait until `run()`); an address that cannot
+    be listened on is a SettingsError naming HOST or PORT.
+    """
+    host, port = app.config["HOST"], app.config["PORT"]
+    try:
+        adj = Adjustments(**adjustments(app.config))
+    except ValueError:  # waitress' message ("Invalid host/port specified.") names neither
+        raise SettingsError(f"HOST={host!r}: not an address, nor a name that resolves") from None
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(adj.threads)
     socket_map: dict = {}
-    servers = [
-        ProtectedServer(
-            app,
-            socket_map,
-            dispatcher=dispatcher,
-            adj=adj,
-            sockinfo=sockinfo,
-            header_timeout=app.config["HTTP_HEADER_TIMEOUT"],
-        )
-        for sockinfo in adj.listen
-    ]
-    for server in servers:
-        logger.info("serving on http://%s:%s", server.effective_host, server.effective_port)
+    try:
+        servers = [
+            ProtectedServer(
+                app,
+                socket_map,
+                dispatcher=dispatcher,
+                adj=adj,
+                sockinfo=sockinfo,
+                header_timeout=app.config["HTTP_HEADER_TIMEOUT"],
+            )
+            for sockinfo in adj.listen
+        ]
+    except OSError as exc:
+        dispatcher.shutdown()
+        raise SettingsError(cannot_listen(exc, host, port)) from None
     if len(servers) == 1:
         return servers[0]
     listening = [(server.effective_host, server.effective_port) for server in servers]
     return MultiSocketServer(socket_map, adj, listening, dispatcher, servers[0].log_info)
 
 
+def cannot_listen(exc: OSError, host: str, port: int) -> str:
+    """Why the server cannot listen, naming the setting to change."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"PORT={port}: already in use on {host} (another server listens there)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"HOST={host!r}: not an address of this machine"
+    return f"cannot listen on HOST={host!r}, PORT={port}: {exc.strerror}"
+
+
 def serve(app: Flask) -> None:
     """Serve `app` on HOST:PORT until the process is stopped."""
-    create_server(app).run()
+    run(create_server(app))
+
+
+def run(server: ProtectedServer | MultiSocketServer) -> None:
+    """Serve until the process is stopped, saying where."""
+    if isinstance(server, MultiSocketServer):
+        addresses = server.effective_listen
+    else:
+        addresses = [(server.effective_host, server.effective_port)]
+    for host, port in addresses:
+        logger.info("serving on http://%s:%s", host, port)
+    server.run()

@@ -669,3 +669,15 @@ def test_the_servers_own_errors_are_json_like_the_apps(
     assert b"\r\nContent-Type: application/json\r\n" in head + b"\r\n"
     assert b"\r\nConnection: close" in head
     assert json.loads(body) == {"error": error, "message": message}
+
+
+@pytest.mark.slow
+def test_the_smallest_connection_limit_allowed_still_answers(start_server):
+    # 16: waitress' listening socket and wake-up pipe, a place kept free, and 13 for clients
+    server = start_server(HTTP_CONNECTION_LIMIT="16")
+    with contextlib.ExitStack() as stack:
+        for _ in range(10):  # idle keep-alives, more than half the limit
+            idle = stack.enter_context(socket.create_connection(("127.0.0.1", server.port)))
+            idle.sendall(HEALTHZ)
+        response = requests.get(f"{server.url}/healthz", timeout=30)
+    assert response.json() == {"status": "ok", "database": "ok"}
