@@ -12,6 +12,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from flask import Flask, current_app
@@ -74,7 +75,7 @@ def overview() -> str:
 class ServiceCommand(click.Command):
     """A command whose failure to connect to the database is one line naming DATABASE_URL."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         app = ctx.ensure_object(ScriptInfo).load_app()
         with config.connection_errors_named(app.config["DATABASE_URL"]):
             return super().invoke(ctx)

@@ -11,7 +11,8 @@ and its token check come too late to protect the server itself. Here:
   their client are closed first, so a new client is still accepted: those that have not
   finished their headers, idle keep-alives, bodies arriving slower than BODY_RATE_FLOOR, and
   answers their client does not read. A connection whose request runs is never closed, nor a
-  body or an answer that moves on time.
+  body or an answer that moves on time;
+- the server's own error answers are JSON in the service's shape, like the app's.
 """
 
 from __future__ import annotations
