@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import TYPE_CHECKING
 
+import click
 from flask import Flask
 from sqlalchemy import event
 
@@ -16,7 +18,12 @@ import ingest
 import jobs
 import web
 from executors import CeleryExecutor, InlineExecutor, ThreadExecutor
-from models import SchemaError, db, init_schema
+from models import db, init_schema
+
+if TYPE_CHECKING:
+    from waitress.server import MultiSocketServer
+
+    from wsgi_server import ProtectedServer
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +47,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     database_url = app.config["DATABASE_URL"]
     app.config["SQLALCHEMY_DATABASE_URI"] = database_url
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = config.engine_options(database_url)
-    os.makedirs(app.config["REPORTS_DIR"], exist_ok=True)
+    config.prepare_reports_dir(app.config["REPORTS_DIR"])
     db.init_app(app)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
@@ -122,15 +129,33 @@ def _start_once(app: Flask) -> None:
 
 
 def main() -> None:
-    from wsgi_server import serve
+    """`python app.py`: serve until stopped; a setting the service cannot start with (a bad
+    value, a database it cannot reach, an address it cannot listen on) is one line on stderr
+    and exit status 1."""
+    import wsgi_server
 
     config.configure_logging()
     try:
-        app = create_app()
-        start_service(app)
-    except (config.SettingsError, SchemaError) as exc:
+        server = start_server()
+    except click.ClickException as exc:  # SettingsError, SchemaError
         raise SystemExit(f"cannot start: {exc.message}") from None
-    serve(app)
+    wsgi_server.run(server)
+
+
+def start_server() -> ProtectedServer | MultiSocketServer:
+    """The app, started, with its server listening (it serves once run).
+
+    The database is reached, then the address taken, before any start-up work is done.
+    """
+    from wsgi_server import create_server
+
+    app = create_app()
+    with config.connection_errors_named(app.config["DATABASE_URL"]):
+        with app.app_context():
+            db.engine.connect().close()
+        server = create_server(app)
+        start_service(app)
+    return server
 
 
 if __name__ == "__main__":

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from flask import Flask, current_app
-from flask.cli import with_appcontext
+from flask.cli import AppGroup, ScriptInfo, with_appcontext
 
 import config
 import generator
@@ -26,19 +28,60 @@ from executors import InlineExecutor
 from leases import LeaseKeeper
 from models import LoadBatch, Report, ReportStatus, db, init_schema
 
+ABOUT = """Store Monitor: how long each store was up and down during its business hours over
+the last hour, day and week, from sparse polls. `python app.py` serves the API and the web page;
+these commands set up the database, load data and compute reports with the same code."""
+SETTINGS_INTRO = """Settings come from environment variables (unset or empty: the default); one the
+service cannot run with stops a command, or the server, with a one-line message naming it:"""
+
 
 def register(app: Flask) -> None:
-    for command in (
-        init_db_command,
-        load_data_command,
-        generate_data_command,
-        report_command,
-        worker_command,
-    ):
-        app.cli.add_command(command)
+    """Give the app its commands, in a group that describes the service (see ServiceCommands)."""
+    commands = ServiceCommands(app.name, commands=app.cli.commands)  # blueprints' ones too
+    for command in COMMANDS:
+        commands.add_command(command)
+    app.cli = commands
 
 
-@click.command("init-db")
+class ServiceCommands(AppGroup):
+    """The app's commands.
+
+    `flask --app app --help` is the help of Flask's own group, whose text is generic and
+    printed before the app is loaded. The app is loaded to list these commands, before that
+    group's epilog is printed: listing them gives it an epilog that says what the service is
+    and which settings it reads.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        ctx.command.epilog = overview()
+        return super().list_commands(ctx)
+
+
+def overview() -> str:
+    """What the service is and its settings, each with its default (from config.SETTINGS)."""
+    name_width = max(map(len, config.SETTINGS)) + 2
+    help_width = 76 - name_width  # Click indents an epilog by 2 of its 78 columns
+    lines = []
+    for name, setting in config.SETTINGS.items():
+        default = config.shown_default(setting)
+        text = setting.help.replace("`", "") + (f" [default: {default}]" if default else "")
+        wrapped = textwrap.wrap(text, help_width) or [""]
+        lines.append(name.ljust(name_width) + wrapped[0])
+        lines.extend(" " * name_width + line for line in wrapped[1:])
+    # "\b": Click keeps that paragraph's lines as they are
+    return "\n\n".join([ABOUT, SETTINGS_INTRO, "\b\n" + "\n".join(lines)])
+
+
+class ServiceCommand(click.Command):
+    """A command whose failure to connect to the database is one line naming DATABASE_URL."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        app = ctx.ensure_object(ScriptInfo).load_app()
+        with config.connection_errors_named(app.config["DATABASE_URL"]):
+            return super().invoke(ctx)
+
+
+@click.command("init-db", cls=ServiceCommand)
 @with_appcontext
 def init_db_command() -> None:
     """Create the database schema (idempotent)."""
@@ -68,27 +111,24 @@ class TerminalProgress:
         )
 
 
-@click.command("load-data")
+INPUT_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+FOUND_IN_FOLDER = "in FOLDER"
+
+
+@click.command(
+    "load-data", cls=ServiceCommand, short_help="Load polls, hours, time zones and closures."
+)
 @with_appcontext
 @click.argument(
     "folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
 )
-@click.option(
-    "--polls", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Polls CSV."
-)
-@click.option(
-    "--hours",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Business hours CSV.",
-)
-@click.option(
-    "--timezones",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Time zones CSV.",
-)
+@click.option("--polls", type=INPUT_FILE, show_default=FOUND_IN_FOLDER, help="Polls CSV.")
+@click.option("--hours", type=INPUT_FILE, show_default=FOUND_IN_FOLDER, help="Business hours CSV.")
+@click.option("--timezones", type=INPUT_FILE, show_default=FOUND_IN_FOLDER, help="Time zones CSV.")
 @click.option(
     "--closures",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=INPUT_FILE,
+    show_default=FOUND_IN_FOLDER,
     help="Closures CSV (store_id,start_local,end_local).",
 )
 @click.option(
@@ -123,7 +163,9 @@ def load_data_command(folder, polls, hours, timezones, closures, skip_invalid, i
     click.echo(str(summary))
 
 
-@click.command("generate-data")
+@click.command(
+    "generate-data", cls=ServiceCommand, short_help="Write a realistic data set of CSVs."
+)
 @with_appcontext
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--stores", default=200, show_default=True, type=click.IntRange(1, 10_000_000))
@@ -161,17 +203,23 @@ parse_stale_after = option_parser(timestamps.parse_duration)
 parse_as_of = option_parser(timestamps.parse_iso_instant)
 
 
-@click.command("report")
+@click.command("report", cls=ServiceCommand, short_help="Compute a report now; print its id.")
 @with_appcontext
-@click.option("--as-of", callback=parse_as_of, help="ISO-8601 instant (default: the latest poll).")
+@click.option(
+    "--as-of", callback=parse_as_of, show_default="the latest poll", help="ISO-8601 instant."
+)
 @click.option(
     "--stale-after",
     callback=parse_stale_after,
+    show_default="none: no unknown time",
     help="Count time farther than this from any poll as unknown (90s, 30m, 2h, 1d, PT2H).",
 )
 @click.option("--outages", is_flag=True, help="Add outage counts and the longest outage.")
 @click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Also copy the CSV here."
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    show_default="none: only REPORTS_DIR",
+    help="Also copy the CSV here.",
 )
 def report_command(
     as_of: int | None, stale_after: int | None, outages: bool, out: Path | None
@@ -196,9 +244,15 @@ def report_command(
     click.echo(f"{report_id} {out or path} ({row.row_count} stores)")
 
 
-@click.command("worker")
+@click.command("worker", cls=ServiceCommand, short_help="Run a Celery worker for report jobs.")
 @with_appcontext
-@click.option("--concurrency", type=click.IntRange(1, 256), default=None, help="Processes.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=None,
+    show_default="one per CPU",
+    help="Processes.",
+)
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker_command(concurrency: int | None, loglevel: str) -> None:
     """Run a Celery worker for report jobs (needs CELERY_BROKER_URL)."""
@@ -219,3 +273,12 @@ def worker_command(concurrency: int | None, loglevel: str) -> None:
     if concurrency:
         arguments.append(f"--concurrency={concurrency}")
     celery_app.worker_main(arguments)
+
+
+COMMANDS = (
+    init_db_command,
+    load_data_command,
+    generate_data_command,
+    report_command,
+    worker_command,
+)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
+import click
 import pandas as pd
 from sqlalchemy import text
 
+import cli
+import config
 from models import db
 from tests.conftest import SAMPLE
 from tests.loading import CLOSURES_HEADER, rows, short_lock_wait, write
+from tests.server import run_cli
 
 
 def test_init_db_is_idempotent(runner):
@@ -118,3 +124,29 @@ def test_report_works_when_another_writer_commits_right_before_it(runner, app, t
             other.execute(text("UPDATE service_locks SET uses = uses + 1"))
         report_id = jobs.submit_report(jobs.ReportRequest(), InlineExecutor())
         assert jobs.fresh_report(report_id).status == "Complete"
+
+
+def test_the_flask_help_says_what_the_service_is_and_which_settings_it_reads(tmp_path):
+    done = run_cli(f"sqlite:///{tmp_path / 'test.sqlite3'}", "--help", COLUMNS="80")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "  Store Monitor: how long each store was up and down during its business hours" in lines
+    commands = lines[lines.index("Commands:") + 1 :]
+    commands = commands[: commands.index("")]
+    assert not [line for line in commands if line.endswith("...")]  # none cut short
+    for command in cli.COMMANDS:
+        whole = command.get_short_help_str(limit=200)
+        pattern = rf"  {command.name} +{re.escape(whole)}"
+        assert any(re.fullmatch(pattern, line) for line in commands), command.name
+    listed = [line.split()[0] for line in lines if re.match(r"  [A-Z][A-Z_]+  ", line)]
+    assert listed == list(config.SETTINGS)  # each setting, from config.SETTINGS
+    assert "  PORT                     port python app.py listens on [default: 5000]" in lines
+
+
+def test_every_option_that_takes_a_value_shows_its_default(runner):
+    for command in cli.COMMANDS:
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.is_flag:
+                assert param.show_default, f"{command.name} {param.opts[0]}"
+    result = runner.invoke(args=["report", "--help"])
+    assert "ISO-8601 instant.  [default: (the latest poll)]" in result.output
