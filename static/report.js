@@ -477,7 +477,9 @@ function renderHeader() {
       );
     }
     const unit = measure === "outages" ? "" : window === "hour" ? " (min)" : " (h)";
-    windows.push(h("th", sortAttributes(column), sortButton(column, `${window}${unit}`)));
+    // The sorted column may be held away from its group's heading: it names its measure.
+    const text = column === state.sort ? columnLabel(column) : `${window}${unit}`;
+    windows.push(h("th", sortAttributes(column), sortButton(column, text)));
   }
   storesTable.tHead.replaceChildren(h("tr", {}, groups), h("tr", {}, windows));
   renderColumnPicker();

@@ -815,10 +815,7 @@ def page_urls(web_server, report_id: str, store_id: str) -> dict[str, tuple[str,
     return {
         "reports": (f"{web_server.url}/", "#reports-body tr .status-Complete"),
         "report": (f"{web_server.url}/report/{report_id}", "#stores-table tbody tr"),
-        "store": (
-            f"{web_server.url}/stores/{quote(store_id, safe='')}?report={report_id}",
-            "#timeline svg",
-        ),
+        "store": (f"{web_server.url}{store_path(store_id, report=report_id)}", "#timeline svg"),
     }
 
 
@@ -841,6 +838,9 @@ def test_each_page_loads_without_console_errors_and_fits_the_width(
             tab.page.wait_for_load_state("networkidle")
             assert tab.errors == [], (name, tab.errors)
             assert tab.overflow() <= 0, f"{name} is wider than {width} px"
+            for table in tab.page.locator("table").all():  # no table cut off inside the page
+                fits = table.evaluate("t => t.offsetWidth <= t.parentElement.clientWidth + 1")
+                assert fits, (name, table.get_attribute("id") or table.get_attribute("class"))
             shot = tmp_path / f"{name}-{width}.png"
             tab.page.screenshot(path=str(shot))
             assert shot.stat().st_size > 10_000  # a drawn page, not a blank one
@@ -848,6 +848,184 @@ def test_each_page_loads_without_console_errors_and_fits_the_width(
                 shutil.copy(shot, ROOT / SCREENSHOTS_DIR / f"web-{name}.png")
     finally:
         tab.close()
+
+
+# Where a cell is drawn: its left and right edges, and the window's width.
+CELL_BOX = """selector => { const cell = document.querySelector(selector);
+    const box = cell.getBoundingClientRect();
+    return {left: box.left, right: box.right, width: window.innerWidth}; }"""
+
+
+def in_view(page, selector: str) -> dict:
+    box = page.evaluate(CELL_BOX, selector)
+    assert 0 <= box["left"] < box["right"] <= box["width"], (selector, box)
+    return box
+
+
+def check_store_and_sorted_columns_in_view(page, column: str) -> None:
+    """The store and the sorted column, header and first row, lie inside the window and do
+    not cover each other, wherever the table is scrolled sideways."""
+    wrapper = page.locator("#stores-table").locator("xpath=..")
+    for scroll in ("0", "el.scrollWidth"):
+        wrapper.evaluate(f"el => {{ el.scrollLeft = {scroll}; }}")
+        for row in ("thead", "tbody tr:first-child"):
+            store = in_view(page, f"#stores-table {row} .sticky")
+            sorted_cell = "th" if row == "thead" else "td"
+            sorted_box = in_view(page, f"#stores-table {row} {sorted_cell}.sorted")
+            assert sorted_box["left"] >= store["right"] - 1, (scroll, row)
+    header = page.locator(f'#stores-table th[data-column="{column}"]')
+    assert header.get_attribute("aria-sort") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_stores_table_keeps_the_store_and_the_sorted_column_in_view(
+    browser, web_server, finished, width
+):
+    tab = Tab(browser, width=width, height=900 if width == 1280 else 844)
+    try:
+        tab.open(f"{web_server.url}/report/{finished}", "#stores-table tbody tr")
+        page = tab.page
+        wrapper = page.locator("#stores-table").locator("xpath=..")
+        # The report has all 16 columns; the default ones fit without scrolling.
+        assert wrapper.evaluate("el => el.scrollWidth <= el.clientWidth")
+        assert page.locator("#scroll-hint").is_hidden()
+        shown = page.locator("#stores-table thead tr:last-child th").count() + 2
+        assert shown == (8 if width == 1280 else 3)  # + store and uptime % (two rows high)
+        check_store_and_sorted_columns_in_view(page, "downtime_last_week")
+        page.get_by_label("Worst by").select_option(label="Outages, last week")
+        page.wait_for_selector("#stores-table td.sorted >> nth=0")
+        wait_until(page, "() => location.search.includes('sort=outages_last_week')")
+        check_store_and_sorted_columns_in_view(page, "outages_last_week")
+        # Every column chosen: wider than the window, it scrolls and says so; the store and
+        # the sorted column stay in view.
+        page.locator("#columns-summary").click()
+        for box in page.locator("#column-choices input[type=checkbox]:not([disabled])").all():
+            box.check()
+        assert page.inner_text("#columns-summary") == "Columns: 16 of 16"
+        assert page.locator("#stores-table thead tr:last-child th").count() == 14
+        assert wrapper.evaluate("el => el.scrollWidth > el.clientWidth")
+        assert page.locator("#scroll-hint").is_visible()
+        check_store_and_sorted_columns_in_view(page, "outages_last_week")
+        assert "columns=" in page.url
+        page.get_by_role("button", name="Default").click()
+        # The default columns again, and the sorted one (on a phone, not among the defaults).
+        again = page.locator("#stores-table thead tr:last-child th").count() + 2
+        assert again == shown + (0 if width == 1280 else 1)
+        assert tab.errors == [], tab.errors
+    finally:
+        tab.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [1280, 390])
+def test_a_closed_day_reads_closed_and_is_not_drawn_like_unknown_time(
+    browser, web_server, finished, width
+):
+    # The worst store of the sample is open all day, except on Monday (closed), in Los Angeles.
+    store_id = worst_store(web_server, finished)
+    week = requests.get(f"{web_server.url}{timeline_path(store_id, report=finished)}").json()
+    assert [h["weekday"] for h in week["hours"]] == list(timelines.DAY_NAMES[1:])
+    tab = Tab(browser, width=width, height=900 if width == 1280 else 844)
+    try:
+        tab.open(f"{web_server.url}{store_path(store_id, report=finished)}", "#timeline svg")
+        page = tab.page
+        labels = page.locator('#timeline [data-kind="closed-day"]')
+        assert labels.evaluate_all("ls => ls.map(l => [l.dataset.date, l.textContent])") == [
+            ["2023-01-23", "Closed"]
+        ]
+        fills = page.evaluate(
+            """() => Object.fromEntries(['closed', 'outside', 'segment.unknown'].map(kind => {
+                const shape = document.querySelector(`#timeline rect.${kind}`);
+                return [kind, shape && getComputedStyle(shape).fill]; }))"""
+        )
+        assert fills["closed"].startswith("rgb(") and fills["outside"] == "none", fills
+        assert "unknown-hatch" in fills["segment.unknown"], fills
+        # Los Angeles in January: UTC−08:00, shown beside the zone (a minus sign, unbroken).
+        assert week["utc_offset"] == "-08:00"
+        assert "America/Los_Angeles, UTC\u221208:00" in page.inner_text("#zone-note")
+        assert "UTC\u221208:00" in page.inner_text("#timeline-zone")
+        hours = page.locator("#hours-table tbody tr").all_inner_texts()
+        assert hours[0] == "Monday\tClosed" and hours[1] == "Tuesday\tall day", hours
+        assert tab.errors == [], tab.errors
+    finally:
+        tab.close()
+
+
+# Store "busy": a poll a minute from Monday 23 January 10:00 UTC, active and inactive in turn,
+# 3,000 polls: more than the timeline lists (2,000), so polls and segments come in bins.
+BUSY_COUNT = 3000
+
+
+@pytest.fixture(scope="module")
+def odd_server(tmp_path_factory):
+    """`python app.py` on the stores of ODD_IDS and "busy", with a finished report."""
+    folder = tmp_path_factory.mktemp("odd")
+    busy = pd.Timestamp("2023-01-23 10:00", tz="UTC") + pd.to_timedelta(
+        np.arange(BUSY_COUNT), unit="min"
+    )
+    statuses = np.where(np.arange(BUSY_COUNT) % 2 == 1, "inactive", "active")
+    busy_rows = "".join(
+        f"busy,{status},{at}\n"
+        for status, at in zip(statuses, busy.strftime("%Y-%m-%d %H:%M:%S UTC"), strict=True)
+    )
+    (folder / "store_status.csv").write_text(odd_polls() + busy_rows)
+    url = f"sqlite:///{folder / 'odd.sqlite3'}"
+    assert run_cli(url, "load-data", str(folder)).returncode == 0
+    server = ServerProcess(url, folder / "reports", folder / "server.log").start()
+    answer = requests.post(f"{server.url}/trigger_report", json=FULL_OPTIONS, timeout=10)
+    server.report_id = answer.json()["report_id"]
+    assert wait_for_report(server.url, server.report_id).status_code == 200
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+def test_every_store_id_reaches_its_own_page_in_the_browser(tab, odd_server):
+    page = tab.page
+    for i, store_id in enumerate(ODD_IDS):
+        tab.open(f"{odd_server.url}/", "#store-form")
+        page.get_by_label("Store id").fill(store_id)
+        page.get_by_role("button", name="Show store").click()
+        page.wait_for_selector("#timeline svg, #store-error:not([hidden])")
+        assert page.inner_text("h1") == f"Store {store_id}"
+        assert page.inner_text("#polls-note").startswith(f"{i + 1} polls in the week"), store_id
+    # From the report's table: each link opens its own store.
+    tab.open(f"{odd_server.url}/report/{odd_server.report_id}?sort=store_id&order=asc", "td")
+    links = page.locator("#stores-table tbody th a")
+    assert sorted(links.all_inner_texts()) == sorted([*ODD_IDS, "busy"])
+    page.get_by_role("link", name="a/timeline", exact=True).click()
+    page.wait_for_selector("#timeline svg")
+    assert page.inner_text("h1") == "Store a/timeline" and "report=" in page.url
+    assert tab.errors == [], tab.errors
+
+
+@pytest.mark.slow
+def test_a_busy_store_is_drawn_from_its_bounded_week(tab, odd_server):
+    report_id = odd_server.report_id
+    week = requests.get(f"{odd_server.url}{timeline_path('busy', report=report_id)}").json()
+    assert week["truncated"]["polls"] and week["truncated"]["segments"]
+    tab.open(f"{odd_server.url}{store_path('busy', report=report_id)}", "#timeline svg")
+    page = tab.page
+    # Each bin of polls and each segment (whole bins or mixed ones) drawn, piece by piece.
+    for kind, items in (("poll-bin", week["poll_bins"]), ("segment", week["segments"])):
+        pieces = drawn(page, kind)
+        assert {piece["index"] for piece in pieces} == set(range(len(items))), kind
+        for index, item in enumerate(items):
+            mine = [piece for piece in pieces if piece["index"] == index]
+            assert sum(p["end"] - p["start"] for p in mine) == item["end_us"] - item["start_us"]
+    assert page.locator("#timeline rect.share").count() > 0
+    assert page.locator('#timeline [data-kind="poll"]').count() == 0
+    assert page.inner_text("#polls-note").startswith("3,000 polls in the week")
+    assert "drawn as counts per 10-minute bins" in page.inner_text("#timeline-note")
+    assert page.locator("#legend-mixed").is_visible()
+    # Thousands separators on the report page: 1,500 outages of the busy store.
+    tab.open(f"{odd_server.url}/report/{report_id}", "#stores-table tbody tr")
+    outages = f"{week['totals']['outages_last_week']:,}"
+    assert outages == "1,500" and outages in page.inner_text("#summary-cards")
+    busy_row = page.locator("#stores-table tbody tr", has=page.get_by_role("link", name="busy"))
+    assert outages in busy_row.inner_text()
+    assert tab.errors == [], tab.errors
 
 
 @pytest.mark.slow
@@ -903,6 +1081,8 @@ def test_the_stores_table_sorts_filters_and_pages_on_the_server(tab, web_server,
     tab.open(f"{web_server.url}/report/{finished}", "#stores-table tbody tr")
     page = tab.page
     assert shown_ids(page) == api_ids(web_server, finished)  # worst first: downtime, week
+    page.locator("#columns-summary").click()  # not among the default columns: shown first
+    page.get_by_label("Uptime, week (h)").check()
     header = page.locator('button[data-column="uptime_last_week"]')
     header.click()
     wait_for_rows(page, api_ids(web_server, finished, sort="uptime_last_week", order="asc"))
@@ -990,7 +1170,7 @@ def test_the_keyboard_reaches_every_control_with_a_visible_focus(tab, web_server
         count = page.evaluate(
             """selector => {
                 const shown = [...document.querySelectorAll(selector)]
-                    .filter(e => e.getClientRects().length && !e.closest('dialog:not([open])'));
+                    .filter(e => e.checkVisibility() && !e.closest('dialog:not([open])'));
                 shown.forEach((e, i) => { e.dataset.focusMark = String(i); });
                 return shown.length;
             }""",
