@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import (
     Blueprint,
@@ -94,8 +95,10 @@ def store_page(legacy_id: str | None = None) -> Response:
     `/stores/<id>` (earlier links) redirects there: with no other route under /stores/, each
     such link still names the one store it named before."""
     if legacy_id is not None:
-        others = {name: value for name, value in request.args.items() if name != "id"}
-        return redirect(url_for("web.store_page", id=legacy_id, **others), 301)
+        # The query is built here, not by url_for: its "_external" or "_anchor" would be obeyed.
+        others = [(name, value) for name, value in request.args.items(multi=True) if name != "id"]
+        query = urlencode([("id", legacy_id), *others])
+        return redirect(f"{url_for('web.store_page')}?{query}", 301)
     return page("store.html", script="store.js", store_id=request.args.get("id", ""))
 
 
@@ -353,7 +356,7 @@ SPAN = {
 }
 UTC_OFFSET = {"type": "string", "pattern": "^[+-][0-9]{2}:[0-9]{2}$"}
 COUNT = {"type": "integer", "minimum": 0}
-LISTS = ("business", "closures", "segments", "polls", "outages")
+LISTS = ("hours", "business", "closures", "segments", "polls", "outages")
 COVERED_SPANS = {
     "type": "array",
     "description": "the spans; beyond limits.items, whole bins joined and partly covered "
@@ -371,6 +374,7 @@ TIMELINE = object_of(
         "utc_offset": UTC_OFFSET,
         "hours": {
             "type": "array",
+            "description": "the weekly rows as written, by day and start (the first limits.items)",
             "items": object_of(
                 {
                     "day": {"type": "integer", "minimum": 0, "maximum": 6},
@@ -401,6 +405,7 @@ TIMELINE = object_of(
             {
                 name: COUNT
                 for name in (
+                    "hours",
                     "polls",
                     "evidence_polls",
                     "polls_in_business_hours",

@@ -546,7 +546,8 @@ function rowOf(at) {
   return row < 0 ? days.length - 1 : row;
 }
 
-/** The week's time outside business hours (what the report does not count). */
+/** The week's time outside business hours (what the report does not count); a summarised
+ * bin partly open counts as open here (its opacity shows how much). */
 function closedTime() {
   const gaps = [];
   let cursor = week.windows.week.at_us;
@@ -564,7 +565,7 @@ function timelineLabel() {
   const segments = week.truncated.segments
     ? `${formatCount(counts.segments)} status segments, drawn as ${week.segments.length} ` +
       "pieces of whole bins"
-    : `${counts.segments} status segments ` +
+    : `${formatCount(counts.segments)} status segments ` +
       `(${count("active")} active, ${count("inactive")} inactive, ${count("unknown")} unknown)`;
   return (
     `Timeline of the week before ${formatInstant(week.as_of)}, one row per local day ` +
@@ -684,17 +685,20 @@ function renderHours() {
     return;
   }
   const names = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
-  body.replaceChildren(
-    ...names.map((name, day) => {
-      const periods = week.hours.filter((period) => period.day === day).map(periodText);
-      return h(
-        "tr",
-        {},
-        h("th", { scope: "row" }, name),
-        h("td", {}, periods.length ? periods.join(", ") : "Closed"),
-      );
-    }),
-  );
+  const rows = names.map((name, day) => {
+    const periods = week.hours.filter((period) => period.day === day).map(periodText);
+    return h(
+      "tr",
+      {},
+      h("th", { scope: "row" }, name),
+      h("td", {}, periods.length ? periods.join(", ") : "Closed"),
+    );
+  });
+  if (week.truncated.hours) {
+    const rest = formatCount(week.counts.hours - week.hours.length);
+    rows.push(h("tr", {}, h("td", { colspan: 2, class: "hint" }, `and ${rest} more periods`)));
+  }
+  body.replaceChildren(...rows);
 }
 
 /** "09:00–17:00", "22:00–02:00 (next day)", "all day" for a period from midnight to midnight. */

@@ -280,6 +280,7 @@ def test_a_week_beyond_the_limits_comes_as_bin_summaries_and_says_so(busy_client
     monkeypatch.setattr(timelines, "MAX_ITEMS", 5)
     week = busy_client.get(timeline_path("busy", as_of=EXAMPLE_AS_OF, outages="true")).get_json()
     assert week["counts"] == {
+        "hours": 0,
         "polls": 13,
         "evidence_polls": 13,
         "polls_in_business_hours": 13,
@@ -290,6 +291,7 @@ def test_a_week_beyond_the_limits_comes_as_bin_summaries_and_says_so(busy_client
         "closures": 0,
     }
     assert week["truncated"] == {
+        "hours": False,
         "business": False,
         "closures": False,
         "segments": True,
@@ -326,6 +328,29 @@ def test_a_week_beyond_the_limits_comes_as_bin_summaries_and_says_so(busy_client
     ]
     assert week["totals"]["downtime_last_week"] == 0.5 and week["totals"]["outages_last_week"] == 6
     check_week_is_consistent(week)
+
+
+def test_weekly_hours_beyond_the_limit_are_cut_in_day_order(sqlite_app, tmp_path, monkeypatch):
+    # Seven one-hour periods on Sunday, Monday and Tuesday: the first five, in (day, start)
+    # order, are listed: Monday 08:00 and 10:00, Tuesday 08:00, 09:00, 10:00.
+    monkeypatch.setattr(timelines, "MAX_ITEMS", 5)
+    periods = [(6, 8), (1, 10), (1, 8), (0, 10), (0, 8), (1, 9), (6, 9)]
+    hours = "".join(f"busy,{day},{hour:02d}:00,{hour + 1:02d}:00\n" for day, hour in periods)
+    (tmp_path / "store_status.csv").write_text(BUSY_POLLS)
+    (tmp_path / "menu_hours.csv").write_text(
+        "store_id,day,start_time_local,end_time_local\n" + hours
+    )
+    with sqlite_app.app_context():
+        loader.load(db.engine, tmp_path)
+    week = sqlite_app.test_client().get(timeline_path("busy", as_of=EXAMPLE_AS_OF)).get_json()
+    assert (week["counts"]["hours"], week["truncated"]["hours"]) == (7, True)
+    assert [(h["day"], h["start"]) for h in week["hours"]] == [
+        (0, "08:00:00"),
+        (0, "10:00:00"),
+        (1, "08:00:00"),
+        (1, "09:00:00"),
+        (1, "10:00:00"),
+    ]
 
 
 def test_a_week_within_the_limits_is_given_whole(busy_client):
@@ -368,6 +393,7 @@ def test_a_store_polled_every_two_seconds_answers_within_a_size_bound(app, tmp_p
     assert week["totals"] == {name: value for name, value in row.items() if name != "store_id"}
     assert week["counts"]["polls"] == HEAVY_POLLS
     assert week["truncated"] == dict.fromkeys(week["truncated"], True) | {
+        "hours": False,
         "business": False,
         "closures": False,
     }
@@ -718,6 +744,9 @@ def test_earlier_store_links_redirect_to_the_store_they_named(odd_client):
     # "a/timeline" was store a's timeline: now it is the page of store "a/timeline".
     answer = odd_client.get("/stores/a/timeline")
     assert redirected_to(answer) == ("/store", {"id": "a/timeline"})
+    # Other parameters ride along as they are, url_for's own ("_external", ...) too.
+    answer = odd_client.get("/stores/a?_external=1&_scheme=javascript&_anchor=x&id=b")
+    assert answer.headers["Location"] == "/store?id=a&_external=1&_scheme=javascript&_anchor=x"
 
 
 def redirected_to(answer) -> tuple[str, dict[str, str]]:
