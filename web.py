@@ -10,8 +10,18 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 import jobs
 import openapi
@@ -74,11 +84,22 @@ def report_page(report_id: str) -> Response:
     return page("report.html", script="report.js", report_id=report_id)
 
 
-# Store ids may hold "/" (even "//": not merged); URL-encoded, they arrive decoded.
-@bp.get("/stores/<path:store_id>", merge_slashes=False)
+@bp.get("/store")
+@bp.get("/stores/<path:legacy_id>", merge_slashes=False)
 @public
-def store_page(store_id: str) -> Response:
-    return page("store.html", script="store.js", store_id=store_id)
+def store_page(legacy_id: str | None = None) -> Response:
+    """A store's page, `/store?id=<store id>`: a store id is any text (".", "..", "a/b",
+    "x/timeline", "?", "#"), and only a query parameter carries every one of them unchanged
+    (a path segment "." or ".." is removed by browsers, even percent-encoded).
+
+    `/stores/<id>` (earlier links) redirects there: with no other route under /stores/, each
+    such link still names the one store it named before."""
+    if legacy_id is not None:
+        # The query is built here, not by url_for: its "_external" or "_anchor" would be obeyed.
+        others = [(name, value) for name, value in request.args.items(multi=True) if name != "id"]
+        query = urlencode([("id", legacy_id), *others])
+        return redirect(f"{url_for('web.store_page')}?{query}", 301)
+    return page("store.html", script="store.js", store_id=request.args.get("id", ""))
 
 
 # --------------------------------------------------------------------------- one report
@@ -176,11 +197,15 @@ def integer_arg(name: str, default: int, low: int, high: int) -> int:
 # --------------------------------------------------------------------------- one store
 
 
-@bp.get("/stores/<path:store_id>/timeline", merge_slashes=False)
-def store_timeline(store_id: str) -> Response:
+@bp.get("/store/timeline")
+def store_timeline() -> Response:
+    """A store's week (`?id=<store id>`, like its page: any text is one parameter)."""
+    store_id = request.args.get("id")
+    if not store_id:
+        raise ApiError(400, "bad_request", "id (the store's id) is required")
     fixed, options, report_id = timeline_snapshot()
     key = None
-    if 0 < len(store_id) <= STORE_ID_MAX_LENGTH:
+    if len(store_id) <= STORE_ID_MAX_LENGTH:
         key = timelines.store_key(db.engine, store_id)
     if key is None:
         raise ApiError(404, "not_found", f"no store with id {store_id!r}")
@@ -329,6 +354,15 @@ SPAN = {
     "start_us": NUMBER,
     "end_us": NUMBER,
 }
+UTC_OFFSET = {"type": "string", "pattern": "^[+-][0-9]{2}:[0-9]{2}$"}
+COUNT = {"type": "integer", "minimum": 0}
+LISTS = ("hours", "business", "closures", "segments", "polls", "outages")
+COVERED_SPANS = {
+    "type": "array",
+    "description": "the spans; beyond limits.items, whole bins joined and partly covered "
+    "bins with covered_us",
+    "items": object_of({**SPAN, "covered_us": NUMBER}, optional=("covered_us",)),
+}
 TIMELINE = object_of(
     {
         "store_id": TEXT,
@@ -337,8 +371,10 @@ TIMELINE = object_of(
         "options": OPTIONS,
         "timezone": TEXT,
         "timezone_is_default": {"type": "boolean"},
+        "utc_offset": UTC_OFFSET,
         "hours": {
             "type": "array",
+            "description": "the weekly rows as written, by day and start (the first limits.items)",
             "items": object_of(
                 {
                     "day": {"type": "integer", "minimum": 0, "maximum": 6},
@@ -358,19 +394,51 @@ TIMELINE = object_of(
                     "start_us": NUMBER,
                     "end_us": NUMBER,
                     "hours": NUMBER,
+                    "utc_offset": UTC_OFFSET,
                 }
             ),
         },
-        "business": {"type": "array", "items": object_of(SPAN)},
-        "closures": {"type": "array", "items": object_of(SPAN)},
+        "limits": object_of(
+            {"items": {"type": "integer", "minimum": 1}, "bin_us": {"type": "integer"}}
+        ),
+        "counts": object_of(
+            {
+                name: COUNT
+                for name in (
+                    "hours",
+                    "polls",
+                    "evidence_polls",
+                    "polls_in_business_hours",
+                    "segments",
+                    "outages",
+                    "outages_in_business_hours",
+                    "business",
+                    "closures",
+                )
+            }
+        ),
+        "truncated": object_of({name: {"type": "boolean"} for name in LISTS}),
+        "business": COVERED_SPANS,
+        "closures": COVERED_SPANS,
         "segments": {
             "type": "array",
+            "description": "maximal runs of one status; beyond limits.items, whole bins of one "
+            "status joined and the other bins mixed, with the time of each status",
             "items": object_of(
-                {**SPAN, "status": {"type": "string", "enum": ["active", "inactive", "unknown"]}}
+                {
+                    **SPAN,
+                    "status": {
+                        "type": "string",
+                        "enum": ["active", "inactive", "unknown", timelines.MIXED],
+                    },
+                    **{f"{status}_us": NUMBER for status in report.STATUSES},
+                },
+                optional=tuple(f"{status}_us" for status in report.STATUSES),
             ),
         },
         "polls": {
             "type": "array",
+            "description": "every poll of the week; none beyond limits.items (see poll_bins)",
             "items": object_of(
                 {
                     "at": TEXT,
@@ -381,8 +449,14 @@ TIMELINE = object_of(
                 }
             ),
         },
+        "poll_bins": {
+            "type": "array",
+            "description": "beyond limits.items polls: polls per bin (empty bins left out)",
+            "items": object_of({**SPAN, "count": COUNT, "active": COUNT, "evidence": COUNT}),
+        },
         "outages": {
             "type": "array",
+            "description": "in time order; beyond limits.items, those with the most business time",
             "items": object_of({**SPAN, "business_hours": NUMBER}),
         },
         "totals": {"type": "object", "additionalProperties": NUMBER},
@@ -457,7 +531,7 @@ OPENAPI_PATHS: dict[str, Any] = {
             },
         }
     },
-    "/stores/{store_id}/timeline": {
+    "/store/timeline": {
         "get": {
             "summary": (
                 "One store's last week: business hours, polls, status segments, closures, "
@@ -465,10 +539,11 @@ OPENAPI_PATHS: dict[str, Any] = {
             ),
             "parameters": [
                 {
-                    "name": "store_id",
-                    "in": "path",
+                    "name": "id",
+                    "in": "query",
                     "required": True,
-                    "description": "the store's id as loaded (URL-encoded)",
+                    "description": "the store's id as loaded (any text: a query parameter "
+                    "carries it unchanged)",
                     "schema": {"type": "string", "minLength": 1, "maxLength": STORE_ID_MAX_LENGTH},
                 },
                 {
@@ -505,7 +580,9 @@ OPENAPI_PATHS: dict[str, Any] = {
             ],
             "responses": {
                 "200": openapi.json_response("the store's week", TIMELINE),
-                "400": openapi.error("a bad as_of, stale_after or outages, or report with them"),
+                "400": openapi.error(
+                    "no id, a bad as_of, stale_after or outages, or report with them"
+                ),
                 "404": openapi.error("no such store or report, or no poll by then"),
                 "409": openapi.error("the report has not started yet"),
                 **openapi.COMMON_ERRORS,

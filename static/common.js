@@ -179,7 +179,12 @@ export function showError(element, message) {
 const grouped = new Intl.NumberFormat("en", { maximumFractionDigits: 2, minimumFractionDigits: 2 });
 const counted = new Intl.NumberFormat("en");
 
-/** A report value as the CSV writes it: two decimals (counts as integers). */
+/** A count with thousands separators: "13,603". */
+export function formatCount(value) {
+  return value === null || value === undefined ? "—" : counted.format(value);
+}
+
+/** A report value as the CSV writes it: two decimals (counts as integers, with separators). */
 export function formatValue(column, value) {
   if (value === null || value === undefined) return "—";
   if (column.startsWith("outages_")) return counted.format(value);
@@ -204,9 +209,10 @@ export function shortId(reportId) {
   return reportId.slice(0, 8);
 }
 
+/** A store's page. The id goes in the query: any text (".", "..", "a/b", "?", "#") is carried
+ * unchanged there, where a path segment "." or ".." would be dropped by the browser. */
 export function storePath(storeId, params) {
-  const query = params ? `?${new URLSearchParams(params)}` : "";
-  return `/stores/${encodeURIComponent(storeId)}${query}`;
+  return `/store?${new URLSearchParams({ id: storeId, ...params })}`;
 }
 
 export function describeOptions(options) {

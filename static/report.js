@@ -6,6 +6,7 @@ import {
   announce,
   columnLabel,
   describeOptions,
+  formatCount,
   formatInstant,
   formatPercent,
   formatTotal,
@@ -20,6 +21,18 @@ import {
 
 const PAGE_SIZE = 50;
 const RETRY_MS = 2000;
+// Shown at first (the picker adds the others); the store and the sorted column always are.
+const DEFAULT_COLUMNS = [
+  "uptime_percent",
+  "downtime_last_hour",
+  "downtime_last_day",
+  "downtime_last_week",
+  "unknown_last_week",
+  "outages_last_week",
+  "longest_outage_last_week",
+];
+const NARROW_COLUMNS = ["uptime_percent", "downtime_last_week"];
+const narrowScreen = window.matchMedia("(max-width: 600px)");
 const ASCENDING_FIRST = new Set([
   "store_id",
   "uptime_percent",
@@ -53,9 +66,11 @@ const state = {
   sort: params.get("sort") || "downtime_last_week",
   order: params.get("order") === "asc" ? "asc" : "desc",
   q: params.get("q") || "",
+  shown: new Set(),
   offset: Math.max(0, Number.parseInt(params.get("offset") || "0", 10) || 0),
 };
 let columns = [];
+let shownRows = [];
 let summary = null;
 let matched = 0;
 let loading = 0;
@@ -76,7 +91,7 @@ async function start() {
   columns = summary.columns;
   if (![...columns, "uptime_percent"].includes(state.sort)) state.sort = "downtime_last_week";
   context.textContent =
-    `As of ${formatInstant(summary.as_of)} · ${summary.stores} stores · ` +
+    `As of ${formatInstant(summary.as_of)} · ${formatCount(summary.stores)} stores · ` +
     `options: ${describeOptions(summary.options)}`;
   document.getElementById("report-body").hidden = false;
   renderSummary();
@@ -100,13 +115,14 @@ function card(label, value, detail) {
 function renderSummary() {
   const week = summary.windows.week;
   const cards = [
-    card("Stores", String(summary.stores)),
+    card("Stores", formatCount(summary.stores)),
     card("Business hours covered", `${formatTotal(week.business)} h`, "last week, all stores"),
     card("Uptime", formatPercent(week.uptime_percent, 2), "last week, of known business time"),
     card(
       "Downtime",
       `${formatTotal(week.downtime)} h`,
-      `${summary.stores_with_downtime} of ${summary.stores} stores had some`,
+      `${formatCount(summary.stores_with_downtime)} of ${formatCount(summary.stores)} ` +
+        "stores had some",
     ),
   ];
   if (week.unknown !== null)
@@ -115,51 +131,56 @@ function renderSummary() {
     cards.push(
       card(
         "Outages",
-        String(summary.outages.total_last_week),
-        `in ${summary.outages.stores_with_outages} stores; ` +
+        formatCount(summary.outages.total_last_week),
+        `in ${formatCount(summary.outages.stores_with_outages)} stores; ` +
           `longest ${formatTotal(summary.outages.longest_last_week)} h`,
       ),
     );
   }
   document.getElementById("summary-cards").replaceChildren(...cards);
+  renderWindowsTable();
+}
 
+/** Totals with a row per measure and a column per window (narrow enough for a phone). */
+function renderWindowsTable() {
   const table = document.getElementById("windows-table");
-  const hasUnknown = week.unknown !== null;
-  const headings = [
-    "Window",
-    "Business time",
-    "Uptime",
-    "Downtime",
-    ...(hasUnknown ? ["Unknown"] : []),
-    "Uptime %",
+  const windows = ["hour", "day", "week"];
+  const measures = [
+    ["Business time", "business"],
+    ["Uptime", "uptime"],
+    ["Downtime", "downtime"],
+    ...(summary.windows.week.unknown !== null ? [["Unknown", "unknown"]] : []),
   ];
   table.tHead.replaceChildren(
     h(
       "tr",
       {},
-      headings.map((text, index) =>
-        h("th", { scope: "col", class: index ? "number" : null }, text),
-      ),
+      h("th", { scope: "col" }, "Last"),
+      windows.map((name) => {
+        const unit = summary.windows[name].unit === "minutes" ? "min" : "h";
+        return h("th", { scope: "col", class: "number" }, `${name} (${unit})`);
+      }),
     ),
   );
   table.tBodies[0].replaceChildren(
-    ...["hour", "day", "week"].map((name) => {
-      const totals = summary.windows[name];
-      const unit = totals.unit === "minutes" ? "min" : "h";
-      const cells = [
-        totals.business,
-        totals.uptime,
-        totals.downtime,
-        ...(hasUnknown ? [totals.unknown] : []),
-      ];
-      return h(
+    ...measures.map(([label, key]) =>
+      h(
         "tr",
         {},
-        h("th", { scope: "row" }, `Last ${name}`),
-        cells.map((value) => h("td", { class: "number" }, `${formatTotal(value)} ${unit}`)),
-        h("td", { class: "number" }, formatPercent(totals.uptime_percent, 2)),
-      );
-    }),
+        h("th", { scope: "row" }, label),
+        windows.map((name) =>
+          h("td", { class: "number" }, formatTotal(summary.windows[name][key])),
+        ),
+      ),
+    ),
+    h(
+      "tr",
+      {},
+      h("th", { scope: "row" }, "Uptime %"),
+      windows.map((name) =>
+        h("td", { class: "number" }, formatPercent(summary.windows[name].uptime_percent, 2)),
+      ),
+    ),
   );
 }
 
@@ -175,7 +196,7 @@ function renderHistogram() {
   const slot = plotWidth / bins.length;
   const label = (bin) =>
     bin.low === bin.high ? "100 % exactly" : `${trim(bin.low)}–${trim(bin.high)} %`;
-  const description = bins.map((bin) => `${label(bin)}: ${bin.count}`).join("; ");
+  const description = bins.map((bin) => `${label(bin)}: ${formatCount(bin.count)}`).join("; ");
   const svg = s(
     "svg",
     {
@@ -202,7 +223,7 @@ function renderHistogram() {
           "text-anchor": "end",
           "font-size": 11,
         },
-        String(tick),
+        formatCount(tick),
       ),
     );
   }
@@ -222,7 +243,7 @@ function renderHistogram() {
           height: barHeight,
           "data-count": bin.count,
         },
-        s("title", {}, `${label(bin)}: ${bin.count} stores`),
+        s("title", {}, `${label(bin)}: ${formatCount(bin.count)} stores`),
       ),
     );
     if (bin.count > 0) {
@@ -230,7 +251,7 @@ function renderHistogram() {
         s(
           "text",
           { x: x + (slot - 4) / 2, y: y - 4, "text-anchor": "middle", "font-size": 11 },
-          String(bin.count),
+          formatCount(bin.count),
         ),
       );
     }
@@ -282,7 +303,7 @@ function renderHistogram() {
   const notes = [];
   const unplaced = summary.histogram.without_known_time;
   if (unplaced) {
-    const stores = unplaced === 1 ? "1 store has" : `${unplaced} stores have`;
+    const stores = unplaced === 1 ? "1 store has" : `${formatCount(unplaced)} stores have`;
     notes.push(
       `${stores} no known business time last week and ${unplaced === 1 ? "is" : "are"} not shown.`,
     );
@@ -310,6 +331,24 @@ function niceTicks(most) {
 }
 
 // --------------------------------------------------------------------------- stores
+
+/** The columns shown besides the store and the sorted column (which are always shown). */
+function readShownColumns() {
+  const all = optionalColumns();
+  const asked = params.get("columns");
+  if (asked !== null) return new Set(asked.split(",").filter((column) => all.includes(column)));
+  return new Set(defaultColumns());
+}
+
+function defaultColumns() {
+  const chosen = narrowScreen.matches ? NARROW_COLUMNS : DEFAULT_COLUMNS;
+  return optionalColumns().filter((column) => chosen.includes(column));
+}
+
+/** Every column a reader may show or hide, in the table's order. */
+function optionalColumns() {
+  return ["uptime_percent", ...columns.filter((column) => column !== "store_id")];
+}
 
 function setUpControls() {
   const choices = WORST_BY.filter(
@@ -344,7 +383,58 @@ function setUpControls() {
     state.offset += PAGE_SIZE;
     loadStores();
   });
+  state.shown = readShownColumns();
+  setUpColumnPicker();
   renderHeader();
+  onResize(fitTable);
+}
+
+/** Checkboxes for the columns; the sorted one stays shown (its box is checked and fixed). */
+function setUpColumnPicker() {
+  const choices = document.getElementById("column-choices");
+  const boxes = optionalColumns().map((column) =>
+    h(
+      "label",
+      { class: "choice" },
+      h("input", { type: "checkbox", value: column, "data-column": column }),
+      ` ${columnLabel(column)}`,
+    ),
+  );
+  const reset = h("button", { type: "button", class: "quiet", id: "default-columns" }, "Default");
+  choices.replaceChildren(
+    h("legend", { class: "visually-hidden" }, "Columns to show"),
+    ...boxes,
+    reset,
+  );
+  choices.addEventListener("change", (event) => {
+    const column = event.target.dataset.column;
+    if (!column) return;
+    if (event.target.checked) state.shown.add(column);
+    else state.shown.delete(column);
+    showColumns();
+  });
+  reset.addEventListener("click", () => {
+    state.shown = new Set(defaultColumns());
+    showColumns();
+  });
+}
+
+function showColumns() {
+  renderHeader();
+  renderRows(shownRows);
+  rememberInUrl();
+}
+
+function renderColumnPicker() {
+  const shown = tableColumns();
+  for (const box of document.querySelectorAll("#column-choices input[type=checkbox]")) {
+    const column = box.dataset.column;
+    box.checked = shown.includes(column);
+    box.disabled = column === state.sort;
+    box.title = box.disabled ? "The table is sorted by this column" : "";
+  }
+  document.getElementById("columns-summary").textContent =
+    `Columns: ${shown.length} of ${optionalColumns().length + 1}`;
 }
 
 function setSort(column, order) {
@@ -355,8 +445,12 @@ function setSort(column, order) {
   loadStores();
 }
 
+/** The store, then the chosen columns and the sorted one, in the report's order. */
 function tableColumns() {
-  return ["store_id", "uptime_percent", ...columns.filter((column) => column !== "store_id")];
+  const shown = optionalColumns().filter(
+    (column) => state.shown.has(column) || column === state.sort,
+  );
+  return ["store_id", ...shown];
 }
 
 /** Two header rows: a group per measure (Uptime, Downtime, …), a sort button per window. */
@@ -383,16 +477,26 @@ function renderHeader() {
       );
     }
     const unit = measure === "outages" ? "" : window === "hour" ? " (min)" : " (h)";
-    windows.push(h("th", sortAttributes(column), sortButton(column, `${window}${unit}`)));
+    // The sorted column may be held away from its group's heading: it names its measure.
+    const text = column === state.sort ? columnLabel(column) : `${window}${unit}`;
+    windows.push(h("th", sortAttributes(column), sortButton(column, text)));
   }
   storesTable.tHead.replaceChildren(h("tr", {}, groups), h("tr", {}, windows));
+  renderColumnPicker();
+}
+
+/** The class of a column's cells: the store and the sorted column stay in view (sticky). */
+function cellClass(column) {
+  if (column === "store_id") return "sticky";
+  return column === state.sort ? "number sorted" : "number";
 }
 
 function sortAttributes(column) {
   const sorted = column === state.sort;
   return {
     scope: "col",
-    class: column === "store_id" ? "sticky" : "number",
+    class: cellClass(column),
+    "data-column": column,
     "aria-sort": sorted ? (state.order === "asc" ? "ascending" : "descending") : null,
   };
 }
@@ -447,25 +551,36 @@ async function loadStores() {
   renderRows(page.rows);
   const first = matched ? state.offset + 1 : 0;
   const last = state.offset + page.rows.length;
-  const filtered = state.q ? ` matching “${state.q}” (of ${page.total})` : "";
+  const filtered = state.q ? ` matching “${state.q}” (of ${formatCount(page.total)})` : "";
   const none = state.q ? `No store id contains “${state.q}”` : "This report has no stores";
-  const text = matched ? `Stores ${first}–${last} of ${matched}${filtered}` : none;
+  const text = matched
+    ? `Stores ${formatCount(first)}–${formatCount(last)} of ${formatCount(matched)}${filtered}`
+    : none;
   const direction = state.order === "asc" ? "lowest" : "highest";
   const sortedBy = columnLabel(state.sort).toLowerCase();
   statusLine.textContent = `${text}, sorted by ${sortedBy}, ${direction} first.`;
+  const pages = Math.ceil(matched / PAGE_SIZE);
   pageLabel.textContent = matched
-    ? `Page ${Math.floor(state.offset / PAGE_SIZE) + 1} of ${Math.ceil(matched / PAGE_SIZE)}`
+    ? `Page ${formatCount(Math.floor(state.offset / PAGE_SIZE) + 1)} of ${formatCount(pages)}`
     : "";
   previous.disabled = state.offset === 0;
   next.disabled = last >= matched;
-  const url = new URLSearchParams({ sort: state.sort, order: state.order });
-  if (state.q) url.set("q", state.q);
-  if (state.offset) url.set("offset", String(state.offset));
-  history.replaceState(null, "", `?${url}`);
+  rememberInUrl();
   announce(text);
 }
 
+/** The table's state in the address: sort, filter, page, and columns chosen by hand. */
+function rememberInUrl() {
+  const url = new URLSearchParams({ sort: state.sort, order: state.order });
+  if (state.q) url.set("q", state.q);
+  if (state.offset) url.set("offset", String(state.offset));
+  const chosen = optionalColumns().filter((column) => state.shown.has(column));
+  if (chosen.join(",") !== defaultColumns().join(",")) url.set("columns", chosen.join(","));
+  history.replaceState(null, "", `?${url}`);
+}
+
 function renderRows(rows) {
+  shownRows = rows;
   const shown = tableColumns();
   storesTable.tBodies[0].replaceChildren(
     ...rows.map((row) =>
@@ -476,7 +591,7 @@ function renderRows(rows) {
           if (column === "store_id") {
             return h(
               "th",
-              { scope: "row", class: "mono sticky" },
+              { scope: "row", class: "mono sticky", title: row.store_id },
               h("a", { href: storePath(row.store_id, { report: reportId }) }, row.store_id),
             );
           }
@@ -484,11 +599,21 @@ function renderRows(rows) {
           const bad = (column.startsWith("downtime") || column.startsWith("outages")) && value > 0;
           const text =
             column === "uptime_percent" ? formatPercent(value) : formatValue(column, value);
-          return h("td", { class: bad ? "number bad" : "number" }, text);
+          return h("td", { class: bad ? `${cellClass(column)} bad` : cellClass(column) }, text);
         }),
       ),
     ),
   );
+  fitTable();
+}
+
+/** Keep the sorted column just right of the sticky store column when scrolled past, and say
+ * when the table is wider than the page (its scroll bar may be far below). */
+function fitTable() {
+  const store = storesTable.tHead.rows[0]?.cells[0];
+  if (store) storesTable.style.setProperty("--store-width", `${store.offsetWidth}px`);
+  const wrapper = storesTable.parentElement;
+  document.getElementById("scroll-hint").hidden = wrapper.scrollWidth <= wrapper.clientWidth + 1;
 }
 
 start();

@@ -565,16 +565,42 @@ def test_timeline_pieces_add_up_to_the_report_row():
     )
     options = report.ReportOptions(stale_after_us=30 * MINUTE_US, outages=True)
     timeline = report.store_timeline(data, "s", at(f"{MONDAY} 12:00"), options)
-    assert timeline.business == [(at(f"{MONDAY} 09:00"), at(f"{MONDAY} 12:00"))]
-    kinds = [(start, kind) for start, _, kind in timeline.segments]
+    tick = report.TICKS_PER_US
+    business = timeline.business
+    assert business.starts.tolist() == [at(f"{MONDAY} 09:00") * tick]
+    assert business.ends.tolist() == [at(f"{MONDAY} 12:00") * tick]
+    segments = timeline.segments
+    kinds = [
+        (start // tick, report.STATUSES[s])
+        for start, s in zip(segments.starts, segments.status, strict=True)
+    ]
     assert kinds[1:4] == [
         (at(f"{MONDAY} 09:44"), "active"),
         (at(f"{MONDAY} 10:44"), "unknown"),
         (at(f"{MONDAY} 10:45"), "inactive"),
     ]
-    assert timeline.outages == [(at(f"{MONDAY} 10:45"), at(f"{MONDAY} 11:45"))]
+    outages = timeline.outages
+    assert list(zip(outages.starts // tick, outages.ends // tick, strict=True)) == [
+        (at(f"{MONDAY} 10:45"), at(f"{MONDAY} 11:45"))
+    ]
+    assert timeline.polls.evidence.tolist() == [True, True]
     assert timeline.row["downtime_last_hour"] == 45.0
     assert report.store_timeline(data, "other", at(f"{MONDAY} 12:00")) is None
+
+
+def test_timeline_segments_join_neighbours_of_one_status_and_tile_the_week():
+    # Three active polls, then two inactive ones, 24×7 in UTC, no stale_after: two segments,
+    # active from the week's start to the midpoint 10:30 of 10:00 and 11:00, inactive after.
+    polls = [("s", "active", f"{MONDAY} 0{h}:00") for h in (8, 9)]
+    polls += [("s", "active", f"{MONDAY} 10:00")]
+    polls += [("s", "inactive", f"{MONDAY} {h}:00") for h in (11, 12)]
+    now = at(f"{MONDAY} 13:00")
+    timeline = report.store_timeline(inputs(polls, zones=UTC), "s", now)
+    tick = report.TICKS_PER_US
+    segments = timeline.segments
+    assert [report.STATUSES[s] for s in segments.status] == ["active", "inactive"]
+    assert segments.starts.tolist() == [timeline.week_start, at(f"{MONDAY} 10:30") * tick]
+    assert segments.ends.tolist() == [at(f"{MONDAY} 10:30") * tick, now * tick]
 
 
 def test_report_module_imports_no_flask_database_or_parsers():

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import html
 import itertools
 import os
 import shutil
 import time
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import jsonschema_rs
+import numpy as np
 import pandas as pd
 import pytest
 import requests
 
 import jobs
 import loader
+import timelines
 import web
 from models import Report, ReportResult, ReportStatus, db
 from tests.conftest import ROOT, SAMPLE, make_app
@@ -85,8 +88,11 @@ def example_report(client) -> str:
 
 
 def timeline_path(store_id: str, **query: str) -> str:
-    text = "&".join(f"{name}={quote(value, safe='')}" for name, value in query.items())
-    return f"/stores/{quote(store_id, safe='')}/timeline" + (f"?{text}" if text else "")
+    return f"/store/timeline?{urlencode({'id': store_id, **query})}"
+
+
+def store_path(store_id: str, **query: str) -> str:
+    return f"/store?{urlencode({'id': store_id, **query})}"
 
 
 # --------------------------------------------------------------------------- timeline
@@ -109,16 +115,26 @@ def test_timeline_totals_equal_the_report_row_of_every_store(loaded_app, options
 
 def check_week_is_consistent(week: dict) -> None:
     """Properties of every store's week: status segments tile [week start, now) without gap
-    or overlap, and the inactive stretches' business time adds up to the week's downtime."""
+    or overlap, a mixed segment's times fill it, every poll is listed or counted in a bin,
+    and the inactive stretches' business time adds up to the week's downtime."""
     segments = [(s["start_us"], s["end_us"]) for s in week["segments"]]
     assert segments[0][0] == week["windows"]["week"]["at_us"]
     assert segments[-1][1] == week["windows"]["now"]["at_us"]
     assert all(end > start for start, end in segments)
     assert all(a[1] == b[0] for a, b in itertools.pairwise(segments))
+    for mixed in (s for s in week["segments"] if s["status"] == "mixed"):
+        times = (mixed["active_us"], mixed["inactive_us"], mixed["unknown_us"])
+        assert sum(times) == mixed["end_us"] - mixed["start_us"]
+    counts = week["counts"]
+    assert len(week["polls"]) + sum(b["count"] for b in week["poll_bins"]) == counts["polls"]
+    if week["truncated"]["outages"]:
+        assert len(week["outages"]) == week["limits"]["items"]
+        return
     in_business = [o["business_hours"] for o in week["outages"]]
     assert sum(in_business) == pytest.approx(week["totals"]["downtime_last_week"], abs=0.006)
+    assert sum(hours > 0 for hours in in_business) == counts["outages_in_business_hours"]
     if "outages_last_week" in week["totals"]:
-        assert sum(hours > 0 for hours in in_business) == week["totals"]["outages_last_week"]
+        assert counts["outages_in_business_hours"] == week["totals"]["outages_last_week"]
 
 
 def test_timeline_of_the_latest_data_equals_a_report_with_the_same_as_of_and_options(
@@ -237,6 +253,152 @@ def test_a_closure_shows_on_the_timeline_and_removes_business_time(example_clien
     assert [b["end_local"] for b in week["business"]] == ["2023-01-23T11:30:00+00:00"]
     # Without stale_after: active 09:00–10:44:30, inactive 10:44:30–11:30 → 0.76 h down.
     assert week["totals"]["downtime_last_week"] == 0.76
+
+
+# --------------------------------------------------------------------------- a bounded week
+
+# Store "busy", open 24×7 in UTC: a poll every 5 minutes from Monday 10:00 to 11:00, active
+# and inactive in turn (10:00 active, 10:05 inactive, ..., 11:00 active): 13 polls, 13 status
+# segments, 6 outages of 5 minutes. `now` is Monday 12:00, so the week and its 10-minute
+# bins start on a whole hour (Monday 16 January, 12:00).
+BUSY_POLLS = "store_id,status,timestamp_utc\n" + "".join(
+    f"busy,{'inactive' if i % 2 else 'active'},2023-01-23 {10 + i // 12}:{i % 12 * 5:02d}:00 UTC\n"
+    for i in range(13)
+)
+
+
+@pytest.fixture
+def busy_client(sqlite_app, tmp_path):
+    (tmp_path / "store_status.csv").write_text(BUSY_POLLS)
+    (tmp_path / "timezones.csv").write_text("store_id,timezone_str\nbusy,UTC\n")
+    with sqlite_app.app_context():
+        loader.load(db.engine, tmp_path)
+    return sqlite_app.test_client()
+
+
+def test_a_week_beyond_the_limits_comes_as_bin_summaries_and_says_so(busy_client, monkeypatch):
+    monkeypatch.setattr(timelines, "MAX_ITEMS", 5)
+    week = busy_client.get(timeline_path("busy", as_of=EXAMPLE_AS_OF, outages="true")).get_json()
+    assert week["counts"] == {
+        "hours": 0,
+        "polls": 13,
+        "evidence_polls": 13,
+        "polls_in_business_hours": 13,
+        "segments": 13,
+        "outages": 6,
+        "outages_in_business_hours": 6,
+        "business": 1,
+        "closures": 0,
+    }
+    assert week["truncated"] == {
+        "hours": False,
+        "business": False,
+        "closures": False,
+        "segments": True,
+        "polls": True,
+        "outages": True,
+    }
+    assert week["limits"] == {"items": 5, "bin_us": 10 * 60_000_000}
+    # Segments by 10-minute bin: active up to 10:00 (the first poll owns all time before it);
+    # each bin from 10:00 to 11:00 holds 5 minutes of each status (e.g. 10:00–10:10: active
+    # to 10:02:30 and from 10:07:30, inactive between); active from 11:00 (the last poll).
+    minutes_5 = 5 * 60_000_000
+    assert [(s["start_us"], s["end_us"], s["status"]) for s in week["segments"]] == [
+        (us("2023-01-16 12:00"), us("2023-01-23 10:00"), "active"),
+        *[
+            (us(f"2023-01-23 10:{m}0"), us(f"2023-01-23 1{(m + 1) // 6}:{(m + 1) % 6}0"), "mixed")
+            for m in range(6)
+        ],
+        (us("2023-01-23 11:00"), us("2023-01-23 12:00"), "active"),
+    ]
+    mixed = [s for s in week["segments"] if s["status"] == "mixed"]
+    assert {(s["active_us"], s["inactive_us"], s["unknown_us"]) for s in mixed} == {
+        (minutes_5, minutes_5, 0)
+    }
+    # Polls by bin: two per bin from 10:00 (one active, one inactive), then 11:00 alone.
+    assert week["polls"] == []
+    assert [(b["start"], b["count"], b["active"], b["evidence"]) for b in week["poll_bins"]] == [
+        *[(f"2023-01-23T10:{m}0:00.000000Z", 2, 1, 2) for m in range(6)],
+        ("2023-01-23T11:00:00.000000Z", 1, 1, 1),
+    ]
+    # Six outages of 5 minutes (10:02:30–10:07:30, ...): the five with the most business time,
+    # the earliest on a tie.
+    assert [(o["start"][11:19], o["business_hours"]) for o in week["outages"]] == [
+        (f"10:{m}2:30", 5 / 60) for m in range(5)
+    ]
+    assert week["totals"]["downtime_last_week"] == 0.5 and week["totals"]["outages_last_week"] == 6
+    check_week_is_consistent(week)
+
+
+def test_weekly_hours_beyond_the_limit_are_cut_in_day_order(sqlite_app, tmp_path, monkeypatch):
+    # Seven one-hour periods on Sunday, Monday and Tuesday: the first five, in (day, start)
+    # order, are listed: Monday 08:00 and 10:00, Tuesday 08:00, 09:00, 10:00.
+    monkeypatch.setattr(timelines, "MAX_ITEMS", 5)
+    periods = [(6, 8), (1, 10), (1, 8), (0, 10), (0, 8), (1, 9), (6, 9)]
+    hours = "".join(f"busy,{day},{hour:02d}:00,{hour + 1:02d}:00\n" for day, hour in periods)
+    (tmp_path / "store_status.csv").write_text(BUSY_POLLS)
+    (tmp_path / "menu_hours.csv").write_text(
+        "store_id,day,start_time_local,end_time_local\n" + hours
+    )
+    with sqlite_app.app_context():
+        loader.load(db.engine, tmp_path)
+    week = sqlite_app.test_client().get(timeline_path("busy", as_of=EXAMPLE_AS_OF)).get_json()
+    assert (week["counts"]["hours"], week["truncated"]["hours"]) == (7, True)
+    assert [(h["day"], h["start"]) for h in week["hours"]] == [
+        (0, "08:00:00"),
+        (0, "10:00:00"),
+        (1, "08:00:00"),
+        (1, "09:00:00"),
+        (1, "10:00:00"),
+    ]
+
+
+def test_a_week_within_the_limits_is_given_whole(busy_client):
+    week = busy_client.get(timeline_path("busy", as_of=EXAMPLE_AS_OF)).get_json()
+    assert not any(week["truncated"].values())
+    assert [s["status"] for s in week["segments"]] == ["active", "inactive"] * 6 + ["active"]
+    assert len(week["polls"]) == 13 and week["poll_bins"] == []
+    assert len(week["outages"]) == 6
+    check_week_is_consistent(week)
+
+
+# One poll every 2 seconds for the week before Monday 23 January 12:00 (302,400 polls), each
+# active or inactive at random: about 151,000 status segments and 76,000 outages.
+HEAVY_POLLS = 7 * 24 * 3600 // 2
+HEAVY_ANSWER_BYTES = 1_500_000  # 2,000 outages and 1,008 bins of segments and polls: ~1.1 MB
+
+
+@pytest.mark.slow
+def test_a_store_polled_every_two_seconds_answers_within_a_size_bound(app, tmp_path):
+    rng = np.random.default_rng(3)
+    instants = pd.Timestamp("2023-01-16 12:00:01", tz="UTC") + pd.to_timedelta(
+        np.arange(HEAVY_POLLS) * 2, unit="s"
+    )
+    pd.DataFrame(
+        {
+            "store_id": "heavy",
+            "status": np.where(rng.random(HEAVY_POLLS) < 0.5, "active", "inactive"),
+            "timestamp_utc": instants.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        }
+    ).to_csv(tmp_path / "store_status.csv", index=False)
+    with app.app_context():
+        loader.load(db.engine, polls=tmp_path / "store_status.csv")
+    client = app.test_client()
+    report_id = trigger(client, as_of=EXAMPLE_AS_OF, stale_after="1s", outages=True)
+    (row,) = client.get(f"/get_report/{report_id}?format=json").get_json()["rows"]
+    answer = client.get(timeline_path("heavy", report=report_id))
+    assert answer.status_code == 200
+    assert len(answer.get_data()) < HEAVY_ANSWER_BYTES
+    week = answer.get_json()
+    assert week["totals"] == {name: value for name, value in row.items() if name != "store_id"}
+    assert week["counts"]["polls"] == HEAVY_POLLS
+    assert week["truncated"] == dict.fromkeys(week["truncated"], True) | {
+        "hours": False,
+        "business": False,
+        "closures": False,
+    }
+    assert len(week["segments"]) <= 7 * 24 * 6 and len(week["poll_bins"]) == 7 * 24 * 6
+    check_week_is_consistent(week)
 
 
 @pytest.mark.parametrize(
@@ -490,7 +652,7 @@ def test_answers_match_their_openapi_description(example_client):
     answers = {
         "/reports/{report_id}/summary": f"/reports/{report_id}/summary",
         "/reports/{report_id}/stores": f"/reports/{report_id}/stores",
-        "/stores/{store_id}/timeline": timeline_path("Shop-W", report=report_id),
+        "/store/timeline": timeline_path("Shop-W", report=report_id),
     }
     for documented, path in answers.items():
         response = example_client.get(path)
@@ -502,13 +664,13 @@ def test_pages_are_public_shells_and_never_hold_the_token(tmp_path):
     token = "s3cret-token-value"
     app = make_app(f"sqlite:///{tmp_path / 'token.sqlite3'}", tmp_path, API_TOKEN=token)
     client = app.test_client()
-    for path in ("/", "/report/" + "a" * 32, "/stores/" + quote("a/b ü", safe="")):
+    for path in ("/", "/report/" + "a" * 32, store_path("a/b ü")):
         page = client.get(path)
         assert page.status_code == 200 and page.mimetype == "text/html"
         assert "default-src 'self'" in page.headers["Content-Security-Policy"]
         html = page.get_data(as_text=True)
         assert token not in html and 'data-token-required="true"' in html
-    store_page = client.get("/stores/" + quote("a/b ü", safe="")).get_data(as_text=True)
+    store_page = client.get(store_path("a/b ü")).get_data(as_text=True)
     assert 'data-store-id="a/b ü"' in store_page
     for asset in ("style.css", "common.js", "reports.js", "report.js", "store.js", "favicon.svg"):
         assert client.get(f"/static/{asset}").status_code == 200
@@ -520,15 +682,89 @@ def test_pages_are_public_shells_and_never_hold_the_token(tmp_path):
 
 
 def test_a_store_id_with_slashes_reaches_the_page_and_the_timeline_unchanged(sqlite_client):
-    page = sqlite_client.get("/stores/" + quote("a//b/", safe=""))
+    page = sqlite_client.get(store_path("a//b/"))
     assert page.status_code == 200 and 'data-store-id="a//b/"' in page.get_data(as_text=True)
     timeline = sqlite_client.get(timeline_path("a//b/"))
     assert timeline.get_json()["message"] == "no store with id 'a//b/'"
 
 
+# Store ids that a path would not carry: dot segments, a route's suffix, "/" and "%", a query
+# or fragment mark, "+" and "&" (query syntax), and unicode. Each store gets its own number of
+# polls (i + 1, active), so its totals tell it apart.
+ODD_IDS = [
+    ".",
+    "..",
+    "a",
+    "a/timeline",
+    "a/b",
+    "%2F",
+    "?x",
+    "#",
+    "a+b",
+    "a b",
+    "x&id=a",
+    "stóre ü/✓",
+]
+
+
+def odd_polls() -> str:
+    rows = [
+        f'"{store_id}",active,2023-01-23 {10 + n}:00:00 UTC\n'
+        for i, store_id in enumerate(ODD_IDS)
+        for n in range(i + 1)
+    ]
+    return "store_id,status,timestamp_utc\n" + "".join(rows)
+
+
+@pytest.fixture
+def odd_client(sqlite_app, tmp_path):
+    (tmp_path / "store_status.csv").write_text(odd_polls())
+    with sqlite_app.app_context():
+        loader.load(db.engine, tmp_path)
+    return sqlite_app.test_client()
+
+
+def test_every_store_id_has_its_own_page_and_timeline(odd_client):
+    for i, store_id in enumerate(ODD_IDS):
+        page = odd_client.get(store_path(store_id))
+        assert page.status_code == 200, store_id
+        assert f'data-store-id="{html.escape(store_id)}"' in page.get_data(as_text=True)
+        answer = odd_client.get(timeline_path(store_id))
+        assert answer.status_code == 200, (store_id, answer.get_json())
+        week = answer.get_json()
+        assert (week["store_id"], week["counts"]["polls"]) == (store_id, i + 1)
+
+
+def test_earlier_store_links_redirect_to_the_store_they_named(odd_client):
+    # /stores/<id> was the page; "." and ".." never reached the server (browsers drop them).
+    for store_id in ODD_IDS[2:]:
+        answer = odd_client.get(f"/stores/{quote(store_id, safe='')}?report={'a' * 32}")
+        assert answer.status_code == 301, store_id
+        assert redirected_to(answer) == ("/store", {"id": store_id, "report": "a" * 32})
+    # "a/timeline" was store a's timeline: now it is the page of store "a/timeline".
+    answer = odd_client.get("/stores/a/timeline")
+    assert redirected_to(answer) == ("/store", {"id": "a/timeline"})
+    # Other parameters ride along as they are, url_for's own ("_external", ...) too.
+    answer = odd_client.get("/stores/a?_external=1&_scheme=javascript&_anchor=x&id=b")
+    assert answer.headers["Location"] == "/store?id=a&_external=1&_scheme=javascript&_anchor=x"
+
+
+def redirected_to(answer) -> tuple[str, dict[str, str]]:
+    """The path and query parameters of a redirect's Location."""
+    where = urlsplit(answer.headers["Location"])
+    return where.path, dict(parse_qsl(where.query))
+
+
+def test_a_timeline_needs_a_store_id(odd_client):
+    for path in ("/store/timeline", "/store/timeline?id="):
+        answer = odd_client.get(path)
+        assert answer.status_code == 400
+        assert answer.get_json()["message"] == "id (the store's id) is required"
+
+
 def test_a_hostile_store_id_is_escaped_in_the_page(sqlite_client):
     hostile = '"><script>alert(1)</script>'
-    html = sqlite_client.get("/stores/" + quote(hostile, safe="")).get_data(as_text=True)
+    html = sqlite_client.get(store_path(hostile)).get_data(as_text=True)
     assert "<script>alert" not in html and "&lt;script&gt;" in html
 
 
@@ -608,10 +844,7 @@ def page_urls(web_server, report_id: str, store_id: str) -> dict[str, tuple[str,
     return {
         "reports": (f"{web_server.url}/", "#reports-body tr .status-Complete"),
         "report": (f"{web_server.url}/report/{report_id}", "#stores-table tbody tr"),
-        "store": (
-            f"{web_server.url}/stores/{quote(store_id, safe='')}?report={report_id}",
-            "#timeline svg",
-        ),
+        "store": (f"{web_server.url}{store_path(store_id, report=report_id)}", "#timeline svg"),
     }
 
 
@@ -634,6 +867,9 @@ def test_each_page_loads_without_console_errors_and_fits_the_width(
             tab.page.wait_for_load_state("networkidle")
             assert tab.errors == [], (name, tab.errors)
             assert tab.overflow() <= 0, f"{name} is wider than {width} px"
+            for table in tab.page.locator("table").all():  # no table cut off inside the page
+                fits = table.evaluate("t => t.offsetWidth <= t.parentElement.clientWidth + 1")
+                assert fits, (name, table.get_attribute("id") or table.get_attribute("class"))
             shot = tmp_path / f"{name}-{width}.png"
             tab.page.screenshot(path=str(shot))
             assert shot.stat().st_size > 10_000  # a drawn page, not a blank one
@@ -641,6 +877,184 @@ def test_each_page_loads_without_console_errors_and_fits_the_width(
                 shutil.copy(shot, ROOT / SCREENSHOTS_DIR / f"web-{name}.png")
     finally:
         tab.close()
+
+
+# Where a cell is drawn: its left and right edges, and the window's width.
+CELL_BOX = """selector => { const cell = document.querySelector(selector);
+    const box = cell.getBoundingClientRect();
+    return {left: box.left, right: box.right, width: window.innerWidth}; }"""
+
+
+def in_view(page, selector: str) -> dict:
+    box = page.evaluate(CELL_BOX, selector)
+    assert 0 <= box["left"] < box["right"] <= box["width"], (selector, box)
+    return box
+
+
+def check_store_and_sorted_columns_in_view(page, column: str) -> None:
+    """The store and the sorted column, header and first row, lie inside the window and do
+    not cover each other, wherever the table is scrolled sideways."""
+    wrapper = page.locator("#stores-table").locator("xpath=..")
+    for scroll in ("0", "el.scrollWidth"):
+        wrapper.evaluate(f"el => {{ el.scrollLeft = {scroll}; }}")
+        for row in ("thead", "tbody tr:first-child"):
+            store = in_view(page, f"#stores-table {row} .sticky")
+            sorted_cell = "th" if row == "thead" else "td"
+            sorted_box = in_view(page, f"#stores-table {row} {sorted_cell}.sorted")
+            assert sorted_box["left"] >= store["right"] - 1, (scroll, row)
+    header = page.locator(f'#stores-table th[data-column="{column}"]')
+    assert header.get_attribute("aria-sort") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_stores_table_keeps_the_store_and_the_sorted_column_in_view(
+    browser, web_server, finished, width
+):
+    tab = Tab(browser, width=width, height=900 if width == 1280 else 844)
+    try:
+        tab.open(f"{web_server.url}/report/{finished}", "#stores-table tbody tr")
+        page = tab.page
+        wrapper = page.locator("#stores-table").locator("xpath=..")
+        # The report has all 16 columns; the default ones fit without scrolling.
+        assert wrapper.evaluate("el => el.scrollWidth <= el.clientWidth")
+        assert page.locator("#scroll-hint").is_hidden()
+        shown = page.locator("#stores-table thead tr:last-child th").count() + 2
+        assert shown == (8 if width == 1280 else 3)  # + store and uptime % (two rows high)
+        check_store_and_sorted_columns_in_view(page, "downtime_last_week")
+        page.get_by_label("Worst by").select_option(label="Outages, last week")
+        page.wait_for_selector("#stores-table td.sorted >> nth=0")
+        wait_until(page, "() => location.search.includes('sort=outages_last_week')")
+        check_store_and_sorted_columns_in_view(page, "outages_last_week")
+        # Every column chosen: wider than the window, it scrolls and says so; the store and
+        # the sorted column stay in view.
+        page.locator("#columns-summary").click()
+        for box in page.locator("#column-choices input[type=checkbox]:not([disabled])").all():
+            box.check()
+        assert page.inner_text("#columns-summary") == "Columns: 16 of 16"
+        assert page.locator("#stores-table thead tr:last-child th").count() == 14
+        assert wrapper.evaluate("el => el.scrollWidth > el.clientWidth")
+        assert page.locator("#scroll-hint").is_visible()
+        check_store_and_sorted_columns_in_view(page, "outages_last_week")
+        assert "columns=" in page.url
+        page.get_by_role("button", name="Default").click()
+        # The default columns again, and the sorted one (on a phone, not among the defaults).
+        again = page.locator("#stores-table thead tr:last-child th").count() + 2
+        assert again == shown + (0 if width == 1280 else 1)
+        assert tab.errors == [], tab.errors
+    finally:
+        tab.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [1280, 390])
+def test_a_closed_day_reads_closed_and_is_not_drawn_like_unknown_time(
+    browser, web_server, finished, width
+):
+    # The worst store of the sample is open all day, except on Monday (closed), in Los Angeles.
+    store_id = worst_store(web_server, finished)
+    week = requests.get(f"{web_server.url}{timeline_path(store_id, report=finished)}").json()
+    assert [h["weekday"] for h in week["hours"]] == list(timelines.DAY_NAMES[1:])
+    tab = Tab(browser, width=width, height=900 if width == 1280 else 844)
+    try:
+        tab.open(f"{web_server.url}{store_path(store_id, report=finished)}", "#timeline svg")
+        page = tab.page
+        labels = page.locator('#timeline [data-kind="closed-day"]')
+        assert labels.evaluate_all("ls => ls.map(l => [l.dataset.date, l.textContent])") == [
+            ["2023-01-23", "Closed"]
+        ]
+        fills = page.evaluate(
+            """() => Object.fromEntries(['closed', 'outside', 'segment.unknown'].map(kind => {
+                const shape = document.querySelector(`#timeline rect.${kind}`);
+                return [kind, shape && getComputedStyle(shape).fill]; }))"""
+        )
+        assert fills["closed"].startswith("rgb(") and fills["outside"] == "none", fills
+        assert "unknown-hatch" in fills["segment.unknown"], fills
+        # Los Angeles in January: UTC−08:00, shown beside the zone (a minus sign, unbroken).
+        assert week["utc_offset"] == "-08:00"
+        assert "America/Los_Angeles, UTC\u221208:00" in page.inner_text("#zone-note")
+        assert "UTC\u221208:00" in page.inner_text("#timeline-zone")
+        hours = page.locator("#hours-table tbody tr").all_inner_texts()
+        assert hours[0] == "Monday\tClosed" and hours[1] == "Tuesday\tall day", hours
+        assert tab.errors == [], tab.errors
+    finally:
+        tab.close()
+
+
+# Store "busy": a poll a minute from Monday 23 January 10:00 UTC, active and inactive in turn,
+# 3,000 polls: more than the timeline lists (2,000), so polls and segments come in bins.
+BUSY_COUNT = 3000
+
+
+@pytest.fixture(scope="module")
+def odd_server(tmp_path_factory):
+    """`python app.py` on the stores of ODD_IDS and "busy", with a finished report."""
+    folder = tmp_path_factory.mktemp("odd")
+    busy = pd.Timestamp("2023-01-23 10:00", tz="UTC") + pd.to_timedelta(
+        np.arange(BUSY_COUNT), unit="min"
+    )
+    statuses = np.where(np.arange(BUSY_COUNT) % 2 == 1, "inactive", "active")
+    busy_rows = "".join(
+        f"busy,{status},{at}\n"
+        for status, at in zip(statuses, busy.strftime("%Y-%m-%d %H:%M:%S UTC"), strict=True)
+    )
+    (folder / "store_status.csv").write_text(odd_polls() + busy_rows)
+    url = f"sqlite:///{folder / 'odd.sqlite3'}"
+    assert run_cli(url, "load-data", str(folder)).returncode == 0
+    server = ServerProcess(url, folder / "reports", folder / "server.log").start()
+    answer = requests.post(f"{server.url}/trigger_report", json=FULL_OPTIONS, timeout=10)
+    server.report_id = answer.json()["report_id"]
+    assert wait_for_report(server.url, server.report_id).status_code == 200
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+def test_every_store_id_reaches_its_own_page_in_the_browser(tab, odd_server):
+    page = tab.page
+    for i, store_id in enumerate(ODD_IDS):
+        tab.open(f"{odd_server.url}/", "#store-form")
+        page.get_by_label("Store id").fill(store_id)
+        page.get_by_role("button", name="Show store").click()
+        page.wait_for_selector("#timeline svg, #store-error:not([hidden])")
+        assert page.inner_text("h1") == f"Store {store_id}"
+        assert page.inner_text("#polls-note").startswith(f"{i + 1} polls in the week"), store_id
+    # From the report's table: each link opens its own store.
+    tab.open(f"{odd_server.url}/report/{odd_server.report_id}?sort=store_id&order=asc", "td")
+    links = page.locator("#stores-table tbody th a")
+    assert sorted(links.all_inner_texts()) == sorted([*ODD_IDS, "busy"])
+    page.get_by_role("link", name="a/timeline", exact=True).click()
+    page.wait_for_selector("#timeline svg")
+    assert page.inner_text("h1") == "Store a/timeline" and "report=" in page.url
+    assert tab.errors == [], tab.errors
+
+
+@pytest.mark.slow
+def test_a_busy_store_is_drawn_from_its_bounded_week(tab, odd_server):
+    report_id = odd_server.report_id
+    week = requests.get(f"{odd_server.url}{timeline_path('busy', report=report_id)}").json()
+    assert week["truncated"]["polls"] and week["truncated"]["segments"]
+    tab.open(f"{odd_server.url}{store_path('busy', report=report_id)}", "#timeline svg")
+    page = tab.page
+    # Each bin of polls and each segment (whole bins or mixed ones) drawn, piece by piece.
+    for kind, items in (("poll-bin", week["poll_bins"]), ("segment", week["segments"])):
+        pieces = drawn(page, kind)
+        assert {piece["index"] for piece in pieces} == set(range(len(items))), kind
+        for index, item in enumerate(items):
+            mine = [piece for piece in pieces if piece["index"] == index]
+            assert sum(p["end"] - p["start"] for p in mine) == item["end_us"] - item["start_us"]
+    assert page.locator("#timeline rect.share").count() > 0
+    assert page.locator('#timeline [data-kind="poll"]').count() == 0
+    assert page.inner_text("#polls-note").startswith("3,000 polls in the week")
+    assert "drawn as counts per 10-minute bins" in page.inner_text("#timeline-note")
+    assert page.locator("#legend-mixed").is_visible()
+    # Thousands separators on the report page: 1,500 outages of the busy store.
+    tab.open(f"{odd_server.url}/report/{report_id}", "#stores-table tbody tr")
+    outages = f"{week['totals']['outages_last_week']:,}"
+    assert outages == "1,500" and outages in page.inner_text("#summary-cards")
+    busy_row = page.locator("#stores-table tbody tr", has=page.get_by_role("link", name="busy"))
+    assert outages in busy_row.inner_text()
+    assert tab.errors == [], tab.errors
 
 
 @pytest.mark.slow
@@ -696,6 +1110,8 @@ def test_the_stores_table_sorts_filters_and_pages_on_the_server(tab, web_server,
     tab.open(f"{web_server.url}/report/{finished}", "#stores-table tbody tr")
     page = tab.page
     assert shown_ids(page) == api_ids(web_server, finished)  # worst first: downtime, week
+    page.locator("#columns-summary").click()  # not among the default columns: shown first
+    page.get_by_label("Uptime, week (h)").check()
     header = page.locator('button[data-column="uptime_last_week"]')
     header.click()
     wait_for_rows(page, api_ids(web_server, finished, sort="uptime_last_week", order="asc"))
@@ -783,7 +1199,7 @@ def test_the_keyboard_reaches_every_control_with_a_visible_focus(tab, web_server
         count = page.evaluate(
             """selector => {
                 const shown = [...document.querySelectorAll(selector)]
-                    .filter(e => e.getClientRects().length && !e.closest('dialog:not([open])'));
+                    .filter(e => e.checkVisibility() && !e.closest('dialog:not([open])'));
                 shown.forEach((e, i) => { e.dataset.focusMark = String(i); });
                 return shown.length;
             }""",
