@@ -223,9 +223,7 @@ def get_report(report_id: str) -> Response:
             report_id=row.id,
         )
     try:
-        if form == "json":
-            return report_json(row)
-        path = jobs.local_csv(row)
+        return report_json(row) if form == "json" else report_csv(row)
     except jobs.ReportNotFound:
         return error_response(
             410,
@@ -234,13 +232,28 @@ def get_report(report_id: str) -> Response:
             status="Complete",
             report_id=row.id,
         )
-    response = send_file(
-        path.resolve(),
-        mimetype="text/csv",
-        as_attachment=True,
-        download_name=f"report_{row.id}.csv",
-        max_age=0,
-    )
+
+
+def report_csv(row: Report) -> Response:
+    """This machine's CSV copy of the report or, when the copy cannot be written or read (a
+    full or read-only REPORTS_DIR), the same bytes streamed from the database's table."""
+    name = f"report_{row.id}.csv"
+    try:
+        response = send_file(
+            jobs.local_csv(row).resolve(),
+            mimetype="text/csv",
+            as_attachment=True,
+            download_name=name,
+            max_age=0,
+        )
+    except OSError as exc:
+        logger.warning(
+            "report %s: no CSV file on this machine (%s); served from the database", row.id, exc
+        )
+        response = Response(results.csv_chunks(jobs.finished_table(row)), mimetype="text/csv")
+        response.headers["Content-Disposition"] = f"attachment; filename={name}"
+        response.cache_control.no_cache = True
+        response.cache_control.max_age = 0
     response.headers["X-Report-Status"] = "Complete"
     return response
 

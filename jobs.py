@@ -542,7 +542,13 @@ def execute_and_commit(statement) -> int:
 
 
 def assemble_report(report_id: str, owner: str) -> None:
-    """Join the shards, store the table, write the CSV, mark the report Complete (once)."""
+    """Join the shards, then store the table and mark the report Complete in one transaction
+    (once), then write this machine's CSV copy.
+
+    Everything that can fail with the table (joining, packing, the CSV text) happens before
+    that transaction, so a report is never Complete without its stored result; the file is a
+    copy of it, and failing to write it (a full disk) leaves the report Complete and served.
+    """
     columns = options_of(fresh_report(report_id)).columns()
     parts = db.session.scalars(
         select(ReportShard.result)
@@ -551,12 +557,23 @@ def assemble_report(report_id: str, owner: str) -> None:
     ).all()
     db.session.commit()  # end the read: on SQLite a write transaction must begin with a write
     table = results.assemble([results.unpack(part) for part in parts if part], columns)
+    packed, csv = results.pack(table), results.csv_bytes(table)
+    if not complete_report(report_id, owner, len(table), packed):
+        return
+    write_local_copy(report_id, csv)
+    logger.info("report %s: complete, %d stores", report_id, len(table))
+    after_report()
+
+
+def complete_report(report_id: str, owner: str, row_count: int, packed: bytes) -> bool:
+    """Store the table and mark the report Complete, if `owner` still assembles it. A short
+    transaction: everything it writes is ready before it begins."""
     completed = db.session.execute(
         update(Report)
         .where(Report.id == report_id, Report.owner == owner, Report.status == ReportStatus.RUNNING)
         .values(
             status=ReportStatus.COMPLETE,
-            row_count=len(table),
+            row_count=row_count,
             file_name=f"report_{report_id}.csv",
             finished_at=utcnow(),
             owner=None,
@@ -565,34 +582,45 @@ def assemble_report(report_id: str, owner: str) -> None:
     )
     if completed.rowcount != 1:
         db.session.rollback()
-        return
+        return False
     db.session.execute(delete(ReportResult).where(ReportResult.report_id == report_id))
-    db.session.add(ReportResult(report_id=report_id, data=results.pack(table)))
+    db.session.execute(insert(ReportResult).values(report_id=report_id, data=packed))
     db.session.execute(
         update(ReportShard).where(ReportShard.report_id == report_id).values(result=None)
     )
     db.session.commit()
-    results.write_atomically(
-        results.csv_bytes(table), report_path(settings()["REPORTS_DIR"], report_id)
-    )
-    logger.info("report %s: complete, %d stores", report_id, len(table))
-    after_report()
+    return True
+
+
+def write_local_copy(report_id: str, csv: bytes) -> None:
+    """Write this machine's CSV copy; when it cannot be written, say so and go on (the report
+    is served from the database's table)."""
+    try:
+        results.write_atomically(csv, report_path(settings()["REPORTS_DIR"], report_id))
+    except OSError as exc:
+        logger.warning(
+            "report %s: this machine's CSV copy could not be written (%s); it is served from "
+            "the database",
+            report_id,
+            exc,
+        )
 
 
 # --------------------------------------------------------------------------- failures
 
 
-def give_up(report_id: str, reason: str) -> None:
-    """Mark the report (and its unfinished shards) Failed with a short reason for the client."""
+def give_up(report_id: str, reason: str) -> bool:
+    """Mark the report (and its unfinished shards) Failed with a short reason for the client;
+    False (and nothing said about failing) when it had already finished."""
 
-    def fail() -> None:
+    def fail() -> bool:
         db.session.rollback()
         db.session.execute(  # shards, then the report: the lock order of every step
             update(ReportShard)
             .where(ReportShard.report_id == report_id, ReportShard.status.in_(ACTIVE_STATES))
             .values(status=ReportStatus.FAILED, owner=None, lease_expires_at=None)
         )
-        db.session.execute(
+        failed = db.session.execute(
             update(Report)
             .where(Report.id == report_id, Report.status.in_(ACTIVE_STATES))
             .values(
@@ -604,9 +632,13 @@ def give_up(report_id: str, reason: str) -> None:
             )
         )
         db.session.commit()
+        return failed.rowcount == 1
 
+    if not with_database_retries(fail, report_id):
+        logger.info("report %s: had already finished (not failed: %s)", report_id, reason)
+        return False
     logger.warning("report %s: failed: %s", report_id, reason)
-    with_database_retries(fail, report_id)
+    return True
 
 
 def short_reason(exc: Exception) -> str:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,8 +19,10 @@ from sqlalchemy.exc import OperationalError
 
 import jobs
 import loader
+import results
 from models import db
 from tests.conftest import ROOT, SAMPLE, make_app
+from tests.jobcheck import check_report_agrees
 
 BASE_COLUMNS = [
     "store_id",
@@ -336,3 +341,41 @@ def test_a_report_as_of_the_far_future_completes_quickly_and_small(loaded_app):
     # Long after the data, each store's last evidence owns the whole week.
     totals = frame["uptime_last_week"] + frame["downtime_last_week"]
     assert (totals > 0).all()
+
+
+def no_space_left(source, target):
+    raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("fault", ["reports_dir_is_a_file", "disk_full"])
+def test_a_csv_that_cannot_be_written_is_served_from_the_database(
+    database_url, tmp_path, caplog, monkeypatch, fault
+):
+    # REPORTS_DIR cannot take the report's CSV (a file stands where the folder was, or every
+    # write fails as on a full disk): the report is still Complete, with no error logged, and
+    # its CSV is streamed from the table the database holds, byte for byte what a machine with
+    # a working folder serves. Never a 500.
+    caplog.set_level(logging.INFO)
+    app = make_app(database_url, tmp_path / "broken")
+    with app.app_context():
+        loader.load(db.engine, SAMPLE)
+    reports_dir = Path(app.config["REPORTS_DIR"])
+    if fault == "reports_dir_is_a_file":
+        shutil.rmtree(reports_dir)
+        reports_dir.write_text("not a folder")
+    else:
+        monkeypatch.setattr(results.os, "replace", no_space_left)
+    report_id = trigger(app.test_client())
+    assert check_report_agrees(app, report_id, caplog.records) == "Complete"
+    served = app.test_client().get(f"/get_report/{report_id}")
+    monkeypatch.undo()
+    working = make_app(database_url, tmp_path / "working")
+    copy = working.test_client().get(f"/get_report/{report_id}")
+    assert served.status_code == copy.status_code == 200
+    assert served.data == copy.data and len(copy.data.splitlines()) == sample_store_count() + 1
+    assert served.headers["Content-Disposition"] == copy.headers["Content-Disposition"]
+    assert served.headers["X-Report-Status"] == "Complete"
+    assert "served from the database" in caplog.text
+    for each in (app, working):
+        with each.app_context():
+            db.engine.dispose()
