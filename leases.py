@@ -6,49 +6,104 @@ of REPORT_LEASE_SECONDS. When a process dies (kill -9, a lost machine), its leas
 any other process takes the rows over with a conditional update that only one can win, then
 queues the step again. Rows queued in a broker (owner NULL) are sent again only if still
 waiting after REPORT_REQUEUE_SECONDS; a step delivered twice is harmless.
+
+The keeper of a broker's worker process also records a heartbeat (`workers` table), so any
+API process can tell whether workers are there without asking the broker.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from datetime import timedelta
 
 from flask import Flask
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 
 import jobs
 from executors import machine_id, process_owner
-from models import ACTIVE_STATES, Report, ReportShard, ReportStatus, db, utcnow
+from models import ACTIVE_STATES, Report, ReportShard, ReportStatus, Worker, db, utcnow
 
 logger = logging.getLogger(__name__)
 
 
 class LeaseKeeper(threading.Thread):
-    """Renews this process's leases and, with `sweep`, takes over expired ones."""
+    """Renews this process's leases and, with `sweep`, takes over expired ones; with
+    `heartbeat` (a broker's worker process), records that this worker is alive."""
 
-    def __init__(self, app: Flask, sweep: bool) -> None:
+    def __init__(self, app: Flask, sweep: bool, heartbeat: bool = False) -> None:
         super().__init__(name="lease-keeper", daemon=True)
         self.app = app
         self.sweep = sweep
+        self.heartbeat = heartbeat
         self.stopped = threading.Event()
 
     def run(self) -> None:
         interval = self.app.config["REPORT_LEASE_SECONDS"] / 3
+        if self.heartbeat:
+            interval = min(interval, HEARTBEAT_SECONDS)
         first = True
         while first or not self.stopped.wait(interval):
             first = False
             try:
-                with self.app.app_context():
-                    renew(process_owner())
-                    if self.sweep:
-                        take_over_expired(self.app.extensions["report_executor"])
+                self.round()
             except Exception:  # the database may be away for a while: try again next round
                 logger.exception("lease keeper: round failed")
 
+    def round(self) -> None:
+        """One round: heartbeat, renew, sweep."""
+        with self.app.app_context():
+            if self.heartbeat:
+                record_heartbeat(process_owner())
+            renew(process_owner())
+            if self.sweep:
+                take_over_expired(self.app.extensions["report_executor"])
+
     def stop(self) -> None:
         self.stopped.set()
+
+
+# A worker's keeper records a heartbeat at least this often; one seen within WORKER_SEEN_SECONDS
+# counts as there; rows of workers gone for a day are deleted.
+HEARTBEAT_SECONDS = 20
+WORKER_SEEN_SECONDS = 60
+WORKER_FORGOTTEN_AFTER = timedelta(days=1)
+
+
+def record_heartbeat(name: str) -> None:
+    """Say that worker `name` (this process) is alive now."""
+    now = utcnow()
+    seen = db.session.execute(update(Worker).where(Worker.name == name).values(last_seen=now))
+    if seen.rowcount == 0:
+        db.session.execute(
+            insert(Worker).values(
+                name=name,
+                host=socket.gethostname()[:255],
+                pid=os.getpid(),
+                started_at=now,
+                last_seen=now,
+            )
+        )
+        db.session.execute(delete(Worker).where(Worker.last_seen < now - WORKER_FORGOTTEN_AFTER))
+    db.session.commit()
+
+
+def forget_worker(name: str) -> None:
+    """A worker process that stops says so at once (others would only age out)."""
+    db.session.execute(delete(Worker).where(Worker.name == name))
+    db.session.commit()
+
+
+def workers_seen() -> int:
+    """Worker processes whose heartbeat is at most WORKER_SEEN_SECONDS old."""
+    since = utcnow() - timedelta(seconds=WORKER_SEEN_SECONDS)
+    count = db.session.scalar(
+        select(func.count()).select_from(Worker).where(Worker.last_seen >= since)
+    )
+    db.session.commit()
+    return int(count or 0)
 
 
 def lease_seconds() -> float:

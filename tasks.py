@@ -83,7 +83,8 @@ def released_on_error(report_id: str):
 
 @signals.worker_process_init.connect
 def start_lease_keeper(**_: object) -> None:
-    """In each worker process: fresh database connections, and leases renewed and swept."""
+    """In each worker process: fresh database connections, leases renewed and swept, and a
+    heartbeat that tells API processes this worker is there."""
     if not _flask_apps:
         return
     from leases import LeaseKeeper
@@ -91,4 +92,18 @@ def start_lease_keeper(**_: object) -> None:
     app = _flask_apps[0]
     with app.app_context():
         db.engine.dispose(close=False)  # connections inherited from the parent are not ours
-    LeaseKeeper(app, sweep=True).start()
+    LeaseKeeper(app, sweep=True, heartbeat=True).start()
+
+
+@signals.worker_process_shutdown.connect
+def say_goodbye(**_: object) -> None:
+    """A worker process that stops is no longer counted (one that dies ages out)."""
+    if not _flask_apps:
+        return
+    from leases import forget_worker
+
+    try:
+        with _flask_apps[0].app_context():
+            forget_worker(process_owner())
+    except Exception:  # stopping anyway: its heartbeat ages out within a minute
+        logger.exception("worker %s: could not remove its heartbeat", process_owner())

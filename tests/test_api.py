@@ -11,19 +11,23 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 import jobs
+import leases
 import loader
 import results
-from models import db
+from models import Report, ReportStatus, db, utcnow
 from tests.conftest import ROOT, SAMPLE, make_app
 from tests.jobcheck import check_report_agrees
 
+MINUTE = timedelta(seconds=61)
 BASE_COLUMNS = [
     "store_id",
     "uptime_last_hour",
@@ -379,3 +383,52 @@ def test_a_csv_that_cannot_be_written_is_served_from_the_database(
     for each in (app, working):
         with each.app_context():
             db.engine.dispose()
+
+
+@pytest.fixture
+def broker_app(database_url, tmp_path):
+    """An API process that sends steps to a broker (kombu's in-memory one: nothing else can
+    take its messages), with no worker."""
+    app = make_app(database_url, tmp_path, REPORTS_INLINE=False, CELERY_BROKER_URL="memory://")
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def reports_warning(client) -> str | None:
+    return client.get("/reports").get_json()["reports"][0].get("warning")
+
+
+def test_with_a_broker_health_counts_workers_and_a_waiting_report_warns_when_none(broker_app):
+    client = broker_app.test_client()
+    assert client.get("/healthz").get_json() == {"status": "ok", "database": "ok", "workers": 0}
+    report_id = trigger(client)
+    warning = reports_warning(client)
+    assert warning and "no report worker has been seen" in warning
+    waiting = client.get(f"/get_report/{report_id}")
+    assert waiting.status_code == 202 and waiting.get_json()["status"] == "Queued"
+    assert waiting.get_json()["warning"] == warning
+    # A worker process's lease keeper records its heartbeat every round.
+    leases.LeaseKeeper(broker_app, sweep=False, heartbeat=True).round()
+    assert client.get("/healthz").get_json()["workers"] == 1
+    assert reports_warning(client) is None
+    assert "warning" not in client.get(f"/get_report/{report_id}").get_json()
+    # Not seen for over a minute: not counted any more.
+    with broker_app.app_context():
+        db.session.execute(text("UPDATE workers SET last_seen = :t"), {"t": utcnow() - MINUTE})
+        db.session.commit()
+    assert client.get("/healthz").get_json()["workers"] == 0
+    assert reports_warning(client) == warning
+
+
+def test_without_a_broker_health_has_no_workers_and_reports_no_warning(app, tmp_path):
+    threads = make_app(app.config["DATABASE_URL"], tmp_path, REPORTS_INLINE=False)
+    client = threads.test_client()
+    with threads.app_context():
+        db.session.add(Report(id="a" * 32, status=ReportStatus.QUEUED))
+        db.session.commit()
+    assert client.get("/healthz").get_json() == {"status": "ok", "database": "ok"}
+    assert "warning" not in client.get("/reports").get_json()["reports"][0]
+    threads.extensions["report_executor"].shutdown()
+    with threads.app_context():
+        db.engine.dispose()

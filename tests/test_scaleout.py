@@ -220,6 +220,48 @@ def test_the_same_shard_delivered_twice_changes_nothing(shared_database, tmp_pat
     assert completions_logged(report_id, tmp_path / "worker.log") == 1
 
 
+def own_redis_database(number: int) -> str:
+    """A Redis database of its own (not the /0 other tests share): no other test's worker can
+    take a message that waits there for this test's worker."""
+    return broker_url("redis").removesuffix("/0") + f"/{number}"
+
+
+def health(url: str) -> dict:
+    response = requests.get(f"{url}/healthz", timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_for_workers(url: str, count: int, timeout: float = 30) -> None:
+    """Return once /healthz counts `count` workers (their heartbeats come from other
+    processes: no hook to wait on)."""
+    deadline = time.monotonic() + timeout
+    while (seen := health(url)["workers"]) != count:
+        assert time.monotonic() < deadline, f"{seen} workers seen, not {count}"
+        time.sleep(0.2)
+
+
+def test_workers_are_counted_and_a_report_waiting_for_none_says_so(shared_database, tmp_path):
+    broker = own_redis_database(11)
+    api = ServerProcess(
+        shared_database, tmp_path / "api", tmp_path / "api.log", CELERY_BROKER_URL=broker
+    ).start()
+    assert health(api.url)["workers"] == 0
+    report_id = trigger(api.url)
+    waiting = requests.get(f"{api.url}/get_report/{report_id}", timeout=10)
+    assert waiting.status_code == 202 and waiting.json()["status"] == "Queued"
+    assert "no report worker has been seen" in waiting.json()["warning"]
+    listed = requests.get(f"{api.url}/reports", timeout=10).json()["reports"][0]
+    assert listed["warning"] == waiting.json()["warning"]
+    worker = WorkerProcess(shared_database, broker, tmp_path / "worker.log", concurrency=2)
+    worker.start()
+    done = wait_for_report(api.url, report_id)
+    assert done.status_code == 200, done.text
+    wait_for_workers(api.url, 2)  # each process of the pool beats on its own
+    worker.stop()  # a worker process that stops says goodbye
+    assert health(api.url)["workers"] == 0
+
+
 def test_an_unreachable_broker_gives_503_and_creates_nothing(shared_database, tmp_path):
     closed = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
     api = ServerProcess(
