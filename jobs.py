@@ -25,7 +25,7 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -72,6 +72,10 @@ class ReportNotFound(Exception):
 
 class ServiceBusy(Exception):
     """The database's write lock or the task broker is not available right now."""
+
+
+class BrokerUnavailable(ServiceBusy):
+    """The task broker did not take a step within CELERY_CONNECT_TIMEOUT (tries included)."""
 
 
 class Executor(Protocol):
@@ -249,8 +253,42 @@ def start_report(report_id: str, owner: str, worker: Executor) -> None:
     )
     if not ranges:
         maybe_assemble(report_id, owner)
-    for number in range(len(ranges)):
-        worker.enqueue_shard(report_id, number)
+    send_shards(report_id, worker, len(ranges))
+
+
+def send_shards(report_id: str, worker: Executor, count: int) -> None:
+    """Queue the planned shards. The plan is committed already: when the broker does not take
+    a shard (it tried again within CELERY_CONNECT_TIMEOUT), that one and the rest are left for
+    the next sweep to send at once, instead of after REPORT_REQUEUE_SECONDS."""
+    for number in range(count):
+        try:
+            worker.enqueue_shard(report_id, number)
+        except BrokerUnavailable as exc:
+            logger.warning(
+                "report %s: the broker took %d of %d shards (%s); the next sweep sends the rest",
+                report_id,
+                number,
+                count,
+                exc,
+            )
+            send_again_soon(report_id, range(number, count))
+            return
+
+
+def send_again_soon(report_id: str, shards: Iterable[int] | None = None) -> None:
+    """Mark queued steps the broker did not take (the report's start, or `shards`) for the
+    next sweep: their lease runs out now. Only steps still queued with no owner."""
+    if shards is None:
+        model, match = Report, [Report.id == report_id]
+    else:
+        model = ReportShard
+        match = [ReportShard.report_id == report_id, ReportShard.shard.in_(list(shards))]
+    expire = (
+        update(model)
+        .where(*match, model.status == ReportStatus.QUEUED, model.owner.is_(None))
+        .values(lease_expires_at=utcnow())
+    )
+    with_database_retries(lambda: execute_and_commit(expire), report_id)
 
 
 def plan_shards(

@@ -141,28 +141,59 @@ def dead_local_owners(owners: set[str]) -> set[str]:
     return dead
 
 
+# A sweep round stops after this many steps in a row the broker did not take (each send
+# already tried for CELERY_CONNECT_TIMEOUT): the broker is away, the next round tries again.
+SEND_FAILURES_PER_ROUND = 3
+
+
 def take_over_expired(executor: jobs.Executor) -> int:
-    """Queue again the steps whose owner stopped renewing; return how many."""
-    taken = 0
+    """Queue again the steps whose owner stopped renewing; return how many were sent.
+
+    A step the broker does not take is left for the next round (its lease runs out now); the
+    round goes on with the others.
+    """
     dead = dead_local_owners(active_owners())
-    for model in (Report, ReportShard):
-        for row in expired_rows(model, dead):
-            if claim_expired(model, row, executor.owner):
-                logger.warning(
-                    "report %s: taking over %s left by %s",
-                    row.report_key,
-                    f"shard {row.shard}" if model is ReportShard else "its start",
-                    row.owner or "the broker",
-                )
-                if model is Report:
-                    executor.enqueue_start(row.report_key)
-                else:
-                    executor.enqueue_shard(row.report_key, row.shard)
-                taken += 1
+    expired = [(model, row) for model in (Report, ReportShard) for row in expired_rows(model, dead)]
+    sent = failures = 0
+    for model, row in expired:
+        if failures >= SEND_FAILURES_PER_ROUND:
+            logger.warning("sweep: the broker takes nothing; the next round tries again")
+            return sent
+        if not claim_expired(model, row, executor.owner):
+            continue
+        logger.warning(
+            "report %s: taking over %s left by %s",
+            row.report_key,
+            f"shard {row.shard}" if model is ReportShard else "its start",
+            row.owner or "the broker",
+        )
+        shard = row.shard if model is ReportShard else None
+        if send_step(executor, row.report_key, shard):
+            sent, failures = sent + 1, 0
+        else:
+            failures += 1
     for report_id in reports_waiting_for_assembly():
-        executor.enqueue_shard(report_id, 0)  # a finished shard's step assembles the report
-        taken += 1
-    return taken
+        # a finished shard's step assembles the report
+        sent += send_step(executor, report_id, 0, assembly=True)
+    return sent
+
+
+def send_step(
+    executor: jobs.Executor, report_id: str, shard: int | None, assembly: bool = False
+) -> bool:
+    """Queue a report's start (`shard` None) or one shard; False when the broker does not
+    take it (then it is sent again by the next round)."""
+    try:
+        if shard is None:
+            executor.enqueue_start(report_id)
+        else:
+            executor.enqueue_shard(report_id, shard)
+    except jobs.BrokerUnavailable as exc:
+        logger.warning("report %s: not sent again (%s); the next round tries", report_id, exc)
+        if not assembly:
+            jobs.send_again_soon(report_id, None if shard is None else [shard])
+        return False
+    return True
 
 
 def active_owners() -> set[str]:

@@ -25,7 +25,7 @@ QUEUE = "store_monitor"
 
 
 def celery_settings(config: dict[str, Any]) -> dict[str, Any]:
-    return {
+    settings = {
         "broker_url": config["CELERY_BROKER_URL"],
         "broker_connection_timeout": config["CELERY_CONNECT_TIMEOUT"],
         "broker_connection_retry_on_startup": True,
@@ -38,6 +38,19 @@ def celery_settings(config: dict[str, Any]) -> dict[str, Any]:
         "accept_content": ["json"],
         "worker_hijack_root_logger": False,
     }
+    if config["CELERY_BROKER_URL"].startswith(("amqp://", "amqps://", "pyamqp://")):
+        # The broker confirms each step it stored: a step sent just before it went away is
+        # sent again instead of lost (an API answered 202 for it).
+        settings["broker_transport_options"] = {"confirm_publish": True}
+    if config["CELERY_BROKER_URL"].startswith(("redis://", "rediss://", "redis+socket://")):
+        # Without a socket timeout, a Redis that accepts a connection and then says nothing
+        # holds a publish (and the trigger waiting on it) for ever.
+        timeout = config["CELERY_CONNECT_TIMEOUT"]
+        settings["broker_transport_options"] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+        }
+    return settings
 
 
 def celery_init_app(app: Flask) -> Celery:

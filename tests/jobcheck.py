@@ -136,3 +136,35 @@ class StepHook:
         with self.changed:
             if not self.changed.wait_for(lambda: self.calls >= count, timeout):
                 raise TimeoutError(f"ran {self.calls} time(s) of {count} within {timeout} s")
+
+
+class BrokerDown(Exception):
+    """What an Outbox raises for a send it was told to fail."""
+
+
+class Outbox:
+    """An executor like Celery's (a broker holds queued steps: they have no owner) that keeps
+    the steps sent instead of running them; the sends listed in `failing` raise, each once,
+    as they do while a broker restarts. `run(app)` then runs what was sent, inline."""
+
+    owner = None
+
+    def __init__(self, failing: Iterable[tuple] = (), error: type[Exception] = BrokerDown):
+        self.sent: list[tuple] = []
+        self.failing = set(failing)
+        self.error = error
+
+    def enqueue_start(self, report_id: str) -> None:
+        self._send(("start", report_id))
+
+    def enqueue_shard(self, report_id: str, shard: int) -> None:
+        self._send(("shard", report_id, shard))
+
+    def _send(self, step: tuple) -> None:
+        if step in self.failing:
+            self.failing.discard(step)
+            raise self.error(f"the broker did not take {step}")
+        self.sent.append(step)
+
+    def shards_sent(self, report_id: str) -> list[int]:
+        return sorted(step[2] for step in self.sent if step[:2] == ("shard", report_id))

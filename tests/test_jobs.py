@@ -3,16 +3,19 @@ agree (see tests/jobcheck.py), on both engines."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import pytest
 
+import executors
 import jobs
+import leases
 import loader
 import results
-from models import ReportStatus, db
-from tests.conftest import SAMPLE
-from tests.jobcheck import check_report_agrees, is_short_reason
+from models import Report, ReportStatus, db
+from tests.conftest import SAMPLE, make_app
+from tests.jobcheck import Outbox, check_report_agrees, is_short_reason
 from tests.loading import HOURS_HEADER, POLL_HEADER, write
 
 HEADER = (
@@ -132,3 +135,25 @@ def test_a_shard_that_fails_inline_fails_the_report_with_a_short_reason(app, log
 )
 def test_what_counts_as_a_short_reason(reason, short):
     assert is_short_reason(reason) is short
+
+
+def test_shards_the_broker_did_not_take_are_sent_by_the_very_next_sweep(database_url, tmp_path):
+    # The broker restarted while the start step queued the shards: shard 1 was not taken
+    # (after the executor's own tries). The plan is committed, so the next sweep must send
+    # what is missing at once, not REPORT_REQUEUE_SECONDS (10 minutes) later.
+    app = make_app(database_url, tmp_path, REPORT_SHARD_STORES=50, REPORT_REQUEUE_SECONDS=600)
+    with app.app_context():
+        loader.load(db.engine, SAMPLE)
+        outbox = Outbox(error=jobs.BrokerUnavailable)
+        report_id = jobs.submit_report(jobs.ReportRequest(), outbox)
+        outbox.failing = {("shard", report_id, 1)}
+        with contextlib.suppress(jobs.BrokerUnavailable):
+            jobs.start_report(report_id, executors.process_owner(), outbox)
+        shards = db.session.get(Report, report_id).shard_count
+        db.session.commit()
+        assert shards == 4 and outbox.shards_sent(report_id) == [0]
+        leases.take_over_expired(outbox)  # the next keeper round
+        assert outbox.shards_sent(report_id) == list(range(shards))
+        for shard in outbox.shards_sent(report_id):  # what the workers then run
+            jobs.run_shard(report_id, shard, "worker-a", wait_for_owner=True, retry_elsewhere=True)
+    assert check_report_agrees(app, report_id) == ReportStatus.COMPLETE

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +18,8 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.conftest import IN_CI, SAMPLE, SHARED, skip_unless_required
+from tests.brokers import broker_port, broker_url
+from tests.conftest import SAMPLE, SHARED
 from tests.server import (
     GunicornProcess,
     ServerProcess,
@@ -28,25 +28,11 @@ from tests.server import (
     run_cli,
     wait_for_report,
 )
+from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.slow
 
-BROKERS = {
-    "rabbitmq": ("amqp://guest:guest@127.0.0.1:5672//", 5672),
-    "redis": ("redis://127.0.0.1:6379/0", 6379),
-}
-BROKER_REQUIRED = IN_CI or bool(os.environ.get("REQUIRE_BROKER"))
 FAST_LEASES = {"REPORT_LEASE_SECONDS": "3"}
-
-
-def broker_url(name: str) -> str:
-    url, port = BROKERS[name]
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except OSError as exc:
-        reason = f"{name} broker at 127.0.0.1:{port} does not answer: {exc}"
-        skip_unless_required(reason, BROKER_REQUIRED, "a broker")
-    return url
 
 
 @pytest.fixture(params=["rabbitmq", "redis"])
@@ -279,6 +265,40 @@ def test_an_unreachable_broker_gives_503_and_creates_nothing(shared_database, tm
     assert response.status_code == 503 and response.headers["Retry-After"].isdigit()
     assert "nothing was created" in response.json()["message"]
     assert listing == []
+
+
+def test_a_one_second_broker_outage_mid_report_delays_no_report(shared_database, tmp_path):
+    # The broker goes away for a second while a report runs: a proxy between it and every
+    # process closes all connections and refuses new ones (the shared broker itself is never
+    # touched). The first trigger afterwards must be accepted (the API's pooled connection is
+    # stale), and both reports must complete within a minute: the worker's stale connection
+    # must not leave the second report's shards to the 10-minute re-queue sweep.
+    proxy = TcpProxy(("127.0.0.1", broker_port("rabbitmq")))
+    broker = proxy.url(broker_url("rabbitmq"))
+    settings = {"REPORT_SHARD_STORES": "20", **FAST_LEASES}
+    worker = WorkerProcess(shared_database, broker, tmp_path / "worker.log", **settings).start()
+    api = ServerProcess(
+        shared_database,
+        tmp_path / "api",
+        tmp_path / "api.log",
+        CELERY_BROKER_URL=broker,
+        **settings,
+    ).start()
+    try:
+        before = trigger(api.url)
+        running_shard_owner(shared_database, before)  # mid-report
+        proxy.cut()
+        time.sleep(1)  # the outage itself: one second
+        proxy.restore()
+        after = trigger(api.url)
+        done = [wait_for_report(api.url, report_id, timeout=60) for report_id in (before, after)]
+    finally:
+        api.stop()
+        worker.stop()
+        proxy.close()
+    assert [answer.status_code for answer in done] == [200, 200], [a.text for a in done]
+    expected = embedded_csv(shared_database, tmp_path)
+    assert done[0].content == done[1].content == expected
 
 
 # --------------------------------------------------------------------------- API processes
