@@ -42,7 +42,7 @@ import results
 import snapshot
 import timestamps
 import writing
-from locking import bounded_lock_wait
+from locking import LockWaitTimeout, bounded_lock_wait, writers_in_turn
 from models import (
     ACTIVE_STATES,
     LoadBatch,
@@ -166,40 +166,68 @@ def submit_report(request: ReportRequest, worker: Executor | None = None) -> str
     return report_id
 
 
+BUSY_MESSAGE = "the database is busy with another write"
+
+
 def create_queued_report(request: ReportRequest, owner: str | None) -> str:
     """Insert the Queued row after counting active reports, serialised by a lock row.
 
-    On SQLite a held write lock means a load is running: give up after TRIGGER_LOCK_TIMEOUT_MS
-    (ServiceBusy). On MySQL/MariaDB a deadlock with another transaction is tried again.
+    A full queue is refused at once, from a read: under a storm of triggers most are refused,
+    and those must not queue for SQLite's single writer. On SQLite the triggers of a process
+    then take the write lock in turn, each waiting at most TRIGGER_LOCK_TIMEOUT_MS for it
+    (whoever holds it: a load, report steps, another process) before ServiceBusy. On
+    MySQL/MariaDB a deadlock with another transaction is tried again.
     """
+    refuse_when_full()
     report_id = new_report_id()
     sqlite = db.engine.dialect.name == "sqlite"
     wait_ms = settings()["TRIGGER_LOCK_TIMEOUT_MS"] if sqlite else None
     for attempt in range(LOCK_RETRIES + 1):
         try:
-            with db.engine.connect() as conn, bounded_lock_wait(conn, wait_ms), conn.begin():
+            with (
+                writers_in_turn(db.engine, wait_ms),
+                db.engine.connect() as conn,
+                bounded_lock_wait(conn, wait_ms),
+                conn.begin(),
+            ):
                 insert_queued_report(conn, report_id, request, owner)
             return report_id
+        except LockWaitTimeout as exc:
+            raise ServiceBusy(BUSY_MESSAGE) from exc
         except OperationalError as exc:
             if sqlite or transient_kind(exc) != "lock" or attempt == LOCK_RETRIES:
-                raise ServiceBusy("the database is busy (a load holds its write lock)") from exc
+                raise ServiceBusy(BUSY_MESSAGE) from exc
     raise AssertionError("unreachable")
+
+
+def report_capacity() -> int:
+    return settings()["REPORT_WORKERS"] + settings()["REPORT_QUEUE"]
+
+
+def active_reports(conn: Connection) -> int:
+    query = select(func.count()).select_from(Report).where(Report.status.in_(ACTIVE_STATES))
+    return conn.execute(query).scalar()
+
+
+def refuse_when_full() -> None:
+    """QueueFull when the queue is full as of now (a read: no lock taken, none waited for)."""
+    with db.engine.connect() as conn:
+        active = active_reports(conn)
+    if active >= report_capacity():
+        raise QueueFull(f"{active} reports are queued or running")
 
 
 def insert_queued_report(
     conn: Connection, report_id: str, request: ReportRequest, owner: str | None
 ) -> None:
     """Count, then insert, in one transaction that starts with a write to the lock row."""
-    capacity = settings()["REPORT_WORKERS"] + settings()["REPORT_QUEUE"]
     conn.execute(
         update(ServiceLock)
         .where(ServiceLock.name == TRIGGER_LOCK)
         .values(uses=ServiceLock.uses + 1)
     )
-    active = conn.execute(
-        select(func.count()).select_from(Report).where(Report.status.in_(ACTIVE_STATES))
-    ).scalar()
-    if active >= capacity:
+    active = active_reports(conn)
+    if active >= report_capacity():
         raise QueueFull(f"{active} reports are queued or running")
     conn.execute(
         insert(Report).values(
@@ -598,6 +626,7 @@ def assemble_report(report_id: str, owner: str) -> None:
     packed, csv = results.pack(table), results.csv_bytes(table)
     if not complete_report(report_id, owner, len(table), packed):
         return
+    drop_shard_results(report_id)
     write_local_copy(report_id, csv)
     logger.info("report %s: complete, %d stores", report_id, len(table))
     after_report()
@@ -623,11 +652,22 @@ def complete_report(report_id: str, owner: str, row_count: int, packed: bytes) -
         return False
     db.session.execute(delete(ReportResult).where(ReportResult.report_id == report_id))
     db.session.execute(insert(ReportResult).values(report_id=report_id, data=packed))
-    db.session.execute(
-        update(ReportShard).where(ReportShard.report_id == report_id).values(result=None)
-    )
     db.session.commit()
     return True
+
+
+def drop_shard_results(report_id: str) -> None:
+    """The shards' tables are not needed once the report's is stored: free their space, in a
+    transaction of its own (rewriting those rows is the slowest write of a report)."""
+    try:
+        drop = update(ReportShard).where(ReportShard.report_id == report_id).values(result=None)
+        with_database_retries(lambda: execute_and_commit(drop), report_id)
+    except Exception as exc:  # never fails the report; the rows go when the report does
+        logger.warning(
+            "report %s: its shards' results stay until it is removed (%s)",
+            report_id,
+            short_reason(exc),
+        )
 
 
 def write_local_copy(report_id: str, csv: bytes) -> None:

@@ -273,7 +273,9 @@ def test_trigger_answers_503_quickly_while_a_load_holds_the_sqlite_lock(tmp_path
         response = client.post("/trigger_report")
         waited = time.monotonic() - started
         assert response.status_code == 503 and response.headers["Retry-After"].isdigit()
-        assert "nothing was created" in response.get_json()["message"]
+        assert response.get_json()["message"] == (
+            "the database is busy with another write; nothing was created, retry later"
+        )
         assert waited < 10  # generous bound: the point is "not the 30 s busy timeout"
         assert client.get("/healthz").status_code == 200
     finally:
@@ -432,3 +434,23 @@ def test_without_a_broker_health_has_no_workers_and_reports_no_warning(app, tmp_
     threads.extensions["report_executor"].shutdown()
     with threads.app_context():
         db.engine.dispose()
+
+
+def test_a_trigger_for_a_full_queue_is_refused_without_waiting_for_the_write_lock(tmp_path):
+    # Under a storm of triggers most find the queue full: they must answer 429 at once, from
+    # a read, not queue for SQLite's single writer (held here by another connection) and
+    # answer 503 when it stays busy.
+    url = f"sqlite:///{tmp_path / 'full.sqlite3'}"
+    app = make_app(url, tmp_path, REPORT_WORKERS=1, REPORT_QUEUE=0, TRIGGER_LOCK_TIMEOUT_MS=300)
+    with app.app_context():
+        db.session.add(Report(id="f" * 32, status=ReportStatus.RUNNING))
+        db.session.commit()
+    holder = sqlite3.connect(tmp_path / "full.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        response = app.test_client().post("/trigger_report")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert response.status_code == 429 and response.get_json()["error"] == "too_many_reports"
+    assert response.get_json()["message"] == "1 reports are queued or running; retry later"
