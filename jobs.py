@@ -184,13 +184,11 @@ def create_queued_report(request: ReportRequest, owner: str | None) -> str:
     wait_ms = settings()["TRIGGER_LOCK_TIMEOUT_MS"] if sqlite else None
     for attempt in range(LOCK_RETRIES + 1):
         try:
-            with (
-                writers_in_turn(db.engine, wait_ms),
-                db.engine.connect() as conn,
-                bounded_lock_wait(conn, wait_ms),
-                conn.begin(),
-            ):
-                insert_queued_report(conn, report_id, request, owner)
+            queued = time.monotonic()
+            with writers_in_turn(db.engine, wait_ms):
+                left_ms = None if wait_ms is None else time_left_ms(wait_ms, queued)
+                with db.engine.connect() as conn, bounded_lock_wait(conn, left_ms), conn.begin():
+                    insert_queued_report(conn, report_id, request, owner)
             return report_id
         except LockWaitTimeout as exc:
             raise ServiceBusy(BUSY_MESSAGE) from exc
@@ -198,6 +196,12 @@ def create_queued_report(request: ReportRequest, owner: str | None) -> str:
             if sqlite or transient_kind(exc) != "lock" or attempt == LOCK_RETRIES:
                 raise ServiceBusy(BUSY_MESSAGE) from exc
     raise AssertionError("unreachable")
+
+
+def time_left_ms(budget_ms: int, since: float) -> int:
+    """What is left (at least 1 ms) of a wait of `budget_ms` begun at `since`: the process's
+    turn and SQLite's lock share one TRIGGER_LOCK_TIMEOUT_MS."""
+    return max(int(budget_ms - (time.monotonic() - since) * 1000), 1)
 
 
 def report_capacity() -> int:
