@@ -14,6 +14,7 @@ from sqlalchemy import select, text
 from werkzeug.exceptions import HTTPException
 
 import jobs
+import leases
 import openapi as openapi_document
 import report
 import results
@@ -210,7 +211,7 @@ def get_report(report_id: str) -> Response:
     row = find_report(report_id)
     form = wanted_format()
     if row.status in ACTIVE_STATES:
-        response = jsonify(describe(row))
+        response = jsonify(describe(row, workers_seen()))
         response.status_code = 202
         response.headers["Retry-After"] = "1"
         return response
@@ -223,9 +224,7 @@ def get_report(report_id: str) -> Response:
             report_id=row.id,
         )
     try:
-        if form == "json":
-            return report_json(row)
-        path = jobs.local_csv(row)
+        return report_json(row) if form == "json" else report_csv(row)
     except jobs.ReportNotFound:
         return error_response(
             410,
@@ -234,13 +233,28 @@ def get_report(report_id: str) -> Response:
             status="Complete",
             report_id=row.id,
         )
-    response = send_file(
-        path.resolve(),
-        mimetype="text/csv",
-        as_attachment=True,
-        download_name=f"report_{row.id}.csv",
-        max_age=0,
-    )
+
+
+def report_csv(row: Report) -> Response:
+    """This machine's CSV copy of the report or, when the copy cannot be written or read (a
+    full or read-only REPORTS_DIR), the same bytes streamed from the database's table."""
+    name = f"report_{row.id}.csv"
+    try:
+        response = send_file(
+            jobs.local_csv(row).resolve(),
+            mimetype="text/csv",
+            as_attachment=True,
+            download_name=name,
+            max_age=0,
+        )
+    except OSError as exc:
+        logger.warning(
+            "report %s: no CSV file on this machine (%s); served from the database", row.id, exc
+        )
+        response = Response(results.csv_chunks(jobs.finished_table(row)), mimetype="text/csv")
+        response.headers["Content-Disposition"] = f"attachment; filename={name}"
+        response.cache_control.no_cache = True
+        response.cache_control.max_age = 0
     response.headers["X-Report-Status"] = "Complete"
     return response
 
@@ -263,8 +277,10 @@ def report_json(row: Report) -> Response:
     return response
 
 
-def describe(row: Report) -> dict[str, Any]:
-    return {
+def describe(row: Report, workers: int | None = None) -> dict[str, Any]:
+    """A report's state for /reports and a waiting /get_report; with `workers` (the broker's
+    workers seen lately, None without a broker), a `warning` when it waits for none."""
+    described = {
         "report_id": row.id,
         "status": str(row.status),
         "progress": row.progress,
@@ -277,6 +293,21 @@ def describe(row: Report) -> dict[str, Any]:
         "row_count": row.row_count,
         "error": row.error,
     }
+    if workers == 0 and row.status in ACTIVE_STATES:
+        described["warning"] = NO_WORKER_WARNING
+    return described
+
+
+NO_WORKER_WARNING = (
+    "no report worker has been seen for a minute: the report waits until one runs "
+    "(flask --app app worker)"
+)
+
+
+def workers_seen() -> int | None:
+    """Worker processes seen lately when a broker runs the reports; None without one (this
+    process's own threads run them)."""
+    return leases.workers_seen() if current_app.config["CELERY_BROKER_URL"] else None
 
 
 def _instant(micros: int | None) -> str | None:
@@ -293,7 +324,8 @@ def list_reports() -> Response:
     if not LIMIT_PATTERN.fullmatch(limit) or not 1 <= int(limit) <= 1000:
         raise ApiError(400, "bad_request", "limit must be an integer from 1 to 1000")
     rows = db.session.scalars(select(Report).order_by(Report.created_at.desc()).limit(int(limit)))
-    return jsonify({"reports": [describe(row) for row in rows]})
+    workers = workers_seen()
+    return jsonify({"reports": [describe(row, workers) for row in rows]})
 
 
 @bp.get("/openapi.json")
@@ -304,13 +336,19 @@ def openapi() -> Response:
 
 @bp.get("/healthz")
 def healthz() -> Response:
+    """200 while the database answers (with a broker, and the workers seen lately: the API
+    itself works, it only enqueues), else 503."""
     try:
         db.session.execute(text("SELECT 1"))
         db.session.commit()
+        workers = workers_seen()
     except Exception as exc:
         db.session.rollback()
         logger.warning("health check: database unavailable: %s", type(exc).__name__)
         return error_response(
             503, "unavailable", "the database does not answer", status="unavailable"
         )
-    return jsonify({"status": "ok", "database": "ok"})
+    health: dict[str, Any] = {"status": "ok", "database": "ok"}
+    if workers is not None:
+        health["workers"] = workers
+    return jsonify(health)

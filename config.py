@@ -107,7 +107,8 @@ SETTINGS: dict[str, Setting] = {
         600.0,
         1,
         86_400,
-        help="a step waiting in the broker longer than this is sent again",
+        help="a step waiting in the broker longer than this is sent again; one the broker did "
+        "not take, at the next keeper round",
     ),
     "REPORT_TTL_DAYS": Setting(
         float,
@@ -129,8 +130,8 @@ SETTINGS: dict[str, Setting] = {
         2000,
         0,
         60_000,
-        help="on SQLite, how long a trigger waits for the write lock a load holds before "
-        "answering 503",
+        help="on SQLite, how long a trigger waits for the write lock (a load, report steps, "
+        "other triggers hold it) before answering 503",
     ),
     "CELERY_BROKER_URL": Setting(
         str,
@@ -143,7 +144,8 @@ SETTINGS: dict[str, Setting] = {
         3.0,
         0.1,
         60,
-        help="seconds an API process waits for the broker before answering 503",
+        help="seconds a step's send to the broker may take, tries included, before a trigger "
+        "answers 503",
     ),
     # HTTP
     "MAX_CONTENT_LENGTH": Setting(

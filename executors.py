@@ -14,10 +14,12 @@ import os
 import secrets
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Flask
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 import jobs
 
@@ -122,18 +124,75 @@ def release_quietly(report_id: str, owner: str) -> None:
 
 
 class CeleryExecutor:
-    """Sends steps to Celery workers through the broker; the broker holds queued steps."""
+    """Sends steps to Celery workers through the broker; the broker holds queued steps.
+
+    A send takes at most CELERY_CONNECT_TIMEOUT, however many tries that needs: the pooled
+    connection first (after a broker restart it is stale and fails at once), then new
+    connections, each given only the time left. A broker back within the timeout loses
+    nothing; one that stays away costs one timeout, then `jobs.BrokerUnavailable`.
+    """
 
     owner = None
 
     def __init__(self, celery_app) -> None:
         self.celery = celery_app
+        self.timeout = float(celery_app.conf.broker_connection_timeout)
+        with celery_app.connection_for_write() as probe:  # not connected: just its error kinds
+            self.broker_errors = (
+                KombuOperationalError,
+                *probe.connection_errors,
+                *probe.channel_errors,
+            )
 
     def enqueue_start(self, report_id: str) -> None:
-        self.celery.send_task("store_monitor.start_report", args=[report_id], retry=False)
+        self.send("store_monitor.start_report", [report_id])
 
     def enqueue_shard(self, report_id: str, shard: int) -> None:
-        self.celery.send_task("store_monitor.run_shard", args=[report_id, shard], retry=False)
+        self.send("store_monitor.run_shard", [report_id, shard])
+
+    def send(self, task: str, args: list) -> None:
+        deadline = time.monotonic() + self.timeout
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                self._send_once(task, args, pooled=tries == 1, deadline=deadline)
+                return
+            except self.broker_errors as exc:
+                left = deadline - time.monotonic()
+                if left <= BROKER_RETRY_PAUSE:
+                    raise jobs.BrokerUnavailable(
+                        f"the broker did not take {task} in {tries} tries: {exc}"
+                    ) from exc
+                logger.info("broker: %s failed (%s); sending it on a new connection", task, exc)
+                time.sleep(BROKER_RETRY_PAUSE)
+
+    def _send_once(self, task: str, args: list, pooled: bool, deadline: float) -> None:
+        """One try, on the pooled connection or a new one given the time left."""
+        left = max(deadline - time.monotonic(), BROKER_RETRY_PAUSE)
+        if pooled:
+            with self.celery.pool.acquire(block=True) as connection:
+                self._publish(connection, task, args, left)
+            return
+        with self.celery.connection_for_write(connect_timeout=left) as connection:
+            self._publish(connection, task, args, left)
+
+    def _publish(self, connection, task: str, args: list, seconds: float) -> None:
+        """Publish, waiting at most `seconds` for the broker's confirmation (AMQP); a
+        connection that failed is dropped, so the pool's next user connects afresh."""
+        try:
+            # One connection attempt (kombu's own schedule would sleep 2 s and more between
+            # attempts, past the timeout): `send` decides about trying again.
+            connection.ensure_connection(max_retries=0)
+            self.celery.send_task(
+                task, args=args, connection=connection, retry=False, confirm_timeout=seconds
+            )
+        except self.broker_errors:
+            connection.collect()
+            raise
 
     def shutdown(self) -> None:
         pass
+
+
+BROKER_RETRY_PAUSE = 0.2

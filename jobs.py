@@ -25,7 +25,7 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -42,7 +42,7 @@ import results
 import snapshot
 import timestamps
 import writing
-from locking import bounded_lock_wait
+from locking import LockWaitTimeout, bounded_lock_wait, writers_in_turn
 from models import (
     ACTIVE_STATES,
     LoadBatch,
@@ -72,6 +72,10 @@ class ReportNotFound(Exception):
 
 class ServiceBusy(Exception):
     """The database's write lock or the task broker is not available right now."""
+
+
+class BrokerUnavailable(ServiceBusy):
+    """The task broker did not take a step within CELERY_CONNECT_TIMEOUT (tries included)."""
 
 
 class Executor(Protocol):
@@ -162,40 +166,72 @@ def submit_report(request: ReportRequest, worker: Executor | None = None) -> str
     return report_id
 
 
+BUSY_MESSAGE = "the database is busy with another write"
+
+
 def create_queued_report(request: ReportRequest, owner: str | None) -> str:
     """Insert the Queued row after counting active reports, serialised by a lock row.
 
-    On SQLite a held write lock means a load is running: give up after TRIGGER_LOCK_TIMEOUT_MS
-    (ServiceBusy). On MySQL/MariaDB a deadlock with another transaction is tried again.
+    A full queue is refused at once, from a read: under a storm of triggers most are refused,
+    and those must not queue for SQLite's single writer. On SQLite the triggers of a process
+    then take the write lock in turn, each waiting at most TRIGGER_LOCK_TIMEOUT_MS for it
+    (whoever holds it: a load, report steps, another process) before ServiceBusy. On
+    MySQL/MariaDB a deadlock with another transaction is tried again.
     """
+    refuse_when_full()
     report_id = new_report_id()
     sqlite = db.engine.dialect.name == "sqlite"
     wait_ms = settings()["TRIGGER_LOCK_TIMEOUT_MS"] if sqlite else None
     for attempt in range(LOCK_RETRIES + 1):
         try:
-            with db.engine.connect() as conn, bounded_lock_wait(conn, wait_ms), conn.begin():
-                insert_queued_report(conn, report_id, request, owner)
+            queued = time.monotonic()
+            with writers_in_turn(db.engine, wait_ms):
+                left_ms = None if wait_ms is None else time_left_ms(wait_ms, queued)
+                with db.engine.connect() as conn, bounded_lock_wait(conn, left_ms), conn.begin():
+                    insert_queued_report(conn, report_id, request, owner)
             return report_id
+        except LockWaitTimeout as exc:
+            raise ServiceBusy(BUSY_MESSAGE) from exc
         except OperationalError as exc:
             if sqlite or transient_kind(exc) != "lock" or attempt == LOCK_RETRIES:
-                raise ServiceBusy("the database is busy (a load holds its write lock)") from exc
+                raise ServiceBusy(BUSY_MESSAGE) from exc
     raise AssertionError("unreachable")
+
+
+def time_left_ms(budget_ms: int, since: float) -> int:
+    """What is left (at least 1 ms) of a wait of `budget_ms` begun at `since`: the process's
+    turn and SQLite's lock share one TRIGGER_LOCK_TIMEOUT_MS."""
+    return max(int(budget_ms - (time.monotonic() - since) * 1000), 1)
+
+
+def report_capacity() -> int:
+    return settings()["REPORT_WORKERS"] + settings()["REPORT_QUEUE"]
+
+
+def active_reports(conn: Connection) -> int:
+    query = select(func.count()).select_from(Report).where(Report.status.in_(ACTIVE_STATES))
+    return conn.execute(query).scalar()
+
+
+def refuse_when_full() -> None:
+    """QueueFull when the queue is full as of now (a read: no lock taken, none waited for)."""
+    with db.engine.connect() as conn:
+        active = active_reports(conn)
+    if active >= report_capacity():
+        raise QueueFull(f"{active} reports are queued or running")
 
 
 def insert_queued_report(
     conn: Connection, report_id: str, request: ReportRequest, owner: str | None
 ) -> None:
     """Count, then insert, in one transaction that starts with a write to the lock row."""
-    capacity = settings()["REPORT_WORKERS"] + settings()["REPORT_QUEUE"]
     conn.execute(
         update(ServiceLock)
         .where(ServiceLock.name == TRIGGER_LOCK)
         .values(uses=ServiceLock.uses + 1)
     )
-    active = conn.execute(
-        select(func.count()).select_from(Report).where(Report.status.in_(ACTIVE_STATES))
-    ).scalar()
-    if active >= capacity:
+    active = active_reports(conn)
+    if active >= report_capacity():
         raise QueueFull(f"{active} reports are queued or running")
     conn.execute(
         insert(Report).values(
@@ -249,8 +285,42 @@ def start_report(report_id: str, owner: str, worker: Executor) -> None:
     )
     if not ranges:
         maybe_assemble(report_id, owner)
-    for number in range(len(ranges)):
-        worker.enqueue_shard(report_id, number)
+    send_shards(report_id, worker, len(ranges))
+
+
+def send_shards(report_id: str, worker: Executor, count: int) -> None:
+    """Queue the planned shards. The plan is committed already: when the broker does not take
+    a shard (it tried again within CELERY_CONNECT_TIMEOUT), that one and the rest are left for
+    the next sweep to send at once, instead of after REPORT_REQUEUE_SECONDS."""
+    for number in range(count):
+        try:
+            worker.enqueue_shard(report_id, number)
+        except BrokerUnavailable as exc:
+            logger.warning(
+                "report %s: the broker took %d of %d shards (%s); the next sweep sends the rest",
+                report_id,
+                number,
+                count,
+                exc,
+            )
+            send_again_soon(report_id, range(number, count))
+            return
+
+
+def send_again_soon(report_id: str, shards: Iterable[int] | None = None) -> None:
+    """Mark queued steps the broker did not take (the report's start, or `shards`) for the
+    next sweep: their lease runs out now. Only steps still queued with no owner."""
+    if shards is None:
+        model, match = Report, [Report.id == report_id]
+    else:
+        model = ReportShard
+        match = [ReportShard.report_id == report_id, ReportShard.shard.in_(list(shards))]
+    expire = (
+        update(model)
+        .where(*match, model.status == ReportStatus.QUEUED, model.owner.is_(None))
+        .values(lease_expires_at=utcnow())
+    )
+    with_database_retries(lambda: execute_and_commit(expire), report_id)
 
 
 def plan_shards(
@@ -542,7 +612,13 @@ def execute_and_commit(statement) -> int:
 
 
 def assemble_report(report_id: str, owner: str) -> None:
-    """Join the shards, store the table, write the CSV, mark the report Complete (once)."""
+    """Join the shards, then store the table and mark the report Complete in one transaction
+    (once), then write this machine's CSV copy.
+
+    Everything that can fail with the table (joining, packing, the CSV text) happens before
+    that transaction, so a report is never Complete without its stored result; the file is a
+    copy of it, and failing to write it (a full disk) leaves the report Complete and served.
+    """
     columns = options_of(fresh_report(report_id)).columns()
     parts = db.session.scalars(
         select(ReportShard.result)
@@ -551,12 +627,24 @@ def assemble_report(report_id: str, owner: str) -> None:
     ).all()
     db.session.commit()  # end the read: on SQLite a write transaction must begin with a write
     table = results.assemble([results.unpack(part) for part in parts if part], columns)
+    packed, csv = results.pack(table), results.csv_bytes(table)
+    if not complete_report(report_id, owner, len(table), packed):
+        return
+    drop_shard_results(report_id)
+    write_local_copy(report_id, csv)
+    logger.info("report %s: complete, %d stores", report_id, len(table))
+    after_report()
+
+
+def complete_report(report_id: str, owner: str, row_count: int, packed: bytes) -> bool:
+    """Store the table and mark the report Complete, if `owner` still assembles it. A short
+    transaction: everything it writes is ready before it begins."""
     completed = db.session.execute(
         update(Report)
         .where(Report.id == report_id, Report.owner == owner, Report.status == ReportStatus.RUNNING)
         .values(
             status=ReportStatus.COMPLETE,
-            row_count=len(table),
+            row_count=row_count,
             file_name=f"report_{report_id}.csv",
             finished_at=utcnow(),
             owner=None,
@@ -565,34 +653,56 @@ def assemble_report(report_id: str, owner: str) -> None:
     )
     if completed.rowcount != 1:
         db.session.rollback()
-        return
+        return False
     db.session.execute(delete(ReportResult).where(ReportResult.report_id == report_id))
-    db.session.add(ReportResult(report_id=report_id, data=results.pack(table)))
-    db.session.execute(
-        update(ReportShard).where(ReportShard.report_id == report_id).values(result=None)
-    )
+    db.session.execute(insert(ReportResult).values(report_id=report_id, data=packed))
     db.session.commit()
-    results.write_atomically(
-        results.csv_bytes(table), report_path(settings()["REPORTS_DIR"], report_id)
-    )
-    logger.info("report %s: complete, %d stores", report_id, len(table))
-    after_report()
+    return True
+
+
+def drop_shard_results(report_id: str) -> None:
+    """The shards' tables are not needed once the report's is stored: free their space, in a
+    transaction of its own (rewriting those rows is the slowest write of a report)."""
+    try:
+        drop = update(ReportShard).where(ReportShard.report_id == report_id).values(result=None)
+        with_database_retries(lambda: execute_and_commit(drop), report_id)
+    except Exception as exc:  # never fails the report; the rows go when the report does
+        logger.warning(
+            "report %s: its shards' results stay until it is removed (%s)",
+            report_id,
+            short_reason(exc),
+        )
+
+
+def write_local_copy(report_id: str, csv: bytes) -> None:
+    """Write this machine's CSV copy; when it cannot be written, say so and go on (the report
+    is served from the database's table)."""
+    try:
+        results.write_atomically(csv, report_path(settings()["REPORTS_DIR"], report_id))
+    except OSError as exc:
+        logger.warning(
+            "report %s: this machine's CSV copy could not be written (%s); it is served from "
+            "the database",
+            report_id,
+            exc,
+        )
 
 
 # --------------------------------------------------------------------------- failures
 
 
-def give_up(report_id: str, reason: str) -> None:
-    """Mark the report (and its unfinished shards) Failed with a short reason for the client."""
+def give_up(report_id: str, reason: str) -> bool:
+    """Mark the report (and its unfinished shards) Failed with a short reason for the client;
+    False (and nothing said about failing) when it had already finished."""
 
-    def fail() -> None:
+    def fail() -> bool:
         db.session.rollback()
         db.session.execute(  # shards, then the report: the lock order of every step
             update(ReportShard)
             .where(ReportShard.report_id == report_id, ReportShard.status.in_(ACTIVE_STATES))
             .values(status=ReportStatus.FAILED, owner=None, lease_expires_at=None)
         )
-        db.session.execute(
+        failed = db.session.execute(
             update(Report)
             .where(Report.id == report_id, Report.status.in_(ACTIVE_STATES))
             .values(
@@ -604,9 +714,13 @@ def give_up(report_id: str, reason: str) -> None:
             )
         )
         db.session.commit()
+        return failed.rowcount == 1
 
+    if not with_database_retries(fail, report_id):
+        logger.info("report %s: had already finished (not failed: %s)", report_id, reason)
+        return False
     logger.warning("report %s: failed: %s", report_id, reason)
-    with_database_retries(fail, report_id)
+    return True
 
 
 def short_reason(exc: Exception) -> str:

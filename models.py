@@ -39,7 +39,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 STORE_ID_MAX_LENGTH = 64
 TIMEZONE_MAX_LENGTH = 64
-SCHEMA_VERSION = 5  # raise when a table changes; init-db refuses other versions
+SCHEMA_VERSION = 6  # raise when a table changes; init-db refuses other versions
 # MySQL/MariaDB compare text with the database's default collation, which ignores case and
 # accents (utf8mb4_general_ci): store ids must be binary there. SQLite compares bytes already.
 EXACT_TEXT = String(STORE_ID_MAX_LENGTH).with_variant(
@@ -228,6 +228,19 @@ class ReportResult(db.Model):
     __tablename__ = "report_results"
     report_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     data: Mapped[bytes] = mapped_column(BLOB)
+
+
+class Worker(db.Model):
+    """A process that runs report steps taken from a broker (one Celery worker process), as
+    last seen by its lease keeper: any API process can tell whether workers are there without
+    asking the broker."""
+
+    __tablename__ = "workers"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)  # its owner name on rows
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(MOMENT)
+    last_seen: Mapped[datetime] = mapped_column(MOMENT, index=True)
 
 
 class ServiceLock(db.Model):

@@ -64,6 +64,13 @@ REPORT_SUMMARY = {
         "finished_at": NULLABLE_TEXT,
         "row_count": {"type": ["integer", "null"]},
         "error": NULLABLE_TEXT,
+        "warning": {
+            "type": "string",
+            "description": (
+                "present while the report waits and, with a broker, no worker has been seen "
+                "for a minute"
+            ),
+        },
     },
 }
 REPORT_JSON = {
@@ -261,10 +268,20 @@ def healthz() -> dict[str, Any]:
     healthy = {
         "type": "object",
         "required": ["status"],
-        "properties": {"status": {"type": "string"}, "database": {"type": "string"}},
+        "properties": {
+            "status": {"type": "string"},
+            "database": {"type": "string"},
+            "workers": {
+                "type": "integer",
+                "minimum": 0,
+                "description": (
+                    "with a broker: worker processes seen in the last minute (0: reports wait)"
+                ),
+            },
+        },
     }
     return {
-        "summary": "Whether the database answers (no token needed)",
+        "summary": "Whether the database answers, and with a broker how many workers are seen",
         "security": [],
         "responses": {
             "200": json_response("healthy", healthy),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +45,36 @@ def assemble(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     """Join shard results into the report: every store once, sorted by store id."""
     frames = [part for part in parts if len(part)]
     if not frames:
-        return pd.DataFrame({name: [] for name in columns})
+        return empty_table(columns)
     joined = pd.concat(frames, ignore_index=True)[columns]
     joined["store_id"] = joined["store_id"].astype(object)
     return joined.sort_values("store_id", kind="stable").reset_index(drop=True)
 
 
+def empty_table(columns: list[str]) -> pd.DataFrame:
+    """A report with no store (an empty database, or no poll before `as_of`): ids are text,
+    as in any other report, so it packs and writes like one."""
+    return pd.DataFrame(
+        {name: pd.Series([], dtype=object if name == "store_id" else "float64") for name in columns}
+    )
+
+
+CSV_CHUNK_ROWS = 10_000
+
+
 def csv_bytes(frame: pd.DataFrame) -> bytes:
     """The CSV: hours/minutes with 2 decimals, counts as integers, ids safe in spreadsheets."""
-    safe = frame.assign(store_id=csvcells.neutralise_formulas(frame["store_id"]))
-    return safe.to_csv(index=False, float_format="%.2f").encode()
+    return b"".join(csv_chunks(frame))
+
+
+def csv_chunks(frame: pd.DataFrame, rows: int = CSV_CHUNK_ROWS) -> Iterator[bytes]:
+    """The CSV in pieces, the header first, then `rows` rows at a time: what `csv_bytes`
+    joins, and what is streamed when no file of it can be served."""
+    yield frame.iloc[:0].to_csv(index=False).encode()
+    for start in range(0, len(frame), rows):
+        part = frame.iloc[start : start + rows]
+        safe = part.assign(store_id=csvcells.neutralise_formulas(part["store_id"]))
+        yield safe.to_csv(index=False, header=False, float_format="%.2f").encode()
 
 
 def write_atomically(data: bytes, path: Path) -> None:

@@ -25,7 +25,7 @@ QUEUE = "store_monitor"
 
 
 def celery_settings(config: dict[str, Any]) -> dict[str, Any]:
-    return {
+    settings = {
         "broker_url": config["CELERY_BROKER_URL"],
         "broker_connection_timeout": config["CELERY_CONNECT_TIMEOUT"],
         "broker_connection_retry_on_startup": True,
@@ -38,6 +38,19 @@ def celery_settings(config: dict[str, Any]) -> dict[str, Any]:
         "accept_content": ["json"],
         "worker_hijack_root_logger": False,
     }
+    if config["CELERY_BROKER_URL"].startswith(("amqp://", "amqps://", "pyamqp://")):
+        # The broker confirms each step it stored: a step sent just before it went away is
+        # sent again instead of lost (an API answered 202 for it).
+        settings["broker_transport_options"] = {"confirm_publish": True}
+    if config["CELERY_BROKER_URL"].startswith(("redis://", "rediss://", "redis+socket://")):
+        # Without a socket timeout, a Redis that accepts a connection and then says nothing
+        # holds a publish (and the trigger waiting on it) for ever.
+        timeout = config["CELERY_CONNECT_TIMEOUT"]
+        settings["broker_transport_options"] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+        }
+    return settings
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -83,7 +96,8 @@ def released_on_error(report_id: str):
 
 @signals.worker_process_init.connect
 def start_lease_keeper(**_: object) -> None:
-    """In each worker process: fresh database connections, and leases renewed and swept."""
+    """In each worker process: fresh database connections, leases renewed and swept, and a
+    heartbeat that tells API processes this worker is there."""
     if not _flask_apps:
         return
     from leases import LeaseKeeper
@@ -91,4 +105,18 @@ def start_lease_keeper(**_: object) -> None:
     app = _flask_apps[0]
     with app.app_context():
         db.engine.dispose(close=False)  # connections inherited from the parent are not ours
-    LeaseKeeper(app, sweep=True).start()
+    LeaseKeeper(app, sweep=True, heartbeat=True).start()
+
+
+@signals.worker_process_shutdown.connect
+def say_goodbye(**_: object) -> None:
+    """A worker process that stops is no longer counted (one that dies ages out)."""
+    if not _flask_apps:
+        return
+    from leases import forget_worker
+
+    try:
+        with _flask_apps[0].app_context():
+            forget_worker(process_owner())
+    except Exception:  # stopping anyway: its heartbeat ages out within a minute
+        logger.exception("worker %s: could not remove its heartbeat", process_owner())

@@ -117,11 +117,14 @@ function updateRow(row, item) {
   row.querySelector(".progress-text").textContent = `${percent} %`;
   row.cells[4].textContent = formatInstant(item.as_of);
   row.querySelector(".stores-cell").textContent = item.row_count ?? "—";
-  if (row.dataset.status === item.status) return;
-  row.dataset.status = item.status;
+  const shown = `${item.status}|${item.warning || ""}`;
+  if (row.dataset.shown === shown) return;
+  row.dataset.shown = shown;
   const statusCell = row.querySelector(".status-cell");
   statusCell.replaceChildren(h("span", { class: `status status-${item.status}` }, item.status));
   if (item.error) statusCell.append(h("span", { class: "status-detail" }, item.error));
+  // A report waiting with no worker to run it (a broker, no worker seen lately) says so.
+  if (item.warning) statusCell.append(h("span", { class: "status-detail warning" }, item.warning));
   row.querySelector(".links-cell").replaceChildren(links(item));
 }
 

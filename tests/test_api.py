@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 import jobs
+import leases
 import loader
-from models import db
+import results
+from models import Report, ReportStatus, db, utcnow
 from tests.conftest import ROOT, SAMPLE, make_app
+from tests.jobcheck import check_report_agrees
 
+MINUTE = timedelta(seconds=61)
 BASE_COLUMNS = [
     "store_id",
     "uptime_last_hour",
@@ -264,7 +273,9 @@ def test_trigger_answers_503_quickly_while_a_load_holds_the_sqlite_lock(tmp_path
         response = client.post("/trigger_report")
         waited = time.monotonic() - started
         assert response.status_code == 503 and response.headers["Retry-After"].isdigit()
-        assert "nothing was created" in response.get_json()["message"]
+        assert response.get_json()["message"] == (
+            "the database is busy with another write; nothing was created, retry later"
+        )
         assert waited < 10  # generous bound: the point is "not the 30 s busy timeout"
         assert client.get("/healthz").status_code == 200
     finally:
@@ -336,3 +347,110 @@ def test_a_report_as_of_the_far_future_completes_quickly_and_small(loaded_app):
     # Long after the data, each store's last evidence owns the whole week.
     totals = frame["uptime_last_week"] + frame["downtime_last_week"]
     assert (totals > 0).all()
+
+
+def no_space_left(source, target):
+    raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("fault", ["reports_dir_is_a_file", "disk_full"])
+def test_a_csv_that_cannot_be_written_is_served_from_the_database(
+    database_url, tmp_path, caplog, monkeypatch, fault
+):
+    # REPORTS_DIR cannot take the report's CSV (a file stands where the folder was, or every
+    # write fails as on a full disk): the report is still Complete, with no error logged, and
+    # its CSV is streamed from the table the database holds, byte for byte what a machine with
+    # a working folder serves. Never a 500.
+    caplog.set_level(logging.INFO)
+    app = make_app(database_url, tmp_path / "broken")
+    with app.app_context():
+        loader.load(db.engine, SAMPLE)
+    reports_dir = Path(app.config["REPORTS_DIR"])
+    if fault == "reports_dir_is_a_file":
+        shutil.rmtree(reports_dir)
+        reports_dir.write_text("not a folder")
+    else:
+        monkeypatch.setattr(results.os, "replace", no_space_left)
+    report_id = trigger(app.test_client())
+    assert check_report_agrees(app, report_id, caplog.records) == "Complete"
+    served = app.test_client().get(f"/get_report/{report_id}")
+    monkeypatch.undo()
+    working = make_app(database_url, tmp_path / "working")
+    copy = working.test_client().get(f"/get_report/{report_id}")
+    assert served.status_code == copy.status_code == 200
+    assert served.data == copy.data and len(copy.data.splitlines()) == sample_store_count() + 1
+    assert served.headers["Content-Disposition"] == copy.headers["Content-Disposition"]
+    assert served.headers["X-Report-Status"] == "Complete"
+    assert "served from the database" in caplog.text
+    for each in (app, working):
+        with each.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
+def broker_app(database_url, tmp_path):
+    """An API process that sends steps to a broker (kombu's in-memory one: nothing else can
+    take its messages), with no worker."""
+    app = make_app(database_url, tmp_path, REPORTS_INLINE=False, CELERY_BROKER_URL="memory://")
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def reports_warning(client) -> str | None:
+    return client.get("/reports").get_json()["reports"][0].get("warning")
+
+
+def test_with_a_broker_health_counts_workers_and_a_waiting_report_warns_when_none(broker_app):
+    client = broker_app.test_client()
+    assert client.get("/healthz").get_json() == {"status": "ok", "database": "ok", "workers": 0}
+    report_id = trigger(client)
+    warning = reports_warning(client)
+    assert warning and "no report worker has been seen" in warning
+    waiting = client.get(f"/get_report/{report_id}")
+    assert waiting.status_code == 202 and waiting.get_json()["status"] == "Queued"
+    assert waiting.get_json()["warning"] == warning
+    # A worker process's lease keeper records its heartbeat every round.
+    leases.LeaseKeeper(broker_app, sweep=False, heartbeat=True).round()
+    assert client.get("/healthz").get_json()["workers"] == 1
+    assert reports_warning(client) is None
+    assert "warning" not in client.get(f"/get_report/{report_id}").get_json()
+    # Not seen for over a minute: not counted any more.
+    with broker_app.app_context():
+        db.session.execute(text("UPDATE workers SET last_seen = :t"), {"t": utcnow() - MINUTE})
+        db.session.commit()
+    assert client.get("/healthz").get_json()["workers"] == 0
+    assert reports_warning(client) == warning
+
+
+def test_without_a_broker_health_has_no_workers_and_reports_no_warning(app, tmp_path):
+    threads = make_app(app.config["DATABASE_URL"], tmp_path, REPORTS_INLINE=False)
+    client = threads.test_client()
+    with threads.app_context():
+        db.session.add(Report(id="a" * 32, status=ReportStatus.QUEUED))
+        db.session.commit()
+    assert client.get("/healthz").get_json() == {"status": "ok", "database": "ok"}
+    assert "warning" not in client.get("/reports").get_json()["reports"][0]
+    threads.extensions["report_executor"].shutdown()
+    with threads.app_context():
+        db.engine.dispose()
+
+
+def test_a_trigger_for_a_full_queue_is_refused_without_waiting_for_the_write_lock(tmp_path):
+    # Under a storm of triggers most find the queue full: they must answer 429 at once, from
+    # a read, not queue for SQLite's single writer (held here by another connection) and
+    # answer 503 when it stays busy.
+    url = f"sqlite:///{tmp_path / 'full.sqlite3'}"
+    app = make_app(url, tmp_path, REPORT_WORKERS=1, REPORT_QUEUE=0, TRIGGER_LOCK_TIMEOUT_MS=300)
+    with app.app_context():
+        db.session.add(Report(id="f" * 32, status=ReportStatus.RUNNING))
+        db.session.commit()
+    holder = sqlite3.connect(tmp_path / "full.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        response = app.test_client().post("/trigger_report")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert response.status_code == 429 and response.get_json()["error"] == "too_many_reports"
+    assert response.get_json()["message"] == "1 reports are queued or running; retry later"

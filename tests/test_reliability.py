@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
@@ -32,6 +33,7 @@ import timestamps
 from app import create_app
 from models import LoadBatch, Report, ReportShard, ReportStatus, db, utcnow
 from tests.conftest import ROOT, SAMPLE, SHARED, make_app
+from tests.jobcheck import StepHook
 from tests.server import ServerProcess, run_cli, wait_for_report
 
 # --------------------------------------------------------------------------- crashes
@@ -201,12 +203,16 @@ def test_threads_asking_at_once_get_one_owner_name(monkeypatch):
     # report: two names would leave the report Queued under one and claimed under the other.
     monkeypatch.setattr(executors, "_OWNER", {})
     tokens = iter(range(1000))
+    inside = threading.Barrier(2)
 
-    def slow_token(_size: int) -> str:
-        time.sleep(0.02)  # widen the window two threads can meet in
+    def token_waiting_for_company(_size: int) -> str:
+        # Wait here for a second thread: without the lock one comes at once (and gets a name
+        # of its own); with it none can, and the wait ends unmet.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            inside.wait(timeout=2)
         return f"{next(tokens):08x}"
 
-    monkeypatch.setattr(executors.secrets, "token_hex", slow_token)
+    monkeypatch.setattr(executors.secrets, "token_hex", token_waiting_for_company)
     start = threading.Barrier(8)
     names: list[str] = []
 
@@ -285,14 +291,13 @@ def test_a_step_that_cannot_record_its_outcome_is_not_left_running(
         return original(*args)
 
     monkeypatch.setattr(jobs, "store_shard_result", locked_once)
+    let_go = StepHook(monkeypatch, jobs, "release")
     executor = executors.ThreadExecutor(app, 1)
     with app.app_context():
         report_id = jobs.submit_report(jobs.ReportRequest(), executor)
-        deadline = time.monotonic() + 20
-        while not released(report_id):  # the failed step let go of its shard
-            assert time.monotonic() < deadline, "the shard was never released"
-            time.sleep(0.05)
+        let_go.wait()  # the failed step let go of its shard
         executor.shutdown()
+        assert released(report_id), "the shard was never released"
         assert failures and db.session.get(Report, report_id).status == "Running"
         app.extensions["report_executor"] = executors.InlineExecutor()
         leases.renew(executors.process_owner())  # a keeper round renews first, then sweeps
@@ -343,6 +348,7 @@ def test_beyond_workers_and_queue_trigger_answers_429(database_url, tmp_path, mo
         return original(work)
 
     monkeypatch.setattr(jobs, "compute_shard", held)
+    completed = StepHook(monkeypatch, jobs, "complete_report")
     client = app.test_client()
     accepted = [client.post("/trigger_report") for _ in range(2)]
     refused = client.post("/trigger_report")
@@ -354,12 +360,9 @@ def test_beyond_workers_and_queue_trigger_answers_429(database_url, tmp_path, mo
         statuses <= {"Queued", "Running"} and len(client.get("/reports").get_json()["reports"]) == 2
     )
     release.set()
+    completed.wait(count=2)  # both reports are Complete
     for response in accepted:
         report_id = response.get_json()["report_id"]
-        for _ in range(400):
-            if client.get(f"/get_report/{report_id}").status_code == 200:
-                break
-            time.sleep(0.05)
         assert client.get(f"/get_report/{report_id}").status_code == 200
     assert client.post("/trigger_report").status_code == 202
     app.extensions["report_executor"].shutdown()
@@ -694,14 +697,13 @@ def test_a_shard_that_fails_is_tried_again_elsewhere_then_completes(
         return original(work)
 
     monkeypatch.setattr(jobs, "compute_shard", fails_once)
+    let_go = StepHook(monkeypatch, jobs, "release")
     executor = executors.ThreadExecutor(app, 1)
     with app.app_context():
         report_id = jobs.submit_report(jobs.ReportRequest(), executor)
-        deadline = time.monotonic() + 20
-        while not released(report_id):
-            assert time.monotonic() < deadline, "the failed shard was never let go"
-            time.sleep(0.05)
+        let_go.wait()
         executor.shutdown()
+        assert released(report_id), "the failed shard was never let go"
         app.extensions["report_executor"] = executors.InlineExecutor()
         leases.renew(executors.process_owner())
         assert leases.take_over_expired(app.extensions["report_executor"]) == 1

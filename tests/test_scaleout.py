@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +18,8 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.conftest import IN_CI, SAMPLE, SHARED, skip_unless_required
+from tests.brokers import broker_port, broker_url
+from tests.conftest import SAMPLE, SHARED
 from tests.server import (
     GunicornProcess,
     ServerProcess,
@@ -28,25 +28,11 @@ from tests.server import (
     run_cli,
     wait_for_report,
 )
+from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.slow
 
-BROKERS = {
-    "rabbitmq": ("amqp://guest:guest@127.0.0.1:5672//", 5672),
-    "redis": ("redis://127.0.0.1:6379/0", 6379),
-}
-BROKER_REQUIRED = IN_CI or bool(os.environ.get("REQUIRE_BROKER"))
 FAST_LEASES = {"REPORT_LEASE_SECONDS": "3"}
-
-
-def broker_url(name: str) -> str:
-    url, port = BROKERS[name]
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except OSError as exc:
-        reason = f"{name} broker at 127.0.0.1:{port} does not answer: {exc}"
-        skip_unless_required(reason, BROKER_REQUIRED, "a broker")
-    return url
 
 
 @pytest.fixture(params=["rabbitmq", "redis"])
@@ -119,6 +105,19 @@ def download(url: str, report_id: str) -> bytes:
     response = requests.get(f"{url}/get_report/{report_id}", timeout=60)
     assert response.status_code == 200, response.text
     return response.content
+
+
+def wait_for_tasks_done(log: Path, task_ids: list[str], timeout: float = 60) -> None:
+    """Return once the worker has logged each task as finished (it runs in another process:
+    its log is the hook)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log.read_text()
+        left = [task for task in task_ids if not re.search(rf"\[{task}\] succeeded in", text)]
+        if not left:
+            return
+        assert time.monotonic() < deadline, f"tasks {left} not finished in {timeout} s"
+        time.sleep(0.1)
 
 
 def completions_logged(report_id: str, *logs: Path) -> int:
@@ -199,13 +198,11 @@ def test_the_same_shard_delivered_twice_changes_nothing(shared_database, tmp_pat
         from celery import Celery
 
         sender = Celery(broker=broker)
-        for _ in range(2):
+        duplicates = [
             sender.send_task("store_monitor.run_shard", args=[report_id, 0], queue="store_monitor")
-        deadline = time.monotonic() + 30
-        while worker.log_path.read_text().count("store_monitor.run_shard") < 3:
-            assert time.monotonic() < deadline, "the duplicates were not delivered"
-            time.sleep(0.2)
-        time.sleep(1)
+            for _ in range(2)
+        ]
+        wait_for_tasks_done(worker.log_path, [task.id for task in duplicates])
         again = requests.get(f"{api.url}/get_report/{report_id}", timeout=10)
     finally:
         api.stop()
@@ -218,6 +215,48 @@ def test_the_same_shard_delivered_twice_changes_nothing(shared_database, tmp_pat
     )
     assert shards == [(1, "Complete")]
     assert completions_logged(report_id, tmp_path / "worker.log") == 1
+
+
+def own_redis_database(number: int) -> str:
+    """A Redis database of its own (not the /0 other tests share): no other test's worker can
+    take a message that waits there for this test's worker."""
+    return broker_url("redis").removesuffix("/0") + f"/{number}"
+
+
+def health(url: str) -> dict:
+    response = requests.get(f"{url}/healthz", timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_for_workers(url: str, count: int, timeout: float = 30) -> None:
+    """Return once /healthz counts `count` workers (their heartbeats come from other
+    processes: no hook to wait on)."""
+    deadline = time.monotonic() + timeout
+    while (seen := health(url)["workers"]) != count:
+        assert time.monotonic() < deadline, f"{seen} workers seen, not {count}"
+        time.sleep(0.2)
+
+
+def test_workers_are_counted_and_a_report_waiting_for_none_says_so(shared_database, tmp_path):
+    broker = own_redis_database(11)
+    api = ServerProcess(
+        shared_database, tmp_path / "api", tmp_path / "api.log", CELERY_BROKER_URL=broker
+    ).start()
+    assert health(api.url)["workers"] == 0
+    report_id = trigger(api.url)
+    waiting = requests.get(f"{api.url}/get_report/{report_id}", timeout=10)
+    assert waiting.status_code == 202 and waiting.json()["status"] == "Queued"
+    assert "no report worker has been seen" in waiting.json()["warning"]
+    listed = requests.get(f"{api.url}/reports", timeout=10).json()["reports"][0]
+    assert listed["warning"] == waiting.json()["warning"]
+    worker = WorkerProcess(shared_database, broker, tmp_path / "worker.log", concurrency=2)
+    worker.start()
+    done = wait_for_report(api.url, report_id)
+    assert done.status_code == 200, done.text
+    wait_for_workers(api.url, 2)  # each process of the pool beats on its own
+    worker.stop()  # a worker process that stops says goodbye
+    assert health(api.url)["workers"] == 0
 
 
 def test_an_unreachable_broker_gives_503_and_creates_nothing(shared_database, tmp_path):
@@ -237,6 +276,40 @@ def test_an_unreachable_broker_gives_503_and_creates_nothing(shared_database, tm
     assert response.status_code == 503 and response.headers["Retry-After"].isdigit()
     assert "nothing was created" in response.json()["message"]
     assert listing == []
+
+
+def test_a_one_second_broker_outage_mid_report_delays_no_report(shared_database, tmp_path):
+    # The broker goes away for a second while a report runs: a proxy between it and every
+    # process closes all connections and refuses new ones (the shared broker itself is never
+    # touched). The first trigger afterwards must be accepted (the API's pooled connection is
+    # stale), and both reports must complete within a minute: the worker's stale connection
+    # must not leave the second report's shards to the 10-minute re-queue sweep.
+    proxy = TcpProxy(("127.0.0.1", broker_port("rabbitmq")))
+    broker = proxy.url(broker_url("rabbitmq"))
+    settings = {"REPORT_SHARD_STORES": "20", **FAST_LEASES}
+    worker = WorkerProcess(shared_database, broker, tmp_path / "worker.log", **settings).start()
+    api = ServerProcess(
+        shared_database,
+        tmp_path / "api",
+        tmp_path / "api.log",
+        CELERY_BROKER_URL=broker,
+        **settings,
+    ).start()
+    try:
+        before = trigger(api.url)
+        running_shard_owner(shared_database, before)  # mid-report
+        proxy.cut()
+        time.sleep(1)  # the outage itself: one second
+        proxy.restore()
+        after = trigger(api.url)
+        done = [wait_for_report(api.url, report_id, timeout=60) for report_id in (before, after)]
+    finally:
+        api.stop()
+        worker.stop()
+        proxy.close()
+    assert [answer.status_code for answer in done] == [200, 200], [a.text for a in done]
+    expected = embedded_csv(shared_database, tmp_path)
+    assert done[0].content == done[1].content == expected
 
 
 # --------------------------------------------------------------------------- API processes

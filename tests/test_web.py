@@ -1279,3 +1279,19 @@ def test_the_token_is_asked_once_sent_as_a_header_and_never_put_in_a_url(tab, to
     assert any("/timeline" in url for url in authorized)
     refused = [error for error in tab.errors if "401" not in error]
     assert refused == [], refused  # only the wrong token's 401 was logged
+
+
+@pytest.mark.slow
+def test_a_report_waiting_for_a_worker_that_is_not_there_says_so(tab, tmp_path):
+    # A broker is configured (kombu's in-memory one: nothing can take the report) and no
+    # worker has ever been seen: the list shows the report Queued with the warning.
+    server = serve_sample(tmp_path, CELERY_BROKER_URL="memory://")
+    try:
+        answer = requests.post(f"{server.url}/trigger_report", timeout=10)
+        assert answer.status_code == 202, answer.text
+        tab.open(f"{server.url}/", "#reports-body tr .status-Queued")
+        warning = tab.page.locator("#reports-body tr").first.locator(".status-detail.warning")
+        assert "no report worker has been seen" in warning.inner_text()
+        assert tab.errors == []
+    finally:
+        server.stop()
