@@ -11,19 +11,20 @@ import click
 from flask import Flask
 from sqlalchemy import event
 
-import api
 import cli
 import config
 import ingest
-import jobs
-import web
-from executors import CeleryExecutor, InlineExecutor, ThreadExecutor
+from jobs import housekeeping
+from jobs.executors import CeleryExecutor, InlineExecutor, ThreadExecutor
+from jobs.leases import LeaseKeeper
+from jobs.steps import Executor
 from models import db, init_schema
+from web import api, base, pages
 
 if TYPE_CHECKING:
     from waitress.server import MultiSocketServer
 
-    from wsgi_server import ProtectedServer
+    from web.server import ProtectedServer
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     exports, a test sees only its own settings.
     """
     config.limit_malloc_arenas()
-    app = Flask(__name__, instance_relative_config=True)
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        template_folder="web/templates",
+        static_folder="web/static",
+    )
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.from_mapping(config.defaults(app.instance_path))
     if test_config is None:
@@ -53,7 +59,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         if db.engine.dialect.name == "sqlite":
             configure_sqlite(db.engine)
     app.extensions["report_executor"] = build_executor(app)
-    for blueprint in (api, ingest, web):
+    base.init_app(app)
+    for blueprint in (api, ingest, pages):
         app.register_blueprint(blueprint.bp)
         app.extensions.setdefault("openapi_paths", {}).update(
             getattr(blueprint, "OPENAPI_PATHS", {})
@@ -63,12 +70,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     return app
 
 
-def build_executor(app: Flask) -> jobs.Executor:
+def build_executor(app: Flask) -> Executor:
     """Inline for tests, Celery when a broker is configured, else this process's threads."""
     if app.config["REPORTS_INLINE"]:
         return InlineExecutor()
     if app.config["CELERY_BROKER_URL"]:
-        from tasks import celery_init_app
+        from jobs.tasks import celery_init_app  # Celery is imported only when used
 
         return CeleryExecutor(celery_init_app(app))
     return ThreadExecutor(app, app.config["REPORT_WORKERS"])
@@ -83,7 +90,7 @@ def configure_sqlite(engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={jobs.SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={config.SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -117,11 +124,9 @@ def _start_once(app: Flask) -> None:
     logger.info("process %d serving; report steps run by %s", os.getpid(), type(executor).__name__)
     with app.app_context():
         init_schema()
-        jobs.remove_partial_files(app.config["REPORTS_DIR"])
-        jobs.after_report()
+        housekeeping.remove_partial_files(app.config["REPORTS_DIR"])
+        housekeeping.after_report()
     if app.config["START_BACKGROUND"] and not app.config["REPORTS_INLINE"]:
-        from leases import LeaseKeeper
-
         sweep = isinstance(executor, ThreadExecutor)
         keeper = LeaseKeeper(app, sweep=sweep)
         app.extensions["lease_keeper"] = keeper
@@ -132,7 +137,7 @@ def main() -> None:
     """`python app.py`: serve until stopped; a setting the service cannot start with (a bad
     value, a database it cannot reach, an address it cannot listen on) is one line on stderr
     and exit status 1."""
-    import wsgi_server
+    from web import server as wsgi_server  # waitress is imported only to serve
 
     config.configure_logging()
     try:
@@ -147,7 +152,7 @@ def start_server() -> ProtectedServer | MultiSocketServer:
 
     The database is reached, then the address taken, before any start-up work is done.
     """
-    from wsgi_server import create_server
+    from web.server import create_server
 
     app = create_app()
     with config.connection_errors_named(app.config["DATABASE_URL"]):

@@ -1,6 +1,6 @@
 """Command line: `flask --app app init-db | load-data | generate-data | report | worker`.
 
-Thin doors into the same code the service uses: `loader.load`, `jobs.submit_report`; `worker`
+Thin doors into the same code the service uses: `loader.load`, `jobs.steps.submit_report`; `worker`
 runs Celery workers for the same job steps.
 """
 
@@ -20,12 +20,14 @@ from flask.cli import AppGroup, ScriptInfo, with_appcontext
 
 import config
 import generator
-import jobs
 import loader
 import report
 import timestamps
-from executors import InlineExecutor
-from leases import LeaseKeeper
+from jobs import results, steps
+from jobs.errors import QueueFull, ServiceBusy
+from jobs.executors import InlineExecutor
+from jobs.leases import LeaseKeeper
+from jobs.options import ReportRequest
 from models import LoadBatch, Report, ReportStatus, db, init_schema
 
 ABOUT = """Store Monitor: how long each store was up and down during its business hours over
@@ -226,19 +228,29 @@ def report_command(
 ) -> None:
     """Compute a report now, with the same job code as the API; print its id and path."""
     init_schema()
-    request = jobs.ReportRequest(as_of, report.ReportOptions(stale_after, outages))
+    request = ReportRequest(as_of, report.ReportOptions(stale_after, outages))
     keeper = LeaseKeeper(current_app._get_current_object(), sweep=False)
     keeper.start()  # renews this command's leases, so no server or worker takes its shards
     try:
-        report_id = jobs.submit_report(request, InlineExecutor())
-    except (jobs.QueueFull, jobs.ServiceBusy) as exc:
+        report_id = steps.submit_report(request, InlineExecutor())
+    except (QueueFull, ServiceBusy) as exc:
         raise click.ClickException(f"cannot start a report now: {exc}") from exc
     finally:
         keeper.stop()
     row = db.session.get(Report, report_id, populate_existing=True)
     if row.status != ReportStatus.COMPLETE:
         raise click.ClickException(f"report {report_id} failed: {row.error}")
-    path = jobs.local_csv(row)
+    try:
+        path = results.local_csv(row)
+    except OSError as exc:  # REPORTS_DIR cannot be written: the table is in the database
+        if not out:
+            raise click.ClickException(
+                f"report {report_id} is complete, but its CSV could not be written ({exc}); "
+                "give --out, or fetch it from the API"
+            ) from exc
+        out.write_bytes(results.csv_bytes(results.finished_table(row)))
+        click.echo(f"{report_id} {out} ({row.row_count} stores)")
+        return
     if out:
         out.write_bytes(path.read_bytes())
     click.echo(f"{report_id} {out or path} ({row.row_count} stores)")

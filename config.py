@@ -37,6 +37,7 @@ class Setting:
 
 
 MIB = 1024 * 1024
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # how long a SQLite connection waits for the write lock
 SETTINGS: dict[str, Setting] = {
     "DATABASE_URL": Setting(
         str,

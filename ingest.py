@@ -22,10 +22,10 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 import loader
-import openapi
-from api import RETRY_AFTER_SECONDS, ApiError
 from models import db
 from validation import CLOSURES, HOURS, POLLS, REQUIRED_COLUMNS, TIMEZONES
+from web import openapi
+from web.base import RETRY_AFTER_SECONDS, ApiError, flag_arg
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("ingest", __name__)
@@ -45,7 +45,7 @@ NOT_AN_OBJECT = "not a JSON object with string fields store_id, status and times
 def ingest(kind: str) -> Response:
     """Store one request body of `kind`; 200 with the counts, 422 with the invalid rows."""
     media = media_type(kind)
-    skip_invalid = flag("skip_invalid")
+    skip_invalid = flag_arg("skip_invalid")
     with tempfile.TemporaryDirectory(prefix="store-monitor-upload-") as folder:
         body = receive_body(Path(folder) / "body")
         lines = None
@@ -80,13 +80,6 @@ def media_type(kind: str) -> str:
     if encoding not in ("identity", "gzip"):
         raise ApiError(415, "unsupported_media_type", "Content-Encoding must be gzip or absent")
     return given
-
-
-def flag(name: str) -> bool:
-    value = request.args.get(name, "false").lower()
-    if value not in ("true", "false", "1", "0"):
-        raise ApiError(400, "bad_request", f"{name} must be true or false")
-    return value in ("true", "1")
 
 
 def receive_body(path: Path) -> Path:

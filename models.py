@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import secrets
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import click
 from flask_sqlalchemy import SQLAlchemy
@@ -31,6 +31,7 @@ from sqlalchemy import (
     String,
     Text,
     inspect,
+    null,
 )
 from sqlalchemy import Enum as SqlEnum
 from sqlalchemy.dialects import mysql
@@ -171,13 +172,37 @@ STATUS = SqlEnum(
 )
 
 
-class Report(db.Model):
+class JobStep:
+    """What a report and each of its shards share: a state, the attempts made, when the
+    current attempt started and ended, the rows it produced and, while a process works on it
+    or holds it queued, that process (`owner`) and its lease. `jobs.states` owns every change.
+
+    `SWEPT_STATES` are the states in which a row whose lease ran out is queued again by a
+    sweep; `report_key` is the column holding the report's id; `step_columns`/`step_is` name
+    a row as (report id, shard number or NULL).
+    """
+
+    SWEPT_STATES: ClassVar[tuple[ReportStatus, ...]] = ()
+    status: Mapped[ReportStatus] = mapped_column(STATUS, default=ReportStatus.QUEUED, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Indexed: a process renews its leases by owner, and must lock only its own rows.
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
+    row_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class Report(JobStep, db.Model):
     """A report job: options, the snapshot it reads (fixed when it starts), its shards' progress,
-    its state transitions and, while a process works on it, that process's lease."""
+    its state transitions and, while a process works on it, that process's lease.
+
+    A Running report is worked on through its shards; it has an owner of its own only while it
+    is planned (Queued) or assembled."""
 
     __tablename__ = "reports"
+    SWEPT_STATES: ClassVar[tuple[ReportStatus, ...]] = (ReportStatus.QUEUED,)
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    status: Mapped[ReportStatus] = mapped_column(STATUS, default=ReportStatus.QUEUED, index=True)
     options: Mapped[str] = mapped_column(Text, default="{}")  # JSON
     requested_as_of_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     as_of_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
@@ -185,14 +210,20 @@ class Report(db.Model):
     shard_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     shards_done: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(MOMENT, default=utcnow, index=True)
-    started_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    row_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     file_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
+
+    @classmethod
+    def report_key(cls) -> Any:
+        return cls.id
+
+    @classmethod
+    def step_columns(cls) -> tuple:
+        return cls.id.label("report_id"), null().label("shard")
+
+    @classmethod
+    def step_is(cls, report_id: str, shard: int | None = None) -> list:
+        return [cls.id == report_id]
 
     @property
     def progress(self) -> float:
@@ -202,23 +233,31 @@ class Report(db.Model):
         return self.shards_done / self.shard_count if self.shard_count else 0.0
 
 
-class ReportShard(db.Model):
+class ReportShard(JobStep, db.Model):
     """One contiguous range of store keys [key_low, key_high) of a report, and its result."""
 
     __tablename__ = "report_shards"
+    SWEPT_STATES: ClassVar[tuple[ReportStatus, ...]] = (ReportStatus.QUEUED, ReportStatus.RUNNING)
     report_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     shard: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     key_low: Mapped[int] = mapped_column(Integer)
     key_high: Mapped[int] = mapped_column(Integer)
-    status: Mapped[ReportStatus] = mapped_column(STATUS, default=ReportStatus.QUEUED, index=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    # Indexed: a process renews its leases by owner, and must lock only its own rows.
-    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
-    started_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
-    row_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     result: Mapped[bytes | None] = mapped_column(BLOB, nullable=True)
+
+    @classmethod
+    def report_key(cls) -> Any:
+        return cls.report_id
+
+    @classmethod
+    def step_columns(cls) -> tuple:
+        return cls.report_id.label("report_id"), cls.shard.label("shard")
+
+    @classmethod
+    def step_is(cls, report_id: str, shard: int | None = None) -> list:
+        return [cls.report_id == report_id, cls.shard == shard]
+
+
+STEP_MODELS = (ReportShard, Report)  # shards, then reports: the lock order of every step
 
 
 class ReportResult(db.Model):

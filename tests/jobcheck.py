@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-import results
+from jobs import results
 from models import Report, ReportResult, ReportStatus, db
 
 SHORT_REASON_MAX = 200

@@ -19,10 +19,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-import jobs
-import leases
 import loader
-import results
+from jobs import leases, results, steps
 from models import Report, ReportStatus, db, utcnow
 from tests.conftest import ROOT, SAMPLE, make_app
 from tests.jobcheck import check_report_agrees
@@ -197,14 +195,14 @@ def test_queued_then_running_with_progress_then_complete_in_threads(
     with app.app_context():
         loader.load(db.engine, SAMPLE)
     seen_part_way, release = threading.Event(), threading.Event()
-    original = jobs.compute_shard
+    original = steps.compute_shard
 
     def held_compute(work):
         if work.shard == 3:
             release.wait(30)
         return original(work)
 
-    monkeypatch.setattr(jobs, "compute_shard", held_compute)
+    monkeypatch.setattr(steps, "compute_shard", held_compute)
     client = app.test_client()
     first = client.post("/trigger_report").get_json()
     assert first["status"] in ("Queued", "Running")
@@ -233,7 +231,7 @@ def test_failed_report_gives_a_short_reason_without_sql_or_paths(loaded_app, mon
             "SELECT secret_column FROM polls WHERE x = 1", {}, Exception(1146, "/var/lib/x")
         )
 
-    monkeypatch.setattr(jobs, "compute_shard", explode)
+    monkeypatch.setattr(steps, "compute_shard", explode)
     client = loaded_app.test_client()
     report_id = trigger(client)
     response = client.get(f"/get_report/{report_id}")

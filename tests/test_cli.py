@@ -114,16 +114,16 @@ def test_report_works_when_another_writer_commits_right_before_it(runner, app, t
     # init_schema ends its reads: on SQLite a transaction that reads first fails at once when
     # another writer commits before it writes.
     assert runner.invoke(args=["load-data", str(SAMPLE)]).exit_code == 0
-    import jobs
-    from executors import InlineExecutor
+    from jobs import options, states, steps
+    from jobs.executors import InlineExecutor
     from models import init_schema
 
     with app.app_context():
         init_schema()
         with db.engine.begin() as other:  # another process's write, committed
             other.execute(text("UPDATE service_locks SET uses = uses + 1"))
-        report_id = jobs.submit_report(jobs.ReportRequest(), InlineExecutor())
-        assert jobs.fresh_report(report_id).status == "Complete"
+        report_id = steps.submit_report(options.ReportRequest(), InlineExecutor())
+        assert states.fresh_report(report_id).status == "Complete"
 
 
 def test_the_flask_help_says_what_the_service_is_and_which_settings_it_reads(tmp_path):

@@ -10,7 +10,7 @@ import kombu.utils.functional
 import pytest
 from celery import Celery
 
-import executors
+from jobs import executors
 from models import db
 from tests.brokers import broker_port, broker_url
 from tests.conftest import make_app

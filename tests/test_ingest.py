@@ -14,10 +14,11 @@ import pytest
 import requests
 from sqlalchemy import text
 
-import jobs
 import loader
 import snapshot
-from executors import InlineExecutor
+from jobs import results, steps
+from jobs.executors import InlineExecutor
+from jobs.options import ReportRequest
 from models import Report, db
 from tests.conftest import SAMPLE, make_app
 from tests.test_loader import contents
@@ -29,10 +30,10 @@ POLL_HEADER = "store_id,status,timestamp_utc\n"
 
 def report_csv(app) -> bytes:
     with app.app_context():
-        report_id = jobs.submit_report(jobs.ReportRequest(), InlineExecutor())
+        report_id = steps.submit_report(ReportRequest(), InlineExecutor())
         row = db.session.get(Report, report_id)
         assert row.status == "Complete", row.error
-        return jobs.local_csv(row).read_bytes()
+        return results.local_csv(row).read_bytes()
 
 
 def csv_body(frame: pd.DataFrame) -> bytes:

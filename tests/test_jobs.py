@@ -8,11 +8,9 @@ import logging
 
 import pytest
 
-import executors
-import jobs
-import leases
 import loader
-import results
+from jobs import errors, executors, leases, results, steps
+from jobs.options import ReportRequest
 from models import Report, ReportStatus, db
 from tests.conftest import SAMPLE, make_app
 from tests.jobcheck import Outbox, check_report_agrees, is_short_reason
@@ -115,7 +113,7 @@ def test_a_shard_that_fails_inline_fails_the_report_with_a_short_reason(app, log
     def broken(work):
         raise ValueError("SELECT * FROM /var/lib/secret")
 
-    monkeypatch.setattr(jobs, "compute_shard", broken)
+    monkeypatch.setattr(steps, "compute_shard", broken)
     report_id = trigger(app)
     assert check_report_agrees(app, report_id, logged.records) == ReportStatus.FAILED
     message = app.test_client().get(f"/get_report/{report_id}").get_json()["message"]
@@ -144,16 +142,16 @@ def test_shards_the_broker_did_not_take_are_sent_by_the_very_next_sweep(database
     app = make_app(database_url, tmp_path, REPORT_SHARD_STORES=50, REPORT_REQUEUE_SECONDS=600)
     with app.app_context():
         loader.load(db.engine, SAMPLE)
-        outbox = Outbox(error=jobs.BrokerUnavailable)
-        report_id = jobs.submit_report(jobs.ReportRequest(), outbox)
+        outbox = Outbox(error=errors.BrokerUnavailable)
+        report_id = steps.submit_report(ReportRequest(), outbox)
         outbox.failing = {("shard", report_id, 1)}
-        with contextlib.suppress(jobs.BrokerUnavailable):
-            jobs.start_report(report_id, executors.process_owner(), outbox)
+        with contextlib.suppress(errors.BrokerUnavailable):
+            steps.start_report(report_id, executors.process_owner(), outbox)
         shards = db.session.get(Report, report_id).shard_count
         db.session.commit()
         assert shards == 4 and outbox.shards_sent(report_id) == [0]
         leases.take_over_expired(outbox)  # the next keeper round
         assert outbox.shards_sent(report_id) == list(range(shards))
         for shard in outbox.shards_sent(report_id):  # what the workers then run
-            jobs.run_shard(report_id, shard, "worker-a", wait_for_owner=True, retry_elsewhere=True)
+            steps.run_shard(report_id, shard, "worker-a", wait_for_owner=True, retry_elsewhere=True)
     assert check_report_agrees(app, report_id) == ReportStatus.COMPLETE

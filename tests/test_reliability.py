@@ -23,14 +23,12 @@ from sqlalchemy import create_engine, select, text, update
 from sqlalchemy.exc import OperationalError
 
 import config
-import executors
-import jobs
-import leases
 import loader
-import results
 import snapshot
 import timestamps
 from app import create_app
+from jobs import errors, executors, housekeeping, leases, results, states, steps
+from jobs.options import ReportRequest
 from models import LoadBatch, Report, ReportShard, ReportStatus, db, utcnow
 from tests.conftest import ROOT, SAMPLE, SHARED, make_app
 from tests.jobcheck import StepHook
@@ -248,9 +246,9 @@ def test_a_shard_delivered_twice_is_computed_once(app, monkeypatch):
     with app.app_context():
         loader.load(db.engine, SAMPLE)
     computed = []
-    original = jobs.compute_shard
+    original = steps.compute_shard
     monkeypatch.setattr(
-        jobs,
+        steps,
         "compute_shard",
         lambda work: computed.append(work.shard) or original(work),
     )
@@ -259,7 +257,7 @@ def test_a_shard_delivered_twice_is_computed_once(app, monkeypatch):
     first = client.get(f"/get_report/{report_id}").data
     with app.app_context():
         for shard in range(db.session.get(Report, report_id).shard_count):
-            jobs.run_shard(report_id, shard, executors.process_owner())
+            steps.run_shard(report_id, shard, executors.process_owner())
         assert db.session.get(Report, report_id).shards_done == len(computed)
     assert sorted(computed) == list(range(len(computed)))
     assert client.get(f"/get_report/{report_id}").data == first
@@ -282,7 +280,7 @@ def test_a_step_that_cannot_record_its_outcome_is_not_left_running(
     app = make_app(database_url, tmp_path, REPORT_LEASE_SECONDS=600)
     with app.app_context():
         loader.load(db.engine, SAMPLE)
-    original, failures = jobs.store_shard_result, []
+    original, failures = states.complete_shard, []
 
     def locked_once(*args):
         if not failures:
@@ -290,17 +288,17 @@ def test_a_step_that_cannot_record_its_outcome_is_not_left_running(
             raise OperationalError("UPDATE report_shards ...", {}, Exception("database is locked"))
         return original(*args)
 
-    monkeypatch.setattr(jobs, "store_shard_result", locked_once)
-    let_go = StepHook(monkeypatch, jobs, "release")
+    monkeypatch.setattr(states, "complete_shard", locked_once)
+    let_go = StepHook(monkeypatch, states, "release")
     executor = executors.ThreadExecutor(app, 1)
     with app.app_context():
-        report_id = jobs.submit_report(jobs.ReportRequest(), executor)
+        report_id = steps.submit_report(ReportRequest(), executor)
         let_go.wait()  # the failed step let go of its shard
         executor.shutdown()
         assert released(report_id), "the shard was never released"
         assert failures and db.session.get(Report, report_id).status == "Running"
         app.extensions["report_executor"] = executors.InlineExecutor()
-        leases.renew(executors.process_owner())  # a keeper round renews first, then sweeps
+        states.renew(executors.process_owner())  # a keeper round renews first, then sweeps
         assert leases.take_over_expired(app.extensions["report_executor"]) == 1
         row = db.session.get(Report, report_id)
         assert row.status == "Complete"
@@ -341,14 +339,14 @@ def test_beyond_workers_and_queue_trigger_answers_429(database_url, tmp_path, mo
     with app.app_context():
         loader.load(db.engine, SAMPLE)
     release = threading.Event()
-    original = jobs.compute_shard
+    original = steps.compute_shard
 
     def held(work):
         release.wait(30)
         return original(work)
 
-    monkeypatch.setattr(jobs, "compute_shard", held)
-    completed = StepHook(monkeypatch, jobs, "complete_report")
+    monkeypatch.setattr(steps, "compute_shard", held)
+    completed = StepHook(monkeypatch, states, "complete_report")
     client = app.test_client()
     accepted = [client.post("/trigger_report") for _ in range(2)]
     refused = client.post("/trigger_report")
@@ -502,10 +500,10 @@ def test_bad_http_input_never_gives_5xx(client):
 
 
 def test_report_files_are_only_read_from_the_reports_dir(tmp_path):
-    assert jobs.report_path(tmp_path, "f" * 32) == tmp_path / f"report_{'f' * 32}.csv"
+    assert results.report_path(tmp_path, "f" * 32) == tmp_path / f"report_{'f' * 32}.csv"
     for hostile in ["../" * 3 + "etc/passwd", "F" * 32, "f" * 31, "f" * 33, "", "f" * 31 + "\n"]:
-        with pytest.raises(jobs.ReportNotFound):
-            jobs.report_path(tmp_path, hostile)
+        with pytest.raises(errors.ReportNotFound):
+            results.report_path(tmp_path, hostile)
 
 
 def test_the_token_never_reaches_the_logs(sqlite_app, tmp_path, caplog, monkeypatch):
@@ -517,7 +515,7 @@ def test_the_token_never_reaches_the_logs(sqlite_app, tmp_path, caplog, monkeypa
     def explode(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(jobs, "submit_report", explode)
+    monkeypatch.setattr(steps, "submit_report", explode)
     client = app.test_client()
     with caplog.at_level(logging.DEBUG):
         client.get("/reports", headers={"Authorization": f"Bearer {token}x"})
@@ -545,11 +543,11 @@ def test_expired_reports_and_their_files_are_removed(app):
         make_report_row(old, 40)
         make_report_row(new, 0)
         for report_id in (old, new):
-            jobs.report_path(reports_dir, report_id).write_text("store_id\n")
-        assert jobs.remove_expired(str(reports_dir), ttl_days=30) == 1
+            results.report_path(reports_dir, report_id).write_text("store_id\n")
+        assert housekeeping.remove_expired(str(reports_dir), ttl_days=30) == 1
         assert db.session.get(Report, old) is None and db.session.get(Report, new) is not None
-    assert not jobs.report_path(reports_dir, old).exists()
-    assert jobs.report_path(reports_dir, new).exists()
+    assert not results.report_path(reports_dir, old).exists()
+    assert results.report_path(reports_dir, new).exists()
 
 
 def test_at_most_report_max_count_reports_are_kept_oldest_go_first(app):
@@ -558,14 +556,14 @@ def test_at_most_report_max_count_reports_are_kept_oldest_go_first(app):
     with app.app_context():
         for age, report_id in enumerate(ids):  # ids[0] is the newest
             make_report_row(report_id, age)
-            jobs.report_path(reports_dir, report_id).write_text("store_id\n")
+            results.report_path(reports_dir, report_id).write_text("store_id\n")
         db.session.add(
             Report(
                 id="e" * 32, status=ReportStatus.RUNNING, created_at=utcnow() - timedelta(days=9)
             )
         )
         db.session.commit()
-        assert jobs.remove_beyond_count(str(reports_dir), keep=2) == 3
+        assert housekeeping.remove_beyond_count(str(reports_dir), keep=2) == 3
         kept = set(db.session.scalars(select(Report.id)))
     assert kept == {ids[0], ids[1], "e" * 32}  # a running report is never removed
     assert sorted(path.name for path in reports_dir.iterdir()) == sorted(
@@ -672,12 +670,16 @@ def test_retired_versions_are_purged_only_when_no_report_can_read_them(app, tmp_
             db.session.commit()
             return count
 
-        assert jobs.purge_retired_versions() == 0 and versions() == 2  # batch 2 is too recent
+        assert (
+            housekeeping.purge_retired_versions() == 0 and versions() == 2
+        )  # batch 2 is too recent
         db.session.execute(update(LoadBatch).values(finished_at=utcnow() - timedelta(hours=2)))
         db.session.commit()
-        assert jobs.purge_retired_versions() == 0 and versions() == 2  # a report reads batch 1
-        jobs.delete_reports(["d" * 32])
-        assert jobs.purge_retired_versions() == 1 and versions() == 1
+        assert (
+            housekeeping.purge_retired_versions() == 0 and versions() == 2
+        )  # a report reads batch 1
+        housekeeping.delete_reports(["d" * 32])
+        assert housekeeping.purge_retired_versions() == 1 and versions() == 1
 
 
 def test_a_shard_that_fails_is_tried_again_elsewhere_then_completes(
@@ -688,7 +690,7 @@ def test_a_shard_that_fails_is_tried_again_elsewhere_then_completes(
     app = make_app(database_url, tmp_path, REPORT_LEASE_SECONDS=600)
     with app.app_context():
         loader.load(db.engine, SAMPLE)
-    original, failures = jobs.compute_shard, []
+    original, failures = steps.compute_shard, []
 
     def fails_once(work):
         if not failures:
@@ -696,16 +698,16 @@ def test_a_shard_that_fails_is_tried_again_elsewhere_then_completes(
             raise MemoryError
         return original(work)
 
-    monkeypatch.setattr(jobs, "compute_shard", fails_once)
-    let_go = StepHook(monkeypatch, jobs, "release")
+    monkeypatch.setattr(steps, "compute_shard", fails_once)
+    let_go = StepHook(monkeypatch, states, "release")
     executor = executors.ThreadExecutor(app, 1)
     with app.app_context():
-        report_id = jobs.submit_report(jobs.ReportRequest(), executor)
+        report_id = steps.submit_report(ReportRequest(), executor)
         let_go.wait()
         executor.shutdown()
         assert released(report_id), "the failed shard was never let go"
         app.extensions["report_executor"] = executors.InlineExecutor()
-        leases.renew(executors.process_owner())
+        states.renew(executors.process_owner())
         assert leases.take_over_expired(app.extensions["report_executor"]) == 1
         assert db.session.get(Report, report_id).status == "Complete"
         assert db.session.scalars(select(ReportShard.attempts)).all() == [2]

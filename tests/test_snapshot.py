@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import jobs
 import loader
 import report
 import snapshot
-from executors import InlineExecutor
+from jobs import results, steps
+from jobs.executors import InlineExecutor
+from jobs.options import ReportRequest
 from models import Report, ReportResult, db
 from tests.conftest import SAMPLE, SHARED, make_app
 from tests.reference import parse_hms
@@ -50,12 +51,12 @@ def raw_report(folder: Path, as_of_us: int | None, options=None) -> pd.DataFrame
 
 def database_report(app, as_of_us: int | None, options=None) -> pd.DataFrame:
     """The stored table of a report computed through the job code."""
-    request = jobs.ReportRequest(as_of_us, options or report.ReportOptions())
+    request = ReportRequest(as_of_us, options or report.ReportOptions())
     with app.app_context():
-        report_id = jobs.submit_report(request, InlineExecutor())
+        report_id = steps.submit_report(request, InlineExecutor())
         row = db.session.get(Report, report_id)
         assert row.status == "Complete", row.error
-        return jobs.finished_table(row)
+        return results.finished_table(row)
 
 
 def micros(text: str) -> int:
@@ -103,12 +104,12 @@ def test_empty_database_gives_an_empty_report(app):
 def csv_with_shard_size(database_url: str, tmp_path: Path, shard_stores: int) -> bytes:
     app = make_app(database_url, tmp_path / str(shard_stores), REPORT_SHARD_STORES=shard_stores)
     with app.app_context():
-        report_id = jobs.submit_report(jobs.ReportRequest(), InlineExecutor())
+        report_id = steps.submit_report(ReportRequest(), InlineExecutor())
         row = db.session.get(Report, report_id)
         assert row.status == "Complete", row.error
         stores = db.session.scalar(db.text("SELECT MAX(id) FROM stores"))
         assert row.shard_count == -(-stores // shard_stores)  # ceil: every key in one shard
-        return jobs.local_csv(row).read_bytes()
+        return results.local_csv(row).read_bytes()
 
 
 def test_csv_is_byte_identical_for_every_shard_size(database_url, tmp_path):

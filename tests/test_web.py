@@ -16,13 +16,12 @@ import pandas as pd
 import pytest
 import requests
 
-import jobs
 import loader
-import timelines
-import web
+from jobs import results
 from models import Report, ReportResult, ReportStatus, db
 from tests.conftest import ROOT, SAMPLE, make_app
 from tests.server import ServerProcess, run_cli, wait_for_report
+from web import pages, timelines
 
 HOUR_US = 3_600_000_000
 FULL_OPTIONS = {"stale_after": "2h", "outages": True}
@@ -612,7 +611,7 @@ def test_report_endpoints_answer_404_409_410_422(example_client):
         )
         db.session.execute(db.delete(ReportResult).where(ReportResult.report_id == done))
         db.session.commit()
-    web.tables.tables.pop(done, None)
+    pages.tables.tables.pop(done, None)
     for suffix in ("summary", "stores"):
         statuses = [
             example_client.get(f"/reports/{report_id}/{suffix}")
@@ -625,15 +624,17 @@ def test_report_endpoints_answer_404_409_410_422(example_client):
 
 def test_tables_are_cached_per_report_and_bounded(example_client, monkeypatch):
     loads = []
-    original = jobs.finished_table
-    monkeypatch.setattr(jobs, "finished_table", lambda row: loads.append(row.id) or original(row))
-    monkeypatch.setattr(web, "tables", web.report_tables.TableCache(size=2))
+    original = results.finished_table
+    monkeypatch.setattr(
+        results, "finished_table", lambda row: loads.append(row.id) or original(row)
+    )
+    monkeypatch.setattr(pages, "tables", pages.report_tables.TableCache(size=2))
     ids = [trigger(example_client) for _ in range(3)]
     for report_id in [ids[0], ids[0], ids[1], ids[0], ids[2], ids[1]]:
         assert example_client.get(f"/reports/{report_id}/summary").status_code == 200
     # ids[0] loaded once and kept (used again before ids[2] came); ids[1] pushed out by ids[2].
     assert loads == [ids[0], ids[1], ids[2], ids[1]]
-    assert list(web.tables.tables) == [ids[2], ids[1]]
+    assert list(pages.tables.tables) == [ids[2], ids[1]]
 
 
 # --------------------------------------------------------------------------- contract, pages

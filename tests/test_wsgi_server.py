@@ -18,9 +18,9 @@ import requests
 from waitress.adjustments import Adjustments
 
 import config
-import wsgi_server
 from tests.conftest import IN_CI, skip_unless_required
 from tests.server import ServerProcess
+from web import server as wsgi_server
 
 MIB = 1024 * 1024
 CROWD = 1050  # more than the default HTTP_CONNECTION_LIMIT (1000)

@@ -7,7 +7,6 @@ JSON endpoint needs it when API_TOKEN is set.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -23,23 +22,17 @@ from flask import (
     url_for,
 )
 
-import jobs
-import openapi
 import report
-import report_tables
 import snapshot
-import timelines
 import timestamps
-from api import (
-    TRIGGER_FIELDS,
-    ApiError,
-    find_report,
-    parse_as_of,
-    parse_stale_after,
-    public,
-    report_heading,
-)
+from jobs import results
+from jobs.errors import ReportNotFound
+from jobs.options import options_as_written, options_of
 from models import ACTIVE_STATES, STORE_ID_MAX_LENGTH, Report, ReportStatus, db
+from web import openapi, timelines
+from web import tables as report_tables
+from web.api import TRIGGER_FIELDS, find_report, report_heading
+from web.base import ApiError, duration, flag_arg, instant, integer_arg, public
 
 bp = Blueprint("web", __name__)
 tables = report_tables.TableCache()
@@ -47,7 +40,6 @@ tables = report_tables.TableCache()
 PAGE_LIMIT_DEFAULT = 50
 PAGE_LIMIT_MAX = 1000
 OFFSET_MAX = 100_000_000
-DIGITS = re.compile(r"[0-9]{1,9}")
 ALL_COLUMNS = [*report.BASE_COLUMNS, *report.UNKNOWN_COLUMNS, *report.OUTAGE_COLUMNS]
 SORTABLE = [*ALL_COLUMNS, report_tables.UPTIME_PERCENT]
 # Low uptime is bad, high downtime is bad: a column sorts worst first unless told otherwise.
@@ -119,8 +111,8 @@ def finished_report(report_id: str) -> Report:
 
 def report_table(row: Report) -> report_tables.ReportTable:
     try:
-        return tables.get(row.id, lambda: jobs.finished_table(row))
-    except jobs.ReportNotFound as exc:
+        return tables.get(row.id, lambda: results.finished_table(row))
+    except ReportNotFound as exc:
         raise ApiError(
             410, "gone", "the report's data is no longer available; trigger a new report"
         ) from exc
@@ -185,15 +177,6 @@ def report_stores(report_id: str) -> Response:
     )
 
 
-def integer_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
-        raise ApiError(400, "bad_request", f"{name} must be an integer from {low} to {high}")
-    return int(raw)
-
-
 # --------------------------------------------------------------------------- one store
 
 
@@ -214,7 +197,7 @@ def store_timeline() -> Response:
         raise ApiError(
             404, "not_found", f"store {store_id!r} has no poll at or before {as_of_text(fixed)}"
         )
-    return jsonify({"report_id": report_id, "options": jobs.options_as_written(options)} | week)
+    return jsonify({"report_id": report_id, "options": options_as_written(options)} | week)
 
 
 def timeline_snapshot() -> tuple[snapshot.Snapshot, report.ReportOptions, str | None]:
@@ -232,20 +215,15 @@ def timeline_snapshot() -> tuple[snapshot.Snapshot, report.ReportOptions, str | 
         if row.batch is None:
             message = "the report has not started: its data is not fixed yet"
             raise ApiError(409, "not_ready", message, status=str(row.status))
-        return snapshot.Snapshot(row.batch, row.as_of_us, 0), jobs.options_of(row), row.id
-    as_of = parse_as_of(args["as_of"]) if "as_of" in args else None
+        return snapshot.Snapshot(row.batch, row.as_of_us, 0), options_of(row), row.id
+    as_of = instant("as_of", args["as_of"]) if "as_of" in args else None
     options = report.ReportOptions(
-        stale_after_us=parse_stale_after(args["stale_after"]) if "stale_after" in args else None,
-        outages=boolean_arg("outages"),
+        stale_after_us=duration("stale_after", args["stale_after"])
+        if "stale_after" in args
+        else None,
+        outages=flag_arg("outages"),
     )
     return snapshot.fix_snapshot(db.engine, as_of), options, None
-
-
-def boolean_arg(name: str) -> bool:
-    raw = request.args.get(name, "false")
-    if raw not in ("true", "false"):
-        raise ApiError(400, "bad_request", f"{name} must be true or false")
-    return raw == "true"
 
 
 def as_of_text(fixed: snapshot.Snapshot) -> str:

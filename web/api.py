@@ -2,131 +2,56 @@
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
-import re
 from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
 from sqlalchemy import select, text
-from werkzeug.exceptions import HTTPException
 
-import jobs
-import leases
-import openapi as openapi_document
 import report
-import results
 import timestamps
+from jobs import results, steps
+from jobs.errors import QueueFull, ReportNotFound, ServiceBusy
+from jobs.options import ReportRequest, describe_options
+from jobs.workers import workers_seen
 from models import ACTIVE_STATES, Report, ReportStatus, db
+from web import openapi as openapi_document
+from web.base import (
+    RETRY_AFTER_SECONDS,
+    ApiError,
+    bad_request,
+    duration,
+    error_response,
+    instant,
+    integer_arg,
+    is_report_id,
+    json_body,
+)
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
-RETRY_AFTER_SECONDS = 5
-PUBLIC_ENDPOINTS = {"api.healthz", "api.openapi", "static"}
 TRIGGER_FIELDS = {"as_of", "stale_after", "outages"}
-LIMIT_PATTERN = re.compile(r"[0-9]{1,4}")
-
-
-class ApiError(Exception):
-    """An error answered as JSON `{"error": ..., "message": ...}` with an HTTP status."""
-
-    def __init__(
-        self, status: int, error: str, message: str, headers: dict | None = None, /, **extra: Any
-    ) -> None:
-        super().__init__(message)
-        self.status, self.error, self.message = status, error, message
-        self.headers = headers or {}
-        self.extra = extra
-
-
-def error_response(
-    http_status: int, error: str, message: str, headers: dict | None = None, **extra
-) -> Response:
-    response = jsonify({"error": error, "message": message, **extra})
-    response.status_code = http_status
-    response.headers.update(headers or {})
-    return response
-
-
-@bp.app_errorhandler(ApiError)
-def handle_api_error(exc: ApiError) -> Response:
-    return error_response(exc.status, exc.error, exc.message, exc.headers, **exc.extra)
-
-
-@bp.app_errorhandler(HTTPException)
-def handle_http_error(exc: HTTPException) -> Response:
-    name = (exc.name or "error").lower().replace(" ", "_")
-    response = error_response(exc.code or 500, name, exc.description or name)
-    if exc.code == 405 and exc.valid_methods:
-        response.headers["Allow"] = ", ".join(exc.valid_methods)
-    return response
-
-
-@bp.app_errorhandler(Exception)
-def handle_unexpected(exc: Exception) -> Response:
-    logger.exception("unhandled error on %s %s", request.method, request.path)
-    return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
-
-
-@bp.before_app_request
-def require_token() -> None:
-    """With API_TOKEN set, every endpoint but health, the API description and the web
-    page's static files needs `Authorization: Bearer <token>` (scheme in any letter case)."""
-    token = current_app.config.get("API_TOKEN")
-    if not token or request.endpoint in PUBLIC_ENDPOINTS or is_public(request.endpoint):
-        return
-    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
-    matches = hmac.compare_digest(given.strip().encode(), token.encode())
-    if scheme.lower() != "bearer" or not matches:
-        raise ApiError(
-            401, "unauthorized", "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
-        )
-
-
-def public(view):
-    """Mark a view that serves no data (a page shell, an asset) as open without the token."""
-    view.public = True
-    return view
-
-
-def is_public(endpoint: str | None) -> bool:
-    view = current_app.view_functions.get(endpoint or "")
-    return bool(getattr(view, "public", False))
 
 
 # --------------------------------------------------------------------------- trigger
 
 
-def json_body() -> dict[str, Any] | None:
-    """The request's JSON object, None without a body; 400 for anything else."""
-    data = request.get_data(cache=True)
-    if not data:
-        return None
-    example = '{"as_of": "2023-01-25T18:00:00Z", "stale_after": "2h", "outages": true}'
-    try:
-        body = json.loads(data)
-    except (ValueError, RecursionError):
-        body = None
-    if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", f"the body must be a JSON object such as {example}")
-    return body
+TRIGGER_EXAMPLE = '{"as_of": "2023-01-25T18:00:00Z", "stale_after": "2h", "outages": true}'
 
 
-def parse_trigger_body() -> jobs.ReportRequest:
-    """The report asked for: `as_of` (ISO-8601), `stale_after` (duration), `outages` (bool)."""
-    body = json_body() or {}
+def parse_trigger_body() -> ReportRequest:
+    """The report asked for: `as_of` (ISO-8601), `stale_after` (duration), `outages` (a JSON
+    true or false)."""
+    body = json_body(TRIGGER_EXAMPLE) or {}
     unknown = sorted(set(body) - TRIGGER_FIELDS)
     if unknown:
         accepted = ", ".join(sorted(TRIGGER_FIELDS))
-        raise ApiError(
-            400, "bad_request", f"unknown field(s): {', '.join(unknown)}; accepted: {accepted}"
-        )
-    return jobs.ReportRequest(
-        as_of_us=parse_as_of(body.get("as_of")) if "as_of" in body else None,
+        raise bad_request(f"unknown field(s): {', '.join(unknown)}; accepted: {accepted}")
+    return ReportRequest(
+        as_of_us=instant("as_of", body["as_of"]) if "as_of" in body else None,
         options=report.ReportOptions(
-            stale_after_us=parse_stale_after(body["stale_after"])
+            stale_after_us=duration("stale_after", body["stale_after"])
             if "stale_after" in body
             else None,
             outages=parse_outages(body.get("outages", False)),
@@ -134,25 +59,9 @@ def parse_trigger_body() -> jobs.ReportRequest:
     )
 
 
-def parse_as_of(value: Any) -> int:
-    if not isinstance(value, str):
-        raise ApiError(400, "bad_request", "as_of must be a string with an ISO-8601 instant")
-    try:
-        return timestamps.parse_iso_instant(value)
-    except ValueError as exc:
-        raise ApiError(400, "bad_request", str(exc)) from exc
-
-
-def parse_stale_after(value: Any) -> int:
-    try:
-        return timestamps.parse_duration(value)
-    except ValueError as exc:
-        raise ApiError(400, "bad_request", f"stale_after: {exc}") from exc
-
-
 def parse_outages(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ApiError(400, "bad_request", "outages must be true or false")
+        raise bad_request("outages must be true or false")
     return value
 
 
@@ -166,10 +75,10 @@ def too_many_reports(reason: str) -> ApiError:
 def trigger_report() -> Response:
     requested = parse_trigger_body()
     try:
-        report_id = jobs.submit_report(requested)
-    except jobs.QueueFull as exc:
+        report_id = steps.submit_report(requested)
+    except QueueFull as exc:
         raise too_many_reports(str(exc)) from exc
-    except jobs.ServiceBusy as exc:
+    except ServiceBusy as exc:
         raise ApiError(
             503,
             "unavailable",
@@ -187,7 +96,7 @@ def trigger_report() -> Response:
 
 
 def find_report(report_id: str) -> Report:
-    if not jobs.is_valid_report_id(report_id):
+    if not is_report_id(report_id):
         raise ApiError(404, "not_found", "no report with this id (ids are 32 hexadecimal digits)")
     row = db.session.get(Report, report_id)
     if row is None:
@@ -200,7 +109,7 @@ def wanted_format() -> str:
     asked = request.args.get("format")
     if asked is not None:
         if asked not in ("csv", "json"):
-            raise ApiError(400, "bad_request", "format must be csv or json")
+            raise bad_request("format must be csv or json")
         return asked
     best = request.accept_mimetypes.best_match(["text/csv", "application/json"])
     return "json" if best == "application/json" else "csv"
@@ -211,7 +120,7 @@ def get_report(report_id: str) -> Response:
     row = find_report(report_id)
     form = wanted_format()
     if row.status in ACTIVE_STATES:
-        response = jsonify(describe(row, workers_seen()))
+        response = jsonify(describe(row, broker_workers_seen()))
         response.status_code = 202
         response.headers["Retry-After"] = "1"
         return response
@@ -225,7 +134,7 @@ def get_report(report_id: str) -> Response:
         )
     try:
         return report_json(row) if form == "json" else report_csv(row)
-    except jobs.ReportNotFound:
+    except ReportNotFound:
         return error_response(
             410,
             "gone",
@@ -241,7 +150,7 @@ def report_csv(row: Report) -> Response:
     name = f"report_{row.id}.csv"
     try:
         response = send_file(
-            jobs.local_csv(row).resolve(),
+            results.local_csv(row).resolve(),
             mimetype="text/csv",
             as_attachment=True,
             download_name=name,
@@ -251,7 +160,7 @@ def report_csv(row: Report) -> Response:
         logger.warning(
             "report %s: no CSV file on this machine (%s); served from the database", row.id, exc
         )
-        response = Response(results.csv_chunks(jobs.finished_table(row)), mimetype="text/csv")
+        response = Response(results.csv_chunks(results.finished_table(row)), mimetype="text/csv")
         response.headers["Content-Disposition"] = f"attachment; filename={name}"
         response.cache_control.no_cache = True
         response.cache_control.max_age = 0
@@ -264,12 +173,12 @@ def report_heading(row: Report) -> dict[str, Any]:
     return {
         "report_id": row.id,
         "as_of": _instant(row.as_of_us),
-        "options": jobs.describe_options(row),
+        "options": describe_options(row),
     }
 
 
 def report_json(row: Report) -> Response:
-    table = jobs.finished_table(row)
+    table = results.finished_table(row)
     response = jsonify(
         {**report_heading(row), "columns": list(table.columns), "rows": results.json_rows(table)}
     )
@@ -285,7 +194,7 @@ def describe(row: Report, workers: int | None = None) -> dict[str, Any]:
         "status": str(row.status),
         "progress": row.progress,
         "as_of": _instant(row.as_of_us if row.as_of_us is not None else row.requested_as_of_us),
-        "options": jobs.describe_options(row),
+        "options": describe_options(row),
         "shards": {"total": row.shard_count, "done": row.shards_done},
         "created_at": _time(row.created_at),
         "started_at": _time(row.started_at),
@@ -304,10 +213,10 @@ NO_WORKER_WARNING = (
 )
 
 
-def workers_seen() -> int | None:
+def broker_workers_seen() -> int | None:
     """Worker processes seen lately when a broker runs the reports; None without one (this
     process's own threads run them)."""
-    return leases.workers_seen() if current_app.config["CELERY_BROKER_URL"] else None
+    return workers_seen() if current_app.config["CELERY_BROKER_URL"] else None
 
 
 def _instant(micros: int | None) -> str | None:
@@ -320,11 +229,9 @@ def _time(moment: datetime | None) -> str | None:
 
 @bp.get("/reports")
 def list_reports() -> Response:
-    limit = request.args.get("limit", "100")
-    if not LIMIT_PATTERN.fullmatch(limit) or not 1 <= int(limit) <= 1000:
-        raise ApiError(400, "bad_request", "limit must be an integer from 1 to 1000")
-    rows = db.session.scalars(select(Report).order_by(Report.created_at.desc()).limit(int(limit)))
-    workers = workers_seen()
+    limit = integer_arg("limit", 100, 1, 1000)
+    rows = db.session.scalars(select(Report).order_by(Report.created_at.desc()).limit(limit))
+    workers = broker_workers_seen()
     return jsonify({"reports": [describe(row, workers) for row in rows]})
 
 
@@ -341,7 +248,7 @@ def healthz() -> Response:
     try:
         db.session.execute(text("SELECT 1"))
         db.session.commit()
-        workers = workers_seen()
+        workers = broker_workers_seen()
     except Exception as exc:
         db.session.rollback()
         logger.warning("health check: database unavailable: %s", type(exc).__name__)

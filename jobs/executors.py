@@ -1,6 +1,6 @@
 """Where report job steps run: threads of this process, inline (tests), or Celery workers.
 
-All three run the same steps of `jobs`; they differ only in who holds a step until it runs.
+All three run the same steps (`jobs.steps`); they differ only in who holds a step until it runs.
 The embedded thread pool is the default (no broker needed); with CELERY_BROKER_URL set, API
 processes only enqueue and `flask --app app worker` processes run the steps.
 """
@@ -21,7 +21,9 @@ from typing import Any
 from flask import Flask
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-import jobs
+from jobs import states, steps
+from jobs.errors import BrokerUnavailable
+from jobs.retries import short_reason
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +55,29 @@ def process_owner() -> str:
 
 
 class InlineExecutor:
-    """Runs every step at once in the caller's thread (tests; the `report` command)."""
+    """Runs every step at once in the caller's thread (tests; the `report` command).
+
+    Nobody else will run a step it holds, so a step that stops with an error fails the report
+    with a short reason (the log keeps the traceback) instead of waiting for a sweep.
+    """
 
     @property
     def owner(self) -> str:
         return process_owner()
 
     def enqueue_start(self, report_id: str) -> None:
-        jobs.start_report(report_id, self.owner, self)
+        self._run(steps.start_report, report_id, self.owner, self)
 
     def enqueue_shard(self, report_id: str, shard: int) -> None:
-        jobs.run_shard(report_id, shard, self.owner)
+        self._run(steps.run_shard, report_id, shard, self.owner)
+
+    @staticmethod
+    def _run(step, report_id: str, *args: Any) -> None:
+        try:
+            step(report_id, *args)
+        except Exception as exc:
+            logger.exception("report %s: a step stopped", report_id)
+            steps.give_up(report_id, short_reason(exc))
 
     def shutdown(self) -> None:
         pass
@@ -83,10 +97,10 @@ class ThreadExecutor:
         return process_owner()
 
     def enqueue_start(self, report_id: str) -> None:
-        self.pool.submit(self._run, jobs.start_report, report_id, self.owner, self)
+        self.pool.submit(self._run, steps.start_report, report_id, self.owner, self)
 
     def enqueue_shard(self, report_id: str, shard: int) -> None:
-        step = functools.partial(jobs.run_shard, retry_elsewhere=True)
+        step = functools.partial(steps.run_shard, retry_elsewhere=True)
         self.pool.submit(self._run, step, report_id, shard, self.owner)
 
     def _run(self, step, *args: Any) -> None:
@@ -116,9 +130,9 @@ def lower_cpu_priority() -> None:
 
 
 def release_quietly(report_id: str, owner: str) -> None:
-    """Release a report's rows after a step stopped; never raises (see `jobs.release`)."""
+    """Release a report's rows after a step stopped; never raises (see `jobs.states.release`)."""
     try:
-        jobs.release(report_id, owner)
+        states.release(report_id, owner)
     except Exception:  # the lease runs out by itself once this process stops renewing it
         logger.exception("report %s: could not release its rows", report_id)
 
@@ -129,7 +143,7 @@ class CeleryExecutor:
     A send takes at most CELERY_CONNECT_TIMEOUT, however many tries that needs: the pooled
     connection first (after a broker restart it is stale and fails at once), then new
     connections, each given only the time left. A broker back within the timeout loses
-    nothing; one that stays away costs one timeout, then `jobs.BrokerUnavailable`.
+    nothing; one that stays away costs one timeout, then `BrokerUnavailable`.
     """
 
     owner = None
@@ -161,7 +175,7 @@ class CeleryExecutor:
             except self.broker_errors as exc:
                 left = deadline - time.monotonic()
                 if left <= BROKER_RETRY_PAUSE:
-                    raise jobs.BrokerUnavailable(
+                    raise BrokerUnavailable(
                         f"the broker did not take {task} in {tries} tries: {exc}"
                     ) from exc
                 logger.info("broker: %s failed (%s); sending it on a new connection", task, exc)

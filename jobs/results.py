@@ -1,4 +1,5 @@
-"""A report's table: packed for the database, assembled from shards, written as CSV, as JSON.
+"""A report's table: packed for the database, assembled from shards, written as CSV, as JSON,
+and served from where it is stored.
 
 Shard results and finished reports are stored in the database as compressed Arrow IPC, so
 any process on any machine can assemble or serve them; the CSV file in REPORTS_DIR is a local
@@ -9,6 +10,7 @@ a machine without it is asked for the report.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -18,8 +20,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from flask import current_app
+from sqlalchemy import update
 
 import csvcells
+from jobs.errors import ReportNotFound
+from jobs.options import is_valid_report_id
+from jobs.retries import short_reason, with_database_retries
+from models import Report, ReportResult, ReportShard, db
+
+logger = logging.getLogger(__name__)
 
 IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 
@@ -107,3 +117,63 @@ def _json_value(name: str, value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return float(value)
+
+
+# --------------------------------------------------------------------------- stored results
+
+
+def report_path(reports_dir: str | Path, report_id: str) -> Path:
+    """Where a report's CSV lives; refuses any id that is not 32 hex digits."""
+    if not is_valid_report_id(report_id):
+        raise ReportNotFound(report_id)
+    return Path(reports_dir) / f"report_{report_id}.csv"
+
+
+def finished_table(row: Report) -> pd.DataFrame:
+    """A Complete report's table, from the database."""
+    stored = db.session.get(ReportResult, row.id)
+    if stored is None:
+        raise ReportNotFound(row.id)
+    return unpack(stored.data)
+
+
+def local_csv(row: Report) -> Path:
+    """The report's CSV on this machine, re-created from the database if this machine lacks it."""
+    path = report_path(current_app.config["REPORTS_DIR"], row.id)
+    if not path.is_file():
+        write_atomically(csv_bytes(finished_table(row)), path)
+    return path
+
+
+def write_local_copy(report_id: str, csv: bytes) -> None:
+    """Write this machine's CSV copy; when it cannot be written, say so and go on (the report
+    is served from the database's table)."""
+    try:
+        write_atomically(csv, report_path(current_app.config["REPORTS_DIR"], report_id))
+    except OSError as exc:
+        logger.warning(
+            "report %s: this machine's CSV copy could not be written (%s); it is served from "
+            "the database",
+            report_id,
+            exc,
+        )
+
+
+def drop_shard_results(report_id: str) -> None:
+    """The shards' tables are not needed once the report's is stored: free their space, in a
+    transaction of its own (rewriting those rows is the slowest write of a report)."""
+
+    def drop() -> None:
+        db.session.execute(
+            update(ReportShard).where(ReportShard.report_id == report_id).values(result=None)
+        )
+        db.session.commit()
+
+    try:
+        with_database_retries(drop, report_id)
+    except Exception as exc:  # never fails the report; the rows go when the report does
+        logger.warning(
+            "report %s: its shards' results stay until it is removed (%s)",
+            report_id,
+            short_reason(exc),
+        )

@@ -20,9 +20,9 @@ import pandas as pd
 from sqlalchemy import Engine, text
 
 import report
-import results
 import snapshot
 import timestamps
+from jobs import results
 from report import TICKS_PER_US, Spans
 from timestamps import US_PER_HOUR, US_PER_MINUTE
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-import results
+from jobs import results
 
 WINDOWS = ("hour", "day", "week")
 WINDOW_UNITS = {"hour": "minutes", "day": "hours", "week": "hours"}

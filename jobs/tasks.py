@@ -4,7 +4,7 @@ Follows Flask's "Background Tasks with Celery": `celery_init_app` builds the Cel
 the Flask config, and every task runs inside the Flask app context. Set up for no lost work:
 a task is acknowledged only after it ran (`task_acks_late`), requeued if its worker process
 dies (`task_reject_on_worker_lost`), and a worker takes one task at a time (prefetch 1). The
-steps are idempotent (see `jobs`), so a redelivered task is harmless.
+steps are idempotent (see `jobs.steps`), so a redelivered task is harmless.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from typing import Any
 from celery import Celery, Task, shared_task, signals
 from flask import Flask
 
-import jobs
-from executors import process_owner, release_quietly
+from jobs import steps
+from jobs.executors import process_owner, release_quietly
+from jobs.leases import LeaseKeeper
+from jobs.workers import forget_worker
 from models import db
 
 logger = logging.getLogger(__name__)
@@ -75,13 +77,15 @@ _flask_apps: list[Flask] = []
 @shared_task(name="store_monitor.start_report", ignore_result=True)
 def start_report(report_id: str) -> None:
     with released_on_error(report_id):
-        jobs.start_report(report_id, process_owner(), jobs.executor())
+        steps.start_report(report_id, process_owner(), steps.app_executor())
 
 
 @shared_task(name="store_monitor.run_shard", ignore_result=True)
 def run_shard(report_id: str, shard: int) -> None:
     with released_on_error(report_id):
-        jobs.run_shard(report_id, shard, process_owner(), wait_for_owner=True, retry_elsewhere=True)
+        steps.run_shard(
+            report_id, shard, process_owner(), wait_for_owner=True, retry_elsewhere=True
+        )
 
 
 @contextmanager
@@ -100,8 +104,6 @@ def start_lease_keeper(**_: object) -> None:
     heartbeat that tells API processes this worker is there."""
     if not _flask_apps:
         return
-    from leases import LeaseKeeper
-
     app = _flask_apps[0]
     with app.app_context():
         db.engine.dispose(close=False)  # connections inherited from the parent are not ours
@@ -113,8 +115,6 @@ def say_goodbye(**_: object) -> None:
     """A worker process that stops is no longer counted (one that dies ages out)."""
     if not _flask_apps:
         return
-    from leases import forget_worker
-
     try:
         with _flask_apps[0].app_context():
             forget_worker(process_owner())

@@ -1,0 +1,167 @@
+"""What every route shares: JSON errors, the token check, and reading arguments.
+
+The application factory calls `init_app`, so errors are JSON and authentication holds for
+every blueprint, whichever are registered. Arguments are read with one rule per kind of value
+(a flag, an integer, a duration, an instant, a report id): the same text means the same thing
+on every route, and a bad value is a 400 that names the argument.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+from typing import Any
+
+from flask import Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+import timestamps
+from jobs.options import REPORT_ID_PATTERN
+
+logger = logging.getLogger(__name__)
+RETRY_AFTER_SECONDS = 5
+PUBLIC_ENDPOINTS = {"api.healthz", "api.openapi", "static"}
+FLAG_VALUES = {"true": True, "1": True, "false": False, "0": False}
+DIGITS = re.compile(r"[0-9]{1,9}")
+
+
+class ApiError(Exception):
+    """An error answered as JSON `{"error": ..., "message": ...}` with an HTTP status."""
+
+    def __init__(
+        self, status: int, error: str, message: str, headers: dict | None = None, /, **extra: Any
+    ) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+def error_response(
+    http_status: int, error: str, message: str, headers: dict | None = None, **extra: Any
+) -> Response:
+    response = jsonify({"error": error, "message": message, **extra})
+    response.status_code = http_status
+    response.headers.update(headers or {})
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """JSON for every error, and the token check before every request."""
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(Exception, handle_unexpected)
+    app.before_request(require_token)
+
+
+def handle_api_error(exc: ApiError) -> Response:
+    return error_response(exc.status, exc.error, exc.message, exc.headers, **exc.extra)
+
+
+def handle_http_error(exc: HTTPException) -> Response:
+    name = (exc.name or "error").lower().replace(" ", "_")
+    response = error_response(exc.code or 500, name, exc.description or name)
+    if exc.code == 405 and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
+
+
+def handle_unexpected(exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+# --------------------------------------------------------------------------- authentication
+
+
+def require_token() -> None:
+    """With API_TOKEN set, every endpoint but health, the API description and the web
+    page's static files needs `Authorization: Bearer <token>` (scheme in any letter case)."""
+    token = current_app.config.get("API_TOKEN")
+    if not token or request.endpoint in PUBLIC_ENDPOINTS or is_public(request.endpoint):
+        return
+    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+    matches = hmac.compare_digest(given.strip().encode(), token.encode())
+    if scheme.lower() != "bearer" or not matches:
+        raise ApiError(
+            401, "unauthorized", "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
+        )
+
+
+def public(view):
+    """Mark a view that serves no data (a page shell, an asset) as open without the token."""
+    view.public = True
+    return view
+
+
+def is_public(endpoint: str | None) -> bool:
+    view = current_app.view_functions.get(endpoint or "")
+    return bool(getattr(view, "public", False))
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def json_body(example: str) -> dict[str, Any] | None:
+    """The request's JSON object, None without a body; 400 (showing `example`) otherwise."""
+    data = request.get_data(cache=True)
+    if not data:
+        return None
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        body = None
+    if not isinstance(body, dict):
+        raise bad_request(f"the body must be a JSON object such as {example}")
+    return body
+
+
+def flag(name: str, text: str) -> bool:
+    """A yes/no argument written as text: true, false, 1 or 0, in any letter case."""
+    value = FLAG_VALUES.get(text.strip().lower())
+    if value is None:
+        raise bad_request(f"{name} must be true or false")
+    return value
+
+
+def flag_arg(name: str) -> bool:
+    """A yes/no query argument (false when absent)."""
+    return flag(name, request.args.get(name, "false"))
+
+
+def integer_arg(name: str, default: int, low: int, high: int) -> int:
+    """A query argument of decimal digits from `low` to `high` (`default` when absent)."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
+        raise bad_request(f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+def instant(name: str, value: Any) -> int:
+    """An ISO-8601 instant (naive means UTC) as epoch microseconds."""
+    if not isinstance(value, str):
+        raise bad_request(f"{name} must be a string with an ISO-8601 instant")
+    try:
+        return timestamps.parse_iso_instant(value)
+    except ValueError as exc:
+        raise bad_request(str(exc)) from exc
+
+
+def duration(name: str, value: Any) -> int:
+    """A positive duration (90s, 30m, 2h, 1d, PT2H) as microseconds."""
+    try:
+        return timestamps.parse_duration(value)
+    except ValueError as exc:
+        raise bad_request(f"{name}: {exc}") from exc
+
+
+def is_report_id(text: str) -> bool:
+    return bool(REPORT_ID_PATTERN.fullmatch(text))
