@@ -62,9 +62,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     base.init_app(app)
     for blueprint in (api, ingest, pages):
         app.register_blueprint(blueprint.bp)
-        app.extensions.setdefault("openapi_paths", {}).update(
-            getattr(blueprint, "OPENAPI_PATHS", {})
-        )
     app.before_request(lambda: start_service(app))
     cli.register(app)
     return app

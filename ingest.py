@@ -249,10 +249,9 @@ def _view_for(kind: str):
 
     view.__name__ = f"post_{kind}"
     view.__doc__ = f"Store a body of {kind} rows."
+    view.openapi = _openapi_operation(kind)
     return view
 
-
-register_routes()
 
 # --------------------------------------------------------------------------- API description
 
@@ -351,4 +350,5 @@ EXAMPLE_PATTERNS = {
         f"({_ID},2023-01-1[0-9] {_TIME},2023-01-2[0-9] {_TIME}\\n){{1,5}}$"
     ),
 }
-OPENAPI_PATHS = {path: {"post": _openapi_operation(kind)} for path, kind in ENDPOINTS.items()}
+
+register_routes()

@@ -17,6 +17,7 @@ from jobs.options import ReportRequest, describe_options
 from jobs.workers import workers_seen
 from models import ACTIVE_STATES, Report, ReportStatus, db
 from web import openapi as openapi_document
+from web.arguments import Choice, Integer
 from web.base import (
     RETRY_AFTER_SECONDS,
     ApiError,
@@ -24,9 +25,17 @@ from web.base import (
     duration,
     error_response,
     instant,
-    integer_arg,
     is_report_id,
     json_body,
+)
+from web.openapi import (
+    REPORT_ID,
+    REPORT_ID_PARAMETER,
+    RETRY_AFTER,
+    STATES,
+    error,
+    json_response,
+    operation,
 )
 
 logger = logging.getLogger(__name__)
@@ -71,7 +80,56 @@ def too_many_reports(reason: str) -> ApiError:
     )
 
 
+TRIGGER_BODY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "as_of": {
+            "type": "string",
+            "format": "date-time",
+            "pattern": "^(197[1-9]|19[89][0-9]|20[0-8][0-9]|209[0-8])-",
+            "description": (
+                "an instant from 1970 to 2099 (the pattern names 1971–2098, so that any "
+                "UTC offset stays inside); default: the latest poll"
+            ),
+        },
+        "stale_after": {
+            "type": "string",
+            "pattern": (
+                "^([1-9][0-9]{0,3}[sm]|[1-9][0-9]{0,2}h|[1-9][0-9]?d"
+                "|PT[1-9][0-9]{0,3}[MS]|PT[1-9][0-9]{0,2}H|P[1-9][0-9]?D)$"
+            ),
+            "description": (
+                "time farther than this from every poll is unknown: 90s, 30m, 2h, 1d or an "
+                "ISO-8601 duration (PT2H, PT90M); positive, at most 366 days"
+            ),
+        },
+        "outages": {"type": "boolean", "description": "add outage counts and lengths"},
+    },
+}
+ACCEPTED = {
+    "type": "object",
+    "required": ["report_id", "status"],
+    "properties": {"report_id": REPORT_ID, "status": {"type": "string", "enum": STATES}},
+}
+
+
 @bp.post("/trigger_report")
+@operation(
+    "Start a report job (as of the latest poll, or `as_of`), with options",
+    body={"required": False, "content": {"application/json": {"schema": TRIGGER_BODY}}},
+    responses={
+        "202": json_response(
+            "accepted; poll the Location",
+            ACCEPTED,
+            headers={"Location": {"schema": {"type": "string"}}},
+        ),
+        "400": error("the body is not a JSON object with valid fields"),
+        "413": error("the body is too large"),
+        "429": error("too many reports queued or running", RETRY_AFTER),
+        "503": error("the database is busy or the task queue does not answer", RETRY_AFTER),
+    },
+)
 def trigger_report() -> Response:
     requested = parse_trigger_body()
     try:
@@ -104,18 +162,52 @@ def find_report(report_id: str) -> Report:
     return row
 
 
+FORMAT = Choice(
+    "format",
+    "csv (default) or json; `Accept: application/json` also asks JSON",
+    choices=("csv", "json"),
+)
+FAILED = {
+    "type": "object",
+    "required": ["error", "message", "status"],
+    "properties": {
+        "status": {"const": "Failed"},
+        "error": {"type": "string"},
+        "message": {"type": "string"},
+    },
+}
+
+
 def wanted_format() -> str:
     """`?format=csv|json`, else the Accept header (CSV unless JSON is preferred)."""
-    asked = request.args.get("format")
+    asked = FORMAT.read()
     if asked is not None:
-        if asked not in ("csv", "json"):
-            raise bad_request("format must be csv or json")
         return asked
     best = request.accept_mimetypes.best_match(["text/csv", "application/json"])
     return "json" if best == "application/json" else "csv"
 
 
 @bp.get("/get_report/<report_id>")
+@operation(
+    "The report: queued or running (202), the CSV or JSON (200), or why it failed",
+    path=[REPORT_ID_PARAMETER],
+    args=[FORMAT],
+    responses={
+        "200": {
+            "description": "the finished report",
+            "headers": {"X-Report-Status": {"schema": {"type": "string", "const": "Complete"}}},
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"$ref": "#/components/schemas/ReportJson"}},
+            },
+        },
+        "202": json_response("queued or running", {"$ref": "#/components/schemas/ReportSummary"}),
+        "400": error("format is not csv or json"),
+        "404": error("no report with this id, or a malformed id"),
+        "410": error("the report's data is gone (expired)"),
+        "422": json_response("the report failed", FAILED),
+    },
+)
 def get_report(report_id: str) -> Response:
     row = find_report(report_id)
     form = wanted_format()
@@ -227,21 +319,69 @@ def _time(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat(timespec="seconds") + "Z"
 
 
+LIMIT = Integer("limit", minimum=1, maximum=1000, default=100)
+REPORT_LIST = {
+    "type": "object",
+    "required": ["reports"],
+    "properties": {
+        "reports": {"type": "array", "items": {"$ref": "#/components/schemas/ReportSummary"}}
+    },
+}
+
+
 @bp.get("/reports")
+@operation(
+    "The latest reports with their status, progress and options",
+    args=[LIMIT],
+    responses={
+        "200": json_response("reports, newest first", REPORT_LIST),
+        "400": error("limit is not an integer from 1 to 1000"),
+    },
+)
 def list_reports() -> Response:
-    limit = integer_arg("limit", 100, 1, 1000)
+    limit = LIMIT.read()
     rows = db.session.scalars(select(Report).order_by(Report.created_at.desc()).limit(limit))
     workers = broker_workers_seen()
     return jsonify({"reports": [describe(row, workers) for row in rows]})
 
 
 @bp.get("/openapi.json")
+@operation(
+    "This description of the API (no token needed)",
+    public=True,
+    responses={"200": json_response("the OpenAPI 3.1 document", {"type": "object"})},
+)
 def openapi() -> Response:
-    """The API description; other blueprints add their paths to app.extensions["openapi_paths"]."""
-    return jsonify(openapi_document.document(current_app.extensions.get("openapi_paths")))
+    """The API description, gathered from every route of the app."""
+    return jsonify(openapi_document.document(current_app))
+
+
+HEALTHY = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {
+        "status": {"type": "string"},
+        "database": {"type": "string"},
+        "workers": {
+            "type": "integer",
+            "minimum": 0,
+            "description": (
+                "with a broker: worker processes seen in the last minute (0: reports wait)"
+            ),
+        },
+    },
+}
 
 
 @bp.get("/healthz")
+@operation(
+    "Whether the database answers, and with a broker how many workers are seen",
+    public=True,
+    responses={
+        "200": json_response("healthy", HEALTHY),
+        "503": error("the database does not answer"),
+    },
+)
 def healthz() -> Response:
     """200 while the database answers (with a broker, and the workers seen lately: the API
     itself works, it only enqueues), else 503."""

@@ -1,15 +1,29 @@
-"""The OpenAPI 3.1 description of the HTTP API, served at /openapi.json (kept true by tests:
-every route is described, and schemathesis checks the live server against it)."""
+"""The OpenAPI 3.1 description of the HTTP API, served at /openapi.json.
+
+Each route describes itself where it is defined (`@operation`, with the argument declarations
+it reads its query with); `document` gathers them from the app's URL map, so a route cannot be
+served without being described (a test checks every rule), and schemathesis checks the live
+server against the result. The schemas several routes share live here.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from flask import Flask
+
+from jobs.options import REPORT_ID_PATTERN
+from models import ReportStatus
+from web.arguments import Argument
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 JSON_ERROR = {"application/json": {"schema": ERROR}}
-STATES = ["Queued", "Running", "Complete", "Failed"]
-REPORT_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+STATES = [status.value for status in ReportStatus]
+REPORT_ID = {"type": "string", "pattern": REPORT_ID_PATTERN.pattern}
 NULLABLE_TEXT = {"type": ["string", "null"]}
+TEXT = {"type": "string"}
 
 
 def error(description: str, headers: dict | None = None) -> dict[str, Any]:
@@ -28,9 +42,15 @@ def json_response(description: str, schema: dict[str, Any], **extra: Any) -> dic
 
 
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
-COMMON_ERRORS = {
-    "401": error("API_TOKEN is set and the bearer token is missing or wrong"),
-    "405": error("method not allowed"),
+UNAUTHORIZED = {"401": error("API_TOKEN is set and the bearer token is missing or wrong")}
+NOT_ALLOWED = {"405": error("method not allowed")}
+COMMON_ERRORS = {**UNAUTHORIZED, **NOT_ALLOWED}
+REPORT_ID_PARAMETER = {
+    "name": "report_id",
+    "in": "path",
+    "required": True,
+    "description": "32 hexadecimal digits, as returned by /trigger_report",
+    "schema": TEXT,
 }
 OPTIONS = {
     "type": "object",
@@ -104,8 +124,64 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
-def document(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The whole description; blueprints other than the core API add their paths."""
+# --------------------------------------------------------------------------- routes
+
+
+def operation(
+    summary: str,
+    *,
+    responses: dict[str, Any],
+    description: str | None = None,
+    args: Iterable[Argument] = (),
+    path: Iterable[dict[str, Any]] = (),
+    body: dict[str, Any] | None = None,
+    public: bool = False,
+) -> Callable:
+    """Describe a route beside it: its summary, path parameters, query arguments (the same
+    declarations it reads them with), request body and answers. Every route answers 405 to
+    other methods and, unless `public`, 401 without the token."""
+    described: dict[str, Any] = {"summary": summary}
+    if description:
+        described["description"] = description
+    parameters = [*path, *(argument.parameter() for argument in args)]
+    if parameters:
+        described["parameters"] = parameters
+    if body is not None:
+        described["requestBody"] = body
+    described["responses"] = {**responses, **(NOT_ALLOWED if public else COMMON_ERRORS)}
+    if public:
+        described["security"] = []
+
+    def describe(view: Callable) -> Callable:
+        view.openapi = described
+        return view
+
+    return describe
+
+
+def openapi_path(rule: str) -> str:
+    """A Flask rule as an OpenAPI path: `<report_id>` and `<path:store>` become `{...}`."""
+    return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule)
+
+
+def undescribed_rules(app: Flask) -> list[str]:
+    """Rules whose view has no `@operation` (Flask's own static files aside)."""
+    return [
+        rule.rule
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static" and not hasattr(app.view_functions[rule.endpoint], "openapi")
+    ]
+
+
+def document(app: Flask) -> dict[str, Any]:
+    """The whole description, gathered from the routes of `app`."""
+    paths: dict[str, Any] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda rule: rule.rule):
+        described = getattr(app.view_functions[rule.endpoint], "openapi", None)
+        if described is None:
+            continue
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            paths.setdefault(openapi_path(rule.rule), {})[method.lower()] = described
     return {
         "openapi": "3.1.0",
         "info": {
@@ -116,13 +192,7 @@ def document(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
                 "as CSV or JSON reports."
             ),
         },
-        "paths": {
-            "/trigger_report": {"post": trigger()},
-            "/get_report/{report_id}": {"get": get_report()},
-            "/reports": {"get": list_reports()},
-            "/healthz": {"get": healthz()},
-            **(extra_paths or {}),
-        },
+        "paths": paths,
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {
@@ -135,157 +205,4 @@ def document(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
         },
         # The token is needed only when API_TOKEN is set: bearer, or nothing.
         "security": [{"bearer": []}, {}],
-    }
-
-
-def trigger() -> dict[str, Any]:
-    body = {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "as_of": {
-                "type": "string",
-                "format": "date-time",
-                "pattern": "^(197[1-9]|19[89][0-9]|20[0-8][0-9]|209[0-8])-",
-                "description": (
-                    "an instant from 1970 to 2099 (the pattern names 1971–2098, so that any "
-                    "UTC offset stays inside); default: the latest poll"
-                ),
-            },
-            "stale_after": {
-                "type": "string",
-                "pattern": (
-                    "^([1-9][0-9]{0,3}[sm]|[1-9][0-9]{0,2}h|[1-9][0-9]?d"
-                    "|PT[1-9][0-9]{0,3}[MS]|PT[1-9][0-9]{0,2}H|P[1-9][0-9]?D)$"
-                ),
-                "description": (
-                    "time farther than this from every poll is unknown: 90s, 30m, 2h, 1d or an "
-                    "ISO-8601 duration (PT2H, PT90M); positive, at most 366 days"
-                ),
-            },
-            "outages": {"type": "boolean", "description": "add outage counts and lengths"},
-        },
-    }
-    accepted = {
-        "type": "object",
-        "required": ["report_id", "status"],
-        "properties": {"report_id": REPORT_ID, "status": {"type": "string", "enum": STATES}},
-    }
-    return {
-        "summary": "Start a report job (as of the latest poll, or `as_of`), with options",
-        "requestBody": {"required": False, "content": {"application/json": {"schema": body}}},
-        "responses": {
-            "202": json_response(
-                "accepted; poll the Location",
-                accepted,
-                headers={"Location": {"schema": {"type": "string"}}},
-            ),
-            "400": error("the body is not a JSON object with valid fields"),
-            "413": error("the body is too large"),
-            "429": error("too many reports queued or running", RETRY_AFTER),
-            "503": error("the database is busy or the task queue does not answer", RETRY_AFTER),
-            **COMMON_ERRORS,
-        },
-    }
-
-
-def get_report() -> dict[str, Any]:
-    failed = {
-        "type": "object",
-        "required": ["error", "message", "status"],
-        "properties": {
-            "status": {"const": "Failed"},
-            "error": {"type": "string"},
-            "message": {"type": "string"},
-        },
-    }
-    return {
-        "summary": "The report: queued or running (202), the CSV or JSON (200), or why it failed",
-        "parameters": [
-            {
-                "name": "report_id",
-                "in": "path",
-                "required": True,
-                "description": "32 hexadecimal digits, as returned by /trigger_report",
-                "schema": {"type": "string"},
-            },
-            {
-                "name": "format",
-                "in": "query",
-                "required": False,
-                "description": "csv (default) or json; `Accept: application/json` also asks JSON",
-                "schema": {"type": "string", "enum": ["csv", "json"]},
-            },
-        ],
-        "responses": {
-            "200": {
-                "description": "the finished report",
-                "headers": {"X-Report-Status": {"schema": {"type": "string", "const": "Complete"}}},
-                "content": {
-                    "text/csv": {"schema": {"type": "string"}},
-                    "application/json": {"schema": {"$ref": "#/components/schemas/ReportJson"}},
-                },
-            },
-            "202": json_response(
-                "queued or running", {"$ref": "#/components/schemas/ReportSummary"}
-            ),
-            "400": error("format is not csv or json"),
-            "404": error("no report with this id, or a malformed id"),
-            "410": error("the report's data is gone (expired)"),
-            "422": json_response("the report failed", failed),
-            **COMMON_ERRORS,
-        },
-    }
-
-
-def list_reports() -> dict[str, Any]:
-    listing = {
-        "type": "object",
-        "required": ["reports"],
-        "properties": {
-            "reports": {"type": "array", "items": {"$ref": "#/components/schemas/ReportSummary"}}
-        },
-    }
-    return {
-        "summary": "The latest reports with their status, progress and options",
-        "parameters": [
-            {
-                "name": "limit",
-                "in": "query",
-                "required": False,
-                "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
-            }
-        ],
-        "responses": {
-            "200": json_response("reports, newest first", listing),
-            "400": error("limit is not an integer from 1 to 1000"),
-            **COMMON_ERRORS,
-        },
-    }
-
-
-def healthz() -> dict[str, Any]:
-    healthy = {
-        "type": "object",
-        "required": ["status"],
-        "properties": {
-            "status": {"type": "string"},
-            "database": {"type": "string"},
-            "workers": {
-                "type": "integer",
-                "minimum": 0,
-                "description": (
-                    "with a broker: worker processes seen in the last minute (0: reports wait)"
-                ),
-            },
-        },
-    }
-    return {
-        "summary": "Whether the database answers, and with a broker how many workers are seen",
-        "security": [],
-        "responses": {
-            "200": json_response("healthy", healthy),
-            "503": error("the database does not answer"),
-            "405": error("method not allowed"),
-        },
     }

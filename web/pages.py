@@ -31,8 +31,10 @@ from jobs.options import options_as_written, options_of
 from models import ACTIVE_STATES, STORE_ID_MAX_LENGTH, Report, ReportStatus, db
 from web import openapi, timelines
 from web import tables as report_tables
-from web.api import TRIGGER_FIELDS, find_report, report_heading
-from web.base import ApiError, duration, flag_arg, instant, integer_arg, public
+from web.api import TRIGGER_BODY, TRIGGER_FIELDS, find_report, report_heading
+from web.arguments import Choice, Duration, Flag, Instant, Integer, Text
+from web.base import ApiError, public
+from web.openapi import REPORT_ID_PARAMETER, TEXT, operation
 
 bp = Blueprint("web", __name__)
 tables = report_tables.TableCache()
@@ -50,7 +52,26 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+NUMBER = {"type": "number"}
+NULLABLE_NUMBER = {"type": ["number", "null"]}
+OPTIONS = {"$ref": "#/components/schemas/Options"}
+NOT_COMPLETE = {
+    "404": openapi.error("no report with this id, or a malformed id"),
+    "409": openapi.error("the report is queued or running"),
+    "410": openapi.error("the report's data is gone (expired)"),
+    "422": openapi.error("the report failed"),
+}
+
+
+def object_of(properties: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    required = [name for name in properties if name not in optional]
+    return {"type": "object", "required": required, "properties": properties}
+
+
 # --------------------------------------------------------------------------- pages
+
+PAGE_SHELL = {"200": {"description": "the page (HTML, no data)", "content": {"text/html": {}}}}
+STORE_PAGE_ID = Text("id", "the store's id as loaded (any text)", default="")
 
 
 def page(template: str, **context: Any) -> Response:
@@ -65,33 +86,60 @@ def page(template: str, **context: Any) -> Response:
 
 
 @bp.get("/")
+@operation("The web page: reports", public=True, responses=PAGE_SHELL)
 @public
 def reports_page() -> Response:
     return page("reports.html", script="reports.js")
 
 
 @bp.get("/report/<report_id>")
+@operation(
+    "The web page: one report's stores",
+    path=[REPORT_ID_PARAMETER],
+    public=True,
+    responses=PAGE_SHELL,
+)
 @public
 def report_page(report_id: str) -> Response:
     return page("report.html", script="report.js", report_id=report_id)
 
 
 @bp.get("/store")
-@bp.get("/stores/<path:legacy_id>", merge_slashes=False)
+@operation(
+    "The web page: one store's week", args=[STORE_PAGE_ID], public=True, responses=PAGE_SHELL
+)
 @public
-def store_page(legacy_id: str | None = None) -> Response:
+def store_page() -> Response:
     """A store's page, `/store?id=<store id>`: a store id is any text (".", "..", "a/b",
     "x/timeline", "?", "#"), and only a query parameter carries every one of them unchanged
-    (a path segment "." or ".." is removed by browsers, even percent-encoded).
+    (a path segment "." or ".." is removed by browsers, even percent-encoded)."""
+    return page("store.html", script="store.js", store_id=STORE_PAGE_ID.read())
 
-    `/stores/<id>` (earlier links) redirects there: with no other route under /stores/, each
-    such link still names the one store it named before."""
-    if legacy_id is not None:
-        # The query is built here, not by url_for: its "_external" or "_anchor" would be obeyed.
-        others = [(name, value) for name, value in request.args.items(multi=True) if name != "id"]
-        query = urlencode([("id", legacy_id), *others])
-        return redirect(f"{url_for('web.store_page')}?{query}", 301)
-    return page("store.html", script="store.js", store_id=request.args.get("id", ""))
+
+LEGACY_STORE_ID = {
+    "name": "legacy_id",
+    "in": "path",
+    "required": True,
+    "description": "the store's id, as earlier links wrote it",
+    "schema": {"type": "string"},
+}
+
+
+@bp.get("/stores/<path:legacy_id>", merge_slashes=False)
+@operation(
+    "An earlier link to a store's page: redirects to /store?id=<id>",
+    path=[LEGACY_STORE_ID],
+    public=True,
+    responses={"301": {"description": "to /store?id=<id>, the other arguments kept"}},
+)
+@public
+def legacy_store_link(legacy_id: str) -> Response:
+    """`/stores/<id>` (earlier links) redirects to the store's page: with no other route under
+    /stores/, each such link still names the one store it named before."""
+    # The query is built here, not by url_for: its "_external" or "_anchor" would be obeyed.
+    others = [(name, value) for name, value in request.args.items(multi=True) if name != "id"]
+    query = urlencode([("id", legacy_id), *others])
+    return redirect(f"{url_for('web.store_page')}?{query}", 301)
 
 
 # --------------------------------------------------------------------------- one report
@@ -116,147 +164,6 @@ def report_table(row: Report) -> report_tables.ReportTable:
         raise ApiError(
             410, "gone", "the report's data is no longer available; trigger a new report"
         ) from exc
-
-
-@bp.get("/reports/<report_id>/summary")
-def report_summary(report_id: str) -> Response:
-    row = finished_report(report_id)
-    table = report_table(row)
-    return jsonify(report_heading(row) | {"columns": table.columns} | report_tables.summary(table))
-
-
-@dataclass(frozen=True)
-class StoresQuery:
-    """What `/reports/<id>/stores` is asked for, checked."""
-
-    sort: str
-    order: str
-    q: str
-    offset: int
-    limit: int
-
-
-def stores_query() -> StoresQuery:
-    sort = request.args.get("sort", report_tables.DEFAULT_SORT)
-    if sort not in SORTABLE:
-        raise ApiError(400, "bad_request", f"sort must be one of: {', '.join(SORTABLE)}")
-    order = request.args.get("order", "asc" if sort in ASCENDING_FIRST else "desc")
-    if order not in ("asc", "desc"):
-        raise ApiError(400, "bad_request", "order must be asc or desc")
-    query = request.args.get("q", "").strip()
-    if len(query) > STORE_ID_MAX_LENGTH:
-        raise ApiError(400, "bad_request", f"q is at most {STORE_ID_MAX_LENGTH} characters")
-    offset = integer_arg("offset", 0, 0, OFFSET_MAX)
-    limit = integer_arg("limit", PAGE_LIMIT_DEFAULT, 1, PAGE_LIMIT_MAX)
-    return StoresQuery(sort, order, query, offset, limit)
-
-
-@bp.get("/reports/<report_id>/stores")
-def report_stores(report_id: str) -> Response:
-    asked = stores_query()
-    row = finished_report(report_id)
-    table = report_table(row)
-    if asked.sort not in table.sortable:
-        # A valid column for some reports, not for this one: its options decide (409, not 400).
-        raise ApiError(
-            409,
-            "not_in_report",
-            f"this report has no column {asked.sort}: it was made without the option that adds it",
-        )
-    descending = asked.order == "desc"
-    found = report_tables.page(table, asked.sort, descending, asked.q, asked.offset, asked.limit)
-    return jsonify(
-        {
-            "report_id": row.id,
-            "total": len(table.frame),
-            "matched": found.matched,
-            **asdict(asked),
-            "columns": table.sortable,
-            "rows": found.rows,
-        }
-    )
-
-
-# --------------------------------------------------------------------------- one store
-
-
-@bp.get("/store/timeline")
-def store_timeline() -> Response:
-    """A store's week (`?id=<store id>`, like its page: any text is one parameter)."""
-    store_id = request.args.get("id")
-    if not store_id:
-        raise ApiError(400, "bad_request", "id (the store's id) is required")
-    fixed, options, report_id = timeline_snapshot()
-    key = None
-    if len(store_id) <= STORE_ID_MAX_LENGTH:
-        key = timelines.store_key(db.engine, store_id)
-    if key is None:
-        raise ApiError(404, "not_found", f"no store with id {store_id!r}")
-    week = timelines.store_week(db.engine, fixed, key, store_id, options)
-    if week is None:
-        raise ApiError(
-            404, "not_found", f"store {store_id!r} has no poll at or before {as_of_text(fixed)}"
-        )
-    return jsonify({"report_id": report_id, "options": options_as_written(options)} | week)
-
-
-def timeline_snapshot() -> tuple[snapshot.Snapshot, report.ReportOptions, str | None]:
-    """A report's snapshot and options (`?report=`), or the latest data (`?as_of=` etc.)."""
-    args = request.args
-    if "report" in args:
-        row = find_report(args["report"])
-        if TRIGGER_FIELDS & args.keys():
-            raise ApiError(
-                400,
-                "bad_request",
-                "give either report (which fixes as_of and the options) or as_of, "
-                "stale_after and outages",
-            )
-        if row.batch is None:
-            message = "the report has not started: its data is not fixed yet"
-            raise ApiError(409, "not_ready", message, status=str(row.status))
-        return snapshot.Snapshot(row.batch, row.as_of_us, 0), options_of(row), row.id
-    as_of = instant("as_of", args["as_of"]) if "as_of" in args else None
-    options = report.ReportOptions(
-        stale_after_us=duration("stale_after", args["stale_after"])
-        if "stale_after" in args
-        else None,
-        outages=flag_arg("outages"),
-    )
-    return snapshot.fix_snapshot(db.engine, as_of), options, None
-
-
-def as_of_text(fixed: snapshot.Snapshot) -> str:
-    if fixed.now_us is None:
-        return "now (the database holds no polls)"
-    return timestamps.format_instant(fixed.now_us)
-
-
-# --------------------------------------------------------------------------- OpenAPI
-
-NUMBER = {"type": "number"}
-NULLABLE_NUMBER = {"type": ["number", "null"]}
-TEXT = {"type": "string"}
-OPTIONS = {"$ref": "#/components/schemas/Options"}
-REPORT_ID_PARAMETER = {
-    "name": "report_id",
-    "in": "path",
-    "required": True,
-    "description": "32 hexadecimal digits, as returned by /trigger_report",
-    "schema": TEXT,
-}
-NOT_COMPLETE = {
-    "404": openapi.error("no report with this id, or a malformed id"),
-    "409": openapi.error("the report is queued or running"),
-    "410": openapi.error("the report's data is gone (expired)"),
-    "422": openapi.error("the report failed"),
-    **openapi.COMMON_ERRORS,
-}
-
-
-def object_of(properties: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
-    required = [name for name in properties if name not in optional]
-    return {"type": "object", "required": required, "properties": properties}
 
 
 WINDOW_TOTALS = object_of(
@@ -301,6 +208,56 @@ SUMMARY = object_of(
         },
     }
 )
+
+
+@bp.get("/reports/<report_id>/summary")
+@operation(
+    "A finished report's totals per window and its uptime % histogram",
+    path=[REPORT_ID_PARAMETER],
+    responses={"200": openapi.json_response("the summary", SUMMARY), **NOT_COMPLETE},
+)
+def report_summary(report_id: str) -> Response:
+    row = finished_report(report_id)
+    table = report_table(row)
+    return jsonify(report_heading(row) | {"columns": table.columns} | report_tables.summary(table))
+
+
+SORT = Choice(
+    "sort",
+    "a column of the report, or uptime_percent (last week)",
+    default=report_tables.DEFAULT_SORT,
+    choices=tuple(SORTABLE),
+)
+ORDER = Choice(
+    "order", "default: worst first (ascending for uptime and store_id)", choices=("asc", "desc")
+)
+SEARCH = Text(
+    "q",
+    "only stores whose id contains this text (any letter case)",
+    default="",
+    max_length=STORE_ID_MAX_LENGTH,
+)
+OFFSET = Integer("offset", minimum=0, maximum=OFFSET_MAX, default=0)
+PAGE_LIMIT = Integer("limit", minimum=1, maximum=PAGE_LIMIT_MAX, default=PAGE_LIMIT_DEFAULT)
+
+
+@dataclass(frozen=True)
+class StoresQuery:
+    """What `/reports/<id>/stores` is asked for, checked."""
+
+    sort: str
+    order: str
+    q: str
+    offset: int
+    limit: int
+
+
+def stores_query() -> StoresQuery:
+    sort = SORT.read()
+    order = ORDER.read() or ("asc" if sort in ASCENDING_FIRST else "desc")
+    return StoresQuery(sort, order, SEARCH.read().strip(), OFFSET.read(), PAGE_LIMIT.read())
+
+
 STORE_ROWS = object_of(
     {
         "report_id": openapi.REPORT_ID,
@@ -323,6 +280,72 @@ STORE_ROWS = object_of(
         },
     }
 )
+
+
+@bp.get("/reports/<report_id>/stores")
+@operation(
+    "One page of a finished report's stores, sorted and filtered",
+    path=[REPORT_ID_PARAMETER],
+    args=[SORT, ORDER, SEARCH, OFFSET, PAGE_LIMIT],
+    responses={
+        "200": openapi.json_response("the page of stores", STORE_ROWS),
+        "400": openapi.error("a parameter is not one of the values described"),
+        **NOT_COMPLETE,
+        "409": openapi.error(
+            "the report is queued or running, or has no such column (its options decide)"
+        ),
+    },
+)
+def report_stores(report_id: str) -> Response:
+    asked = stores_query()
+    row = finished_report(report_id)
+    table = report_table(row)
+    if asked.sort not in table.sortable:
+        # A valid column for some reports, not for this one: its options decide (409, not 400).
+        raise ApiError(
+            409,
+            "not_in_report",
+            f"this report has no column {asked.sort}: it was made without the option that adds it",
+        )
+    descending = asked.order == "desc"
+    found = report_tables.page(table, asked.sort, descending, asked.q, asked.offset, asked.limit)
+    return jsonify(
+        {
+            "report_id": row.id,
+            "total": len(table.frame),
+            "matched": found.matched,
+            **asdict(asked),
+            "columns": table.sortable,
+            "rows": found.rows,
+        }
+    )
+
+
+# --------------------------------------------------------------------------- one store
+
+
+# Years whose instants stay within 1970–2099 whatever the UTC offset written with them.
+SAFE_INSTANT_PATTERN = "^(19[89][0-9]|20[0-8][0-9])-"
+STORE_ID = Text(
+    "id",
+    "the store's id as loaded (any text: a query parameter carries it unchanged)",
+    required=True,
+    min_length=1,
+    max_length=STORE_ID_MAX_LENGTH,
+)
+REPORT = Text("report", "a report id: its data, `now` and options (not with the others)")
+AS_OF = Instant(
+    "as_of",
+    "ISO-8601 instant, 1970 to 2099; default: the latest poll",
+    pattern=SAFE_INSTANT_PATTERN,
+)
+STALE_AFTER = Duration(
+    "stale_after",
+    "as for /trigger_report: 90s, 30m, 2h, 1d, PT2H, PT90M",
+    pattern=TRIGGER_BODY["properties"]["stale_after"]["pattern"],
+)
+OUTAGES = Flag("outages")
+
 INSTANT = object_of({"at": TEXT, "at_us": NUMBER})
 SPAN = {
     "start": TEXT,
@@ -440,131 +463,61 @@ TIMELINE = object_of(
         "totals": {"type": "object", "additionalProperties": NUMBER},
     }
 )
-TRIGGER_BODY = openapi.trigger()["requestBody"]["content"]["application/json"]["schema"]
-STALE_AFTER_SCHEMA = TRIGGER_BODY["properties"]["stale_after"]
-# Years whose instants stay within 1970–2099 whatever the UTC offset written with them.
-SAFE_INSTANT_PATTERN = "^(19[89][0-9]|20[0-8][0-9])-"
-OPENAPI_PATHS: dict[str, Any] = {
-    "/reports/{report_id}/summary": {
-        "get": {
-            "summary": "A finished report's totals per window and its uptime % histogram",
-            "parameters": [REPORT_ID_PARAMETER],
-            "responses": {
-                "200": openapi.json_response("the summary", SUMMARY),
-                **NOT_COMPLETE,
-            },
-        }
+
+
+@bp.get("/store/timeline")
+@operation(
+    "One store's last week: business hours, polls, status segments, closures, outages and its "
+    "report numbers, for a report (`report`) or the latest data",
+    args=[STORE_ID, REPORT, AS_OF, STALE_AFTER, OUTAGES],
+    responses={
+        "200": openapi.json_response("the store's week", TIMELINE),
+        "400": openapi.error("no id, a bad as_of, stale_after or outages, or report with them"),
+        "404": openapi.error("no such store or report, or no poll by then"),
+        "409": openapi.error("the report has not started yet"),
     },
-    "/reports/{report_id}/stores": {
-        "get": {
-            "summary": "One page of a finished report's stores, sorted and filtered",
-            "parameters": [
-                REPORT_ID_PARAMETER,
-                {
-                    "name": "sort",
-                    "in": "query",
-                    "required": False,
-                    "description": "a column of the report, or uptime_percent (last week)",
-                    "schema": {"type": "string", "enum": SORTABLE, "default": "downtime_last_week"},
-                },
-                {
-                    "name": "order",
-                    "in": "query",
-                    "required": False,
-                    "description": "default: worst first (ascending for uptime and store_id)",
-                    "schema": {"type": "string", "enum": ["asc", "desc"]},
-                },
-                {
-                    "name": "q",
-                    "in": "query",
-                    "required": False,
-                    "description": "only stores whose id contains this text (any letter case)",
-                    "schema": {"type": "string", "maxLength": STORE_ID_MAX_LENGTH},
-                },
-                {
-                    "name": "offset",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "integer", "minimum": 0, "maximum": OFFSET_MAX},
-                },
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "required": False,
-                    "schema": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": PAGE_LIMIT_MAX,
-                        "default": PAGE_LIMIT_DEFAULT,
-                    },
-                },
-            ],
-            "responses": {
-                "200": openapi.json_response("the page of stores", STORE_ROWS),
-                "400": openapi.error("a parameter is not one of the values described"),
-                **NOT_COMPLETE,
-                "409": openapi.error(
-                    "the report is queued or running, or has no such column (its options decide)"
-                ),
-            },
-        }
-    },
-    "/store/timeline": {
-        "get": {
-            "summary": (
-                "One store's last week: business hours, polls, status segments, closures, "
-                "outages and its report numbers, for a report (`report`) or the latest data"
-            ),
-            "parameters": [
-                {
-                    "name": "id",
-                    "in": "query",
-                    "required": True,
-                    "description": "the store's id as loaded (any text: a query parameter "
-                    "carries it unchanged)",
-                    "schema": {"type": "string", "minLength": 1, "maxLength": STORE_ID_MAX_LENGTH},
-                },
-                {
-                    "name": "report",
-                    "in": "query",
-                    "required": False,
-                    "description": "a report id: its data, `now` and options (not with the others)",
-                    "schema": TEXT,
-                },
-                {
-                    "name": "as_of",
-                    "in": "query",
-                    "required": False,
-                    "description": "ISO-8601 instant, 1970 to 2099; default: the latest poll",
-                    "schema": {
-                        "type": "string",
-                        "format": "date-time",
-                        "pattern": SAFE_INSTANT_PATTERN,
-                    },
-                },
-                {
-                    "name": "stale_after",
-                    "in": "query",
-                    "required": False,
-                    "description": "as for /trigger_report: 90s, 30m, 2h, 1d, PT2H, PT90M",
-                    "schema": STALE_AFTER_SCHEMA,
-                },
-                {
-                    "name": "outages",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "boolean", "default": False},
-                },
-            ],
-            "responses": {
-                "200": openapi.json_response("the store's week", TIMELINE),
-                "400": openapi.error(
-                    "no id, a bad as_of, stale_after or outages, or report with them"
-                ),
-                "404": openapi.error("no such store or report, or no poll by then"),
-                "409": openapi.error("the report has not started yet"),
-                **openapi.COMMON_ERRORS,
-            },
-        }
-    },
-}
+)
+def store_timeline() -> Response:
+    """A store's week (`?id=<store id>`, like its page: any text is one parameter)."""
+    store_id = request.args.get("id")
+    if not store_id:
+        raise ApiError(400, "bad_request", "id (the store's id) is required")
+    fixed, options, report_id = timeline_snapshot()
+    key = None
+    if len(store_id) <= STORE_ID_MAX_LENGTH:
+        key = timelines.store_key(db.engine, store_id)
+    if key is None:
+        raise ApiError(404, "not_found", f"no store with id {store_id!r}")
+    week = timelines.store_week(db.engine, fixed, key, store_id, options)
+    if week is None:
+        raise ApiError(
+            404, "not_found", f"store {store_id!r} has no poll at or before {as_of_text(fixed)}"
+        )
+    return jsonify({"report_id": report_id, "options": options_as_written(options)} | week)
+
+
+def timeline_snapshot() -> tuple[snapshot.Snapshot, report.ReportOptions, str | None]:
+    """A report's snapshot and options (`?report=`), or the latest data (`?as_of=` etc.)."""
+    args = request.args
+    if "report" in args:
+        row = find_report(args["report"])
+        if TRIGGER_FIELDS & args.keys():
+            raise ApiError(
+                400,
+                "bad_request",
+                "give either report (which fixes as_of and the options) or as_of, "
+                "stale_after and outages",
+            )
+        if row.batch is None:
+            message = "the report has not started: its data is not fixed yet"
+            raise ApiError(409, "not_ready", message, status=str(row.status))
+        return snapshot.Snapshot(row.batch, row.as_of_us, 0), options_of(row), row.id
+    options = report.ReportOptions(stale_after_us=STALE_AFTER.read(), outages=OUTAGES.read())
+    as_of = AS_OF.read()
+    return snapshot.fix_snapshot(db.engine, as_of), options, None
+
+
+def as_of_text(fixed: snapshot.Snapshot) -> str:
+    if fixed.now_us is None:
+        return "now (the database holds no polls)"
+    return timestamps.format_instant(fixed.now_us)
