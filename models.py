@@ -291,7 +291,8 @@ class ServiceLock(db.Model):
     uses: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
-SERVICE_LOCKS = ("trigger",)
+TRIGGER_LOCK = "trigger"  # serialises counting and creating reports
+SERVICE_LOCKS = (TRIGGER_LOCK,)
 
 
 class SchemaError(click.ClickException):

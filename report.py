@@ -33,6 +33,8 @@ DEFAULT_TIMEZONE = "America/Chicago"
 END_OF_DAY_MARKER = SECONDS_PER_DAY - 1  # "23:59:59" means 24:00 (unless start is the same)
 WINDOWS_US = {"hour": US_PER_HOUR, "day": US_PER_DAY, "week": 7 * US_PER_DAY}
 UNIT_US = {"hour": US_PER_MINUTE, "day": US_PER_HOUR, "week": US_PER_HOUR}
+UNIT_NAMES = {US_PER_MINUTE: "minutes", US_PER_HOUR: "hours"}
+WINDOW_UNITS = {window: UNIT_NAMES[unit] for window, unit in UNIT_US.items()}
 BASE_COLUMNS = [
     "store_id",
     "uptime_last_hour",

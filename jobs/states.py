@@ -48,6 +48,7 @@ from jobs.retries import with_database_retries
 from models import (
     ACTIVE_STATES,
     STEP_MODELS,
+    TRIGGER_LOCK,
     JobStep,
     Report,
     ReportResult,
@@ -59,7 +60,6 @@ from models import (
 )
 
 logger = logging.getLogger(__name__)
-TRIGGER_LOCK = "trigger"
 
 
 # --------------------------------------------------------------------------- leases

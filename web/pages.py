@@ -74,10 +74,24 @@ PAGE_SHELL = {"200": {"description": "the page (HTML, no data)", "content": {"te
 STORE_PAGE_ID = Text("id", "the store's id as loaded (any text)", default="")
 
 
+def page_constants() -> dict[str, Any]:
+    """What the page's scripts need to know of the service, from the definitions the server
+    uses (one definition each): report states, the windows and their units."""
+    return {
+        "statuses": [status.value for status in ReportStatus],
+        "active_statuses": [status.value for status in ACTIVE_STATES],
+        "windows": list(report_tables.WINDOWS),
+        "window_units": report_tables.WINDOW_UNITS,
+    }
+
+
 def page(template: str, **context: Any) -> Response:
     """A page shell: whether a token is needed (never the token itself), no data."""
     token_required = bool(current_app.config.get("API_TOKEN"))
-    response = Response(render_template(template, token_required=token_required, **context))
+    shell = render_template(
+        template, token_required=token_required, constants=page_constants(), **context
+    )
+    response = Response(shell)
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Content-Type-Options"] = "nosniff"

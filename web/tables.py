@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import report
 from jobs import results
 
-WINDOWS = ("hour", "day", "week")
-WINDOW_UNITS = {"hour": "minutes", "day": "hours", "week": "hours"}
+WINDOWS = tuple(report.WINDOWS_US)
+WINDOW_UNITS = report.WINDOW_UNITS
 UPTIME_PERCENT = "uptime_percent"
 DEFAULT_SORT = "downtime_last_week"
 # The histogram starts at the highest of these at or below the lowest store's uptime %, so a

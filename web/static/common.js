@@ -222,8 +222,17 @@ export function describeOptions(options) {
   return parts.length ? parts.join(", ") : "none";
 }
 
-const WINDOW_LABELS = { hour: "hour", day: "day", week: "week" };
-const WINDOW_UNITS = { hour: "min", day: "h", week: "h" };
+/** What the server tells every page (report states, windows and their units): one definition,
+ * the server's, read from the page shell's JSON block. */
+export const SERVICE = JSON.parse(document.getElementById("service-constants").textContent);
+export const ACTIVE_STATUSES = new Set(SERVICE.active_statuses);
+export const WINDOWS = SERVICE.windows;
+const UNIT_ABBREVIATIONS = { minutes: "min", hours: "h" };
+
+/** "min" or "h": the unit a window's uptime, downtime and unknown time are given in. */
+export function windowUnit(window) {
+  return UNIT_ABBREVIATIONS[SERVICE.window_units[window]];
+}
 const MEASURE_LABELS = {
   uptime: "Uptime",
   downtime: "Downtime",
@@ -239,8 +248,8 @@ export function columnLabel(column) {
   const match = column.match(/^(.*)_last_(hour|day|week)$/);
   if (!match) return column;
   const [, measure, window] = match;
-  const unit = measure === "outages" ? "" : ` (${WINDOW_UNITS[window]})`;
-  return `${MEASURE_LABELS[measure] || measure}, ${WINDOW_LABELS[window]}${unit}`;
+  const unit = measure === "outages" ? "" : ` (${windowUnit(window)})`;
+  return `${MEASURE_LABELS[measure] || measure}, ${window}${unit}`;
 }
 
 /** Call `render` now and again after the window is resized (debounced). */

@@ -3,6 +3,7 @@
 
 import {
   ApiError,
+  WINDOWS,
   announce,
   columnLabel,
   describeOptions,
@@ -17,6 +18,7 @@ import {
   s,
   showError,
   storePath,
+  windowUnit,
 } from "./common.js";
 
 const PAGE_SIZE = 50;
@@ -144,7 +146,7 @@ function renderSummary() {
 /** Totals with a row per measure and a column per window (narrow enough for a phone). */
 function renderWindowsTable() {
   const table = document.getElementById("windows-table");
-  const windows = ["hour", "day", "week"];
+  const windows = WINDOWS;
   const measures = [
     ["Business time", "business"],
     ["Uptime", "uptime"],
@@ -157,8 +159,7 @@ function renderWindowsTable() {
       {},
       h("th", { scope: "col" }, "Last"),
       windows.map((name) => {
-        const unit = summary.windows[name].unit === "minutes" ? "min" : "h";
-        return h("th", { scope: "col", class: "number" }, `${name} (${unit})`);
+        return h("th", { scope: "col", class: "number" }, `${name} (${windowUnit(name)})`);
       }),
     ),
   );
@@ -476,7 +477,7 @@ function renderHeader() {
         h("th", { scope: "colgroup", colspan: 1, class: "group", dataset: { measure } }, title),
       );
     }
-    const unit = measure === "outages" ? "" : window === "hour" ? " (min)" : " (h)";
+    const unit = measure === "outages" ? "" : ` (${windowUnit(window)})`;
     // The sorted column may be held away from its group's heading: it names its measure.
     const text = column === state.sort ? columnLabel(column) : `${window}${unit}`;
     windows.push(h("th", sortAttributes(column), sortButton(column, text)));

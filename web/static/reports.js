@@ -1,6 +1,7 @@
 // The reports page: start a report, watch the list (polling /reports), open or download.
 
 import {
+  ACTIVE_STATUSES,
   announce,
   describeOptions,
   downloadLink,
@@ -13,7 +14,6 @@ import {
   storePath,
 } from "./common.js";
 
-const ACTIVE = new Set(["Queued", "Running"]);
 const FAST_POLL_MS = 1000;
 const SLOW_POLL_MS = 10000;
 
@@ -61,7 +61,7 @@ async function refresh() {
   try {
     const { reports } = await getJSON("/reports?limit=50");
     render(reports);
-    active = reports.some((item) => ACTIVE.has(item.status));
+    active = reports.some((item) => ACTIVE_STATUSES.has(item.status));
     showError(listError, "");
   } catch (error) {
     showError(listError, `The reports could not be loaded: ${error.message}`);

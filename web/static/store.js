@@ -2,6 +2,7 @@
 // report row, its weekly hours and time zone, and its inactive stretches.
 
 import {
+  WINDOWS,
   columnLabel,
   describeOptions,
   formatCount,
@@ -13,6 +14,7 @@ import {
   s,
   shortId,
   showError,
+  windowUnit,
 } from "./common.js";
 
 const WEEKDAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
@@ -610,17 +612,16 @@ function renderNumbers() {
   const measures = ["uptime", "downtime", "unknown", "outages", "longest_outage"].filter(
     (measure) => Object.keys(totals).some((column) => column.startsWith(`${measure}_last_`)),
   );
-  const windows = ["hour", "day", "week"];
+  const windows = WINDOWS;
   const table = document.getElementById("numbers-table");
   table.tHead.replaceChildren(
     h(
       "tr",
       {},
       h("th", { scope: "col" }, "Last"),
-      windows.map((window) => {
-        const unit = window === "hour" ? "min" : "h";
-        return h("th", { scope: "col", class: "number" }, `${window} (${unit})`);
-      }),
+      windows.map((window) =>
+        h("th", { scope: "col", class: "number" }, `${window} (${windowUnit(window)})`),
+      ),
     ),
   );
   const business = (window) =>
