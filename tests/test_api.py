@@ -20,10 +20,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 import loader
-from jobs import leases, results, steps
+from jobs import leases, results, states, steps
 from models import Report, ReportStatus, db, utcnow
 from tests.conftest import ROOT, SAMPLE, make_app
-from tests.jobcheck import check_report_agrees
+from tests.jobcheck import StepHook, check_report_agrees
 
 MINUTE = timedelta(seconds=61)
 BASE_COLUMNS = [
@@ -452,3 +452,81 @@ def test_a_trigger_for_a_full_queue_is_refused_without_waiting_for_the_write_loc
         holder.close()
     assert response.status_code == 429 and response.get_json()["error"] == "too_many_reports"
     assert response.get_json()["message"] == "1 reports are queued or running; retry later"
+
+
+def test_beyond_workers_and_queue_trigger_answers_429(database_url, tmp_path, monkeypatch):
+    # Queued and running reports are counted in the database: 1 worker + 1 waiting = 2.
+    app = make_app(database_url, tmp_path, REPORTS_INLINE=False, REPORT_WORKERS=1, REPORT_QUEUE=1)
+    with app.app_context():
+        loader.load(db.engine, SAMPLE)
+    release = threading.Event()
+    original = steps.compute_shard
+
+    def held(work):
+        release.wait(30)
+        return original(work)
+
+    monkeypatch.setattr(steps, "compute_shard", held)
+    completed = StepHook(monkeypatch, states, "complete_report")
+    client = app.test_client()
+    accepted = [client.post("/trigger_report") for _ in range(2)]
+    refused = client.post("/trigger_report")
+    assert [r.status_code for r in accepted] == [202, 202]
+    assert refused.status_code == 429 and refused.headers["Retry-After"].isdigit()
+    assert refused.get_json()["error"] == "too_many_reports"
+    statuses = {r["status"] for r in client.get("/reports").get_json()["reports"]}
+    assert (
+        statuses <= {"Queued", "Running"} and len(client.get("/reports").get_json()["reports"]) == 2
+    )
+    release.set()
+    completed.wait(count=2)  # both reports are Complete
+    for response in accepted:
+        report_id = response.get_json()["report_id"]
+        assert client.get(f"/get_report/{report_id}").status_code == 200
+    assert client.post("/trigger_report").status_code == 202
+    app.extensions["report_executor"].shutdown()
+
+
+def test_bad_http_input_never_gives_5xx(client):
+    cases = [
+        client.post("/trigger_report", data=b"\x00\xff", content_type="application/json"),
+        client.post("/trigger_report", json={"as_of": ["2023"]}),
+        client.post("/trigger_report", json={"as_of": "2023-01-01T00:00:00Z" * 100}),
+        client.post("/trigger_report", data="x" * 20_000, content_type="application/json"),
+        client.get("/get_report/" + "../" * 50),
+        client.get("/get_report/%00"),
+        client.get("/reports?limit=-1"),
+        client.get("/reports?limit=abc"),
+        client.get("/reports?limit=\u00b2"),
+        client.post(
+            "/trigger_report", data=b"[" * 8000 + b"]" * 8000, content_type="application/json"
+        ),
+        client.put("/get_report/" + "a" * 32),
+        client.open("/trigger_report", method="PATCH"),
+    ]
+    assert [r.status_code for r in cases] == [
+        400,
+        400,
+        400,
+        413,
+        404,
+        404,
+        400,
+        400,
+        400,
+        400,
+        405,
+        405,
+    ]
+    assert all(set(r.get_json()) >= {"error", "message"} for r in cases)
+
+
+@pytest.mark.slow
+def test_bounded_load_loses_nothing_and_gives_no_5xx(live_server):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import load_test
+
+    outcome = load_test.run(live_server.url, clients=40, seconds=8)
+    assert outcome["server_errors"] == 0
+    assert outcome["lost"] == []
+    assert outcome["results"].triggered and not outcome["results"].errors

@@ -3,6 +3,7 @@ refused in one line that names the setting; their help makes the README's settin
 
 from __future__ import annotations
 
+import math
 import socket
 import sqlite3
 import subprocess
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import config
-from tests.server import FLASK, ROOT, clean_environment, free_port
+from app import create_app
+from tests.server import FLASK, ROOT, clean_environment, free_port, run_cli
 
 APP = (sys.executable, "app.py")
 INIT_DB = (*FLASK, "init-db")
@@ -207,3 +209,28 @@ def test_a_port_in_use_stops_the_server_with_one_line(tmp_path):
     # Refused before any start-up work: the database was reached, no table was created.
     with sqlite3.connect(tmp_path / "test.sqlite3") as database:
         assert database.execute("SELECT name FROM sqlite_master").fetchall() == []
+
+
+@pytest.mark.parametrize(
+    "name, value, fragment",
+    [
+        ("REPORT_TTL_DAYS", 0.0, "REPORT_TTL_DAYS=0.0: must be between"),
+        ("REPORT_TTL_DAYS", -1.0, "REPORT_TTL_DAYS=-1.0: must be between"),
+        ("REPORT_TTL_DAYS", math.inf, "must be a finite number"),
+        ("REPORT_TTL_DAYS", math.nan, "must be a finite number"),
+        ("REPORT_MAX_COUNT", 0, "REPORT_MAX_COUNT=0: must be between 1"),
+        ("REPORT_WORKERS", 0, "REPORT_WORKERS=0"),
+        ("REPORT_SHARD_STORES", 0, "REPORT_SHARD_STORES=0"),
+    ],
+)
+def test_bad_settings_stop_start_up_with_a_clear_message(tmp_path, name, value, fragment):
+    with pytest.raises(config.SettingsError, match=fragment.replace("(", "\\(")):
+        create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}", name: value})
+
+
+@pytest.mark.slow
+def test_bad_environment_values_stop_start_up(tmp_path):
+    for raw in ("inf", "nan", "0", "-1", "soon"):
+        done = run_cli(f"sqlite:///{tmp_path / 'x.sqlite3'}", "init-db", REPORT_TTL_DAYS=raw)
+        assert done.returncode != 0
+        assert "REPORT_TTL_DAYS" in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -542,3 +542,16 @@ def test_millions_of_bad_rows_with_skip_invalid_keep_memory_bounded(app, databas
     assert int(growth_kb) < 200 * 1024, f"peak RSS grew by {int(growth_kb) // 1024} MB"
     with open(rejects_path, "rb") as rejected_rows:
         assert sum(1 for _ in rejected_rows) == 2_000_001  # header + every rejected row
+
+
+def test_one_bad_row_at_the_end_of_a_big_file_loads_nothing(app, tmp_path):
+    source = pd.read_csv(SAMPLE / "store_status.csv", dtype=str)
+    big = pd.concat([source] * 10, ignore_index=True)
+    path = tmp_path / "store_status.csv"
+    big.to_csv(path, index=False)
+    with open(path, "a") as handle:
+        handle.write("42,active,2023-02-30 00:00:00 UTC\n")
+    with pytest.raises(loader.LoadError, match=f"line {len(big) + 2}"), app.app_context():
+        loader.load(db.engine, tmp_path)
+    with app.app_context():
+        assert db.session.execute(text("SELECT COUNT(*) FROM polls")).scalar() == 0

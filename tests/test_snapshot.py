@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import text
 
 import loader
 import report
 import snapshot
+import timestamps
 from jobs import results, steps
 from jobs.executors import InlineExecutor
 from jobs.options import ReportRequest
@@ -189,3 +191,70 @@ def test_closures_loaded_into_the_database_change_the_report_as_the_engine_says(
     got = database_report(app, None)
     pd.testing.assert_frame_equal(got, expected)
     assert not got.equals(raw_report(SAMPLE, None))  # the closures did change something
+
+
+def shifted_polls(tmp_path: Path, copies: int) -> Path:
+    """New polls: the sample's, moved by 1..copies seconds (same stores, all new instants)."""
+    polls = pd.read_csv(SAMPLE / "store_status.csv", dtype=str)
+    stamps = pd.to_datetime(polls["timestamp_utc"].str.removesuffix(" UTC"), format="ISO8601")
+    frames = [
+        polls.assign(
+            timestamp_utc=(stamps + pd.Timedelta(seconds=shift)).dt.strftime(
+                "%Y-%m-%d %H:%M:%S.%f UTC"
+            )
+        )
+        for shift in range(1, copies + 1)
+    ]
+    path = tmp_path / "more_polls.csv"
+    pd.concat(frames).to_csv(path, index=False)
+    return path
+
+
+def test_a_report_during_a_load_sees_all_of_it_or_none(app, tmp_path, monkeypatch):
+    # Forced order (a hook, not timing): the load has written its polls but not committed; a
+    # snapshot is fixed and two shards are read; the load commits; the other two shards are
+    # read with the same snapshot. The watermark must hold: the snapshot reads the data as it
+    # was before the load, entirely, and a snapshot fixed afterwards reads all of the load.
+    as_of = timestamps.parse_iso_instant("2023-01-26T00:00:00Z")
+    with app.app_context():
+        loader.load(db.engine, SAMPLE)
+        before_rows = polls_read(as_of)
+    record_batch = loader._record_batch
+    mid_load: list[tuple[snapshot.Snapshot, int]] = []
+
+    def read_before_commit(conn, batch, *args):
+        record_batch(conn, batch, *args)
+        with app.app_context():  # another connection, while the load is uncommitted
+            fixed = snapshot.fix_snapshot(db.engine, as_of)
+            mid_load.append((fixed, shard_polls(fixed, (1, 51))))
+
+    monkeypatch.setattr(loader, "_record_batch", read_before_commit)
+    run_load(app, shifted_polls(tmp_path, 8))
+    monkeypatch.setattr(loader, "_record_batch", record_batch)
+    [(fixed, first_half)] = mid_load
+    with app.app_context():
+        second_half = shard_polls(fixed, (101, 151))
+        last = db.session.scalar(text("SELECT last_batch FROM data_state"))
+        db.session.commit()
+        after_rows = polls_read(as_of)
+    assert (fixed.batch, last) == (1, 2)
+    assert first_half + second_half == before_rows
+    assert after_rows > before_rows
+
+
+def shard_polls(fixed: snapshot.Snapshot, shard_starts: tuple[int, ...]) -> int:
+    """Polls read by the shards of 50 stores starting at `shard_starts`."""
+    parts = [snapshot.read_shard(db.engine, fixed, low, low + 50) for low in shard_starts]
+    return sum(part.inputs.polls.ts_us.size for part in parts)
+
+
+def polls_read(as_of: int) -> int:
+    fixed = snapshot.fix_snapshot(db.engine, as_of)
+    return snapshot.read_shard(
+        db.engine, fixed, 1, fixed.last_store_key + 1
+    ).inputs.polls.ts_us.size
+
+
+def run_load(app, path: Path) -> None:
+    with app.app_context():
+        loader.load(db.engine, polls=path)

@@ -7,7 +7,9 @@ import gzip
 import pyarrow as pa
 import pytest
 
+import loader
 import sources
+from models import db
 from tests.loading import POLL_HEADER, write
 
 
@@ -77,3 +79,13 @@ def test_folder_search_finds_closures(tmp_path):
         "polls": tmp_path / "store_status.csv.gz",
         "closures": tmp_path / "closures.csv",
     }
+
+
+def test_a_line_longer_than_a_read_block_is_a_clear_error(app, tmp_path):
+    path = tmp_path / "store_status.csv"
+    path.write_text(
+        "store_id,status,timestamp_utc\n" + "1" * (20 << 20) + ",active,2023-01-22 12:00:00 UTC\n"
+    )
+    with pytest.raises(loader.LoadError) as caught, app.app_context():
+        loader.load(db.engine, tmp_path)
+    assert str(path) in str(caught.value)

@@ -155,3 +155,37 @@ def test_shards_the_broker_did_not_take_are_sent_by_the_very_next_sweep(database
         for shard in outbox.shards_sent(report_id):  # what the workers then run
             steps.run_shard(report_id, shard, "worker-a", wait_for_owner=True, retry_elsewhere=True)
     assert check_report_agrees(app, report_id) == ReportStatus.COMPLETE
+
+
+def test_a_shard_delivered_twice_is_computed_once(app, monkeypatch):
+    with app.app_context():
+        loader.load(db.engine, SAMPLE)
+    computed = []
+    original = steps.compute_shard
+    monkeypatch.setattr(
+        steps,
+        "compute_shard",
+        lambda work: computed.append(work.shard) or original(work),
+    )
+    client = app.test_client()
+    report_id = client.post("/trigger_report").get_json()["report_id"]
+    first = client.get(f"/get_report/{report_id}").data
+    with app.app_context():
+        for shard in range(db.session.get(Report, report_id).shard_count):
+            steps.run_shard(report_id, shard, executors.process_owner())
+        assert db.session.get(Report, report_id).shards_done == len(computed)
+    assert sorted(computed) == list(range(len(computed)))
+    assert client.get(f"/get_report/{report_id}").data == first
+
+
+def test_a_trigger_leaves_every_pooled_sqlite_connection_with_its_own_lock_wait(tmp_path):
+    app = make_app(f"sqlite:///{tmp_path / 'x.sqlite3'}", tmp_path, TRIGGER_LOCK_TIMEOUT_MS=250)
+    client = app.test_client()
+    for _ in range(3):
+        assert client.post("/trigger_report").status_code == 202
+    with app.app_context():
+        connections = [db.engine.connect() for _ in range(5)]
+        waits = [c.exec_driver_sql("PRAGMA busy_timeout").scalar() for c in connections]
+        for connection in connections:
+            connection.close()
+    assert waits == [30_000] * 5
