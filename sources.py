@@ -10,13 +10,15 @@ decompressed again: gzip bytes sent as plain text are just bytes (not UTF-8, not
 
 from __future__ import annotations
 
+import array
 import contextlib
 import csv
 import ctypes
 import gzip
+import io
 import threading
-import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -234,37 +236,62 @@ def stream_chunks(source: Source, on_rejected: RejectedCallback) -> Iterator[Chu
     value, reason)."""
     header = read_header(source)
     wanted = REQUIRED_COLUMNS[source.kind]
-    with open(source.path, "rb") as raw:
-        stream = gzip.GzipFile(fileobj=raw, mode="rb") if is_compressed(source) else raw
+    with pa.OSFile(str(source.path), mode="r") as raw:
+        stream = pa.CompressedInputStream(raw, "gzip") if is_compressed(source) else raw
         try:
-            for first_line, block in row_blocks(stream):
-                chunk = _read_block(source, header, wanted, block, first_line, on_rejected)
+            for block in row_blocks(stream):
+                chunk = _read_block(source, header, wanted, block, on_rejected)
                 chunk.bytes_read = raw.tell()
                 if len(chunk):
                     yield chunk
-        except (OSError, EOFError, zlib.error) as exc:
+        except (OSError, EOFError, pa.ArrowInvalid) as exc:
             raise LoadError(source.label, f"cannot read file: {exc}") from exc
 
 
-def row_blocks(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    """The rows after the header line in blocks of about BATCH_BYTES, each with the number
-    of the line it starts on. A block ends at a line end outside quotes (a quoted field may
-    hold line ends), so each block parses on its own; one never outgrows MAX_BLOCK_BYTES."""
+@dataclass(frozen=True)
+class RowBlock:
+    """Whole rows of a file: their bytes, the number of the line they start on, and how many
+    line ends they hold."""
+
+    data: bytes
+    first_line: int
+    line_ends: int
+
+    @property
+    def lines(self) -> int:
+        return self.line_ends + (not self.data.endswith(b"\n"))
+
+
+def row_blocks(stream: pa.NativeFile | BinaryIO) -> Iterator[RowBlock]:
+    """The rows after the header line in blocks of about BATCH_BYTES. A block ends at a line
+    end outside quotes (a quoted field may hold line ends), so each block parses on its own;
+    one never outgrows MAX_BLOCK_BYTES."""
     carry, line = _after_first_line(stream), 2
-    while data := stream.read(BATCH_BYTES):
+    for data in _read_ahead(stream):
         block = carry + data
         cut = _last_row_end(block)
         if cut == 0 and len(block) > MAX_BLOCK_BYTES:  # an unclosed quote, or no line end
             cut = block.rfind(b"\n") + 1 or len(block)
         if cut:
-            yield line, block[:cut]
-            line += block.count(b"\n", 0, cut)
+            line_ends = block.count(b"\n", 0, cut)
+            yield RowBlock(block[:cut], line, line_ends)
+            line += line_ends
         carry = block[cut:]
     if carry:
-        yield line, carry
+        yield RowBlock(carry, line, carry.count(b"\n"))
 
 
-def _after_first_line(stream: BinaryIO) -> bytes:
+def _read_ahead(stream: pa.NativeFile | BinaryIO) -> Iterator[bytes]:
+    """The stream's bytes, BATCH_BYTES at a time, the next read (and its decompression, which
+    lets go of the GIL) running in a thread of its own while the caller parses."""
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader:
+        pending = reader.submit(stream.read, BATCH_BYTES)
+        while data := pending.result():
+            pending = reader.submit(stream.read, BATCH_BYTES)
+            yield data
+
+
+def _after_first_line(stream: pa.NativeFile | BinaryIO) -> bytes:
     """Read past the header line (checked already, however long); return what follows it."""
     while data := stream.read(BATCH_BYTES):
         end = data.find(b"\n")
@@ -289,33 +316,64 @@ def _read_block(
     source: Source,
     header: list[str],
     wanted: list[str],
-    block: bytes,
-    first_line: int,
+    rows: RowBlock,
     on_rejected: RejectedCallback,
 ) -> Chunk:
     """The good rows of a block as text columns with their line numbers.
 
-    Without quotes (and with \n or \r\n line ends) every line is a row and its fields are
-    its commas + 1: the block is split on whole columns and Arrow parses only the good lines,
-    whatever the number of bad ones. Otherwise Arrow parses the block and hands the rows
-    with the wrong number of fields to a callback, one by one.
+    The usual block is one good row a line: Arrow reads it as it is. Otherwise the fields of
+    each line are counted on whole columns (commas + 1; with quotes, the csv module counts
+    them, in C), the lines with the wrong count are handed over, and Arrow parses the good
+    ones: the cost does not depend on how many are bad. A block whose rows span lines (a
+    quoted line end, a lone \r) goes to Arrow's parser, which hands rows with the wrong
+    number of fields to a callback, one by one.
     """
-    if b'"' in block or block.count(b"\r") != block.count(b"\r\n"):
-        return _read_block_with_arrow(source, header, wanted, block, first_line, on_rejected)
+    block, first_line = rows.data, rows.first_line
+    clean = _parsed_if_every_line_is_a_row(rows, header, wanted)
+    if clean is not None:
+        return Chunk(clean, first_line + np.arange(rows.lines))
     lines = BlockLines.of(block, first_line)
-    fields = lines.count(block, b",") + 1
-    blank = lines.count(block, b" \t\r", among=False) == 0
+    fields = lines.fields(block) if b'"' not in block else _quoted_field_counts(block)
+    lone_cr = b"\r" in block and block.count(b"\r") != block.count(b"\r\n")
+    if fields is None or fields.size != lines.numbers.size or lone_cr:
+        return _read_block_with_arrow(source, header, wanted, block, first_line, on_rejected)
+    blank = lines.blank(block)
     good, bad = ~blank & (fields == len(header)), ~blank & (fields != len(header))
+    try:
+        table = _parse(lines.keep_bytes(block, good), header, wanted, invalid_row_handler=None)
+    except pa.ArrowInvalid as exc:
+        if b'"' in block:  # the csv module and Arrow disagree on a row: Arrow decides
+            return _read_block_with_arrow(source, header, wanted, block, first_line, on_rejected)
+        raise _decode_problem(source, block, first_line, exc) from exc
     if bad.any():
         on_rejected(_wrong_field_counts(lines, block, bad, fields, len(header)))
-    kept = block if not (blank | bad).any() else lines.keep_bytes(block, good)
-    try:
-        table = _parse(kept, header, wanted, invalid_row_handler=None)
-    except pa.ArrowInvalid as exc:
-        raise _decode_problem(source, block, first_line, exc) from exc
     return Chunk(
         {name: table.column(name).combine_chunks() for name in wanted}, lines.numbers[good]
     )
+
+
+def _quoted_field_counts(block: bytes) -> np.ndarray | None:
+    """The number of fields of each row of a block with quotes, counted by the csv module
+    without a Python call per row (None if it refuses the block: a NUL, a huge field)."""
+    text = io.StringIO(block.decode("utf-8", errors="replace"), newline="")
+    try:
+        return np.frombuffer(array.array("q", map(len, csv.reader(text))), dtype=np.int64)
+    except csv.Error:
+        return None
+
+
+def _parsed_if_every_line_is_a_row(
+    rows: RowBlock, header: list[str], wanted: list[str]
+) -> dict[str, pa.Array] | None:
+    """The block's columns when Arrow reads it without an error and one row a line (the
+    usual block: nothing more to look at); None otherwise."""
+    try:
+        table = _parse(rows.data, header, wanted, invalid_row_handler=None)
+    except pa.ArrowInvalid:  # a row with the wrong number of fields (or bytes not UTF-8)
+        return None
+    if table.num_rows != rows.lines:
+        return None  # empty lines, which Arrow skips: line numbers need a closer look
+    return {name: table.column(name).combine_chunks() for name in wanted}
 
 
 @dataclass(frozen=True)
@@ -331,19 +389,24 @@ class BlockLines:
         ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord("\n"))
         if not block.endswith(b"\n"):
             ends = np.append(ends, len(block))
-        starts = np.r_[0, ends[:-1] + 1]
+        starts = np.concatenate([[0], ends[:-1] + 1])
         return cls(starts, ends, first_line + np.arange(ends.size))
 
-    def count(self, block: bytes, characters: bytes, among: bool = True) -> np.ndarray:
-        """How many bytes of each line are (`among`) or are not one of `characters`."""
+    def fields(self, block: bytes) -> np.ndarray:
+        """The number of fields of each line: its commas + 1 (a block without quotes)."""
+        commas = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord(","))
+        return np.searchsorted(commas, self.ends) - np.searchsorted(commas, self.starts) + 1
+
+    def blank(self, block: bytes) -> np.ndarray:
+        """Whether each line holds nothing but spaces, tabs and carriage returns."""
         data = np.frombuffer(block, dtype=np.uint8)
-        hits = np.isin(data, np.frombuffer(characters, dtype=np.uint8), invert=not among)
-        running = np.r_[0, np.cumsum(hits, dtype=np.int64)]
-        return running[self.ends] - running[self.starts]
+        spaces = (data == ord(" ")) | (data == ord("\t")) | (data == ord("\r"))
+        printed = ~(spaces | (data == ord("\n")))
+        return ~np.logical_or.reduceat(printed, self.starts)
 
     def keep_bytes(self, block: bytes, keep: np.ndarray) -> bytes:
         """The block with only the kept lines (each with its line end)."""
-        spans = np.diff(np.r_[self.starts, len(block)])
+        spans = np.diff(np.append(self.starts, len(block)))
         return np.frombuffer(block, dtype=np.uint8)[np.repeat(keep, spans)].tobytes()
 
     def texts(self, block: bytes, rows: np.ndarray) -> pa.Array:
@@ -395,7 +458,7 @@ def _parse(
     rows: bytes, header: list[str], wanted: list[str], invalid_row_handler: MalformedRows | None
 ) -> pa.Table:
     """Arrow's CSV parser on a block of rows: every column as text."""
-    if not rows.strip():
+    if not rows or rows.isspace():
         return pa.table({name: pa.array([], pa.string()) for name in wanted})
     return pacsv.read_csv(
         pa.py_buffer(rows),

@@ -540,3 +540,102 @@ def test_upload_folders_carry_their_process_and_are_removed_when_it_is_gone(
     left = {name for name, folder in folders.items() if (tmp_path / folder).exists()}
     assert left == {"live", "own", "unnamed-fresh", "someone-else"}
     assert ingest.remove_stale_upload_folders(also_own=True) == 1
+
+
+@pytest.mark.slow
+def test_a_server_stopped_mid_upload_leaves_no_folder_after_its_restart(tmp_path):
+    # The upload waits for the SQLite write lock, which this test holds, so its folder is
+    # there when the server gets SIGTERM (no cleanup runs). The next server removes it.
+    from tests.server import ServerProcess, run_cli
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    assert run_cli(url, "init-db").returncode == 0
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    settings = {"TMPDIR": str(temp), "INGEST_LOCK_TIMEOUT_MS": "60000"}
+    server = ServerProcess(url, tmp_path / "reports", tmp_path / "1.log", **settings).start()
+    holder = sqlite3.connect(tmp_path / "db.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    body = (POLL_HEADER + GOOD).encode()
+    with ThreadPoolExecutor(1) as poster:
+        poster.submit(requests.post, f"{server.url}/polls", data=body, headers=CSV, timeout=90)
+        deadline = time.monotonic() + 30  # no hook across processes: poll for the folder
+        while not list(temp.glob("store-monitor-upload-*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = list(temp.glob("store-monitor-upload-*"))
+        assert len(left) == 1 and left[0].name.startswith(
+            f"store-monitor-upload-{server.process.pid}-"
+        )
+        server.stop()
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert left[0].exists()  # SIGTERM: nothing removed it
+    again = ServerProcess(url, tmp_path / "reports", tmp_path / "2.log", **settings).start()
+    try:
+        assert not left[0].exists()
+    finally:
+        again.stop()
+
+
+# Bodies that took the server to gigabytes before, and a large valid one.
+BOMBS = {
+    "gzip members doubled": (
+        "/polls",
+        GZIP_CSV,
+        lambda: (
+            gzip.compress(POLL_HEADER.encode(), mtime=0)
+            + b"".join(gzip.compress(GOOD.encode() * 50_000, mtime=0) for _ in range(30))
+        ),
+    ),
+    "33 M bad NDJSON lines, skip_invalid": (
+        "/polls?skip_invalid=true",
+        {**NDJSON, "Content-Encoding": "gzip"},
+        lambda: gzip.compress(b"1\n" * 33_000_000, 9, mtime=0),
+    ),
+    "4 M identical hours rows": (
+        "/business_hours",
+        GZIP_CSV,
+        lambda: gzip.compress(
+            b"store_id,day,start_time_local,end_time_local\n" + b"1,0,09:00,17:00\n" * 4_000_000,
+            9,
+            mtime=0,
+        ),
+    ),
+    "64 MB of valid polls": (
+        "/polls",
+        GZIP_CSV,
+        lambda: gzip.compress(POLL_HEADER.encode() + GOOD.encode() * 1_900_000, 9, mtime=0),
+    ),
+}
+UPLOAD_MEMORY_BOUND_MB = 300  # growth of the server's peak RSS over its own at start
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="peak RSS from /proc")
+def test_the_memory_of_an_upload_is_bounded_whatever_its_body(tmp_path):
+    from tests.server import ServerProcess, run_cli
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    assert run_cli(url, "init-db").returncode == 0
+    server = ServerProcess(url, tmp_path / "reports", tmp_path / "server.log").start()
+    status = f"/proc/{server.process.pid}/status"
+    try:
+        for name, (path, headers, build) in BOMBS.items():
+            body = build()
+            with open(f"/proc/{server.process.pid}/clear_refs", "w") as refs:
+                refs.write("5")  # the peak starts again from the current size
+            before = peak_rss_mb(status)
+            response = requests.post(server.url + path, data=body, headers=headers, timeout=300)
+            assert response.status_code in (200, 413), (name, response.text[:300])
+            growth = peak_rss_mb(status) - before
+            assert growth < UPLOAD_MEMORY_BOUND_MB, f"{name}: peak RSS grew by {growth:.0f} MB"
+    finally:
+        server.stop()
+
+
+def peak_rss_mb(status_path: str) -> float:
+    with open(status_path) as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")

@@ -57,15 +57,18 @@ def test_gzip_is_recognised_by_content_not_by_name(tmp_path):
     assert chunks[0].columns["store_id"].to_pylist() == ["1"]
 
 
-@pytest.mark.parametrize("bad_row", ["x\n", '"x"\n'])  # handed over by us; by Arrow's callback
-def test_a_failure_inside_the_parsers_callback_surfaces_as_itself(tmp_path, bad_row):
+# Bad rows counted on whole columns (commas; the csv module for quotes), or by Arrow's parser
+# (a quoted line end: rows span lines), which calls back once a row.
+@pytest.mark.parametrize("first_row", ["", '"1",active,x\n', '"a\nb",active,x\n'])
+def test_a_failure_inside_the_parsers_callback_surfaces_as_itself(tmp_path, first_row):
     class DiskFull(Exception):
         pass
 
     def refuse(_rejected):
         raise DiskFull("no space left")
 
-    path = write(tmp_path / "polls.csv", POLL_HEADER + bad_row * (sources.MALFORMED_BATCH_ROWS + 1))
+    bad_rows = "x\n" * (sources.MALFORMED_BATCH_ROWS + 1)
+    path = write(tmp_path / "polls.csv", POLL_HEADER + first_row + bad_rows)
     with pytest.raises(DiskFull):
         list(sources.stream_chunks(sources.Source.from_path("polls", path), refuse))
 
@@ -77,3 +80,18 @@ def test_folder_search_finds_closures(tmp_path):
         "polls": tmp_path / "store_status.csv.gz",
         "closures": tmp_path / "closures.csv",
     }
+
+
+def test_rows_spanning_lines_are_read_by_arrow_and_numbered_closely(tmp_path):
+    # A quoted line end: Arrow parses the block and numbers rows, not lines, after it.
+    body = (
+        POLL_HEADER
+        + "2,active,2023-01-25 10:00:00 UTC\nx,y\n"
+        + '"4\nfour",active,2023-01-25 10:00:00 UTC\n'
+        + "x\n7,active,x\n"
+    )
+    chunks, malformed = read_all(write(tmp_path / "polls.csv", body))
+    assert [chunk.columns["store_id"].to_pylist() for chunk in chunks] == [["2", "4\nfour", "7"]]
+    assert chunks[0].lines.tolist()[:2] == [2, 4]  # exact up to the row spanning two lines
+    assert malformed["value"].to_pylist() == ["x,y", "x"]
+    assert malformed["line"].to_pylist()[0] == 3
