@@ -3,9 +3,11 @@
 A `Source` is one input: its kind, the file to read and the label messages name it by (the
 path for files; an HTTP upload passes its temporary file with the label "request body"), so
 every door into the loader reads through this one code path. Files are CSV, plain or gzip
-(recognised by their first bytes), streamed in Arrow record batches: memory stays bounded
-whatever the size. An upload's body was decoded as its Content-Encoding said and is never
-decompressed again: gzip bytes sent as plain text are just bytes (not UTF-8, not CSV).
+(recognised by their first bytes), read a block of whole rows at a time and parsed by Arrow:
+memory stays bounded whatever the size, and rows with the wrong number of fields are found on
+whole columns, not one Python call each. An upload's body was decoded as its Content-Encoding
+said and is never decompressed again: gzip bytes sent as plain text are just bytes (not
+UTF-8, not CSV). NDJSON polls are read by `ndjson`.
 """
 
 from __future__ import annotations
