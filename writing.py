@@ -309,11 +309,13 @@ class VersionCounts:
 class VersionedRows:
     """Writes one input's hours, zones or closures as versions of `batch`, in bounded memory.
 
-    Each chunk is inserted as it comes, without its repeated rows. `settle()` then finishes in
-    the database, on whole sets: a row repeated across chunks is kept once (a zone: the last
-    row of its store), a store beyond MAX_ROWS_PER_STORE refuses the load, the new rows of a
-    store that are exactly its current rows are deleted again (the store is left alone), and
-    the current rows of every other store in the input are retired.
+    Each chunk is inserted as it comes, each row once: repeats within the chunk are dropped,
+    and so are rows already inserted by an earlier chunk (looked up for the stores seen
+    before; a zone replaces its store's earlier one). Only the keys of the stores seen are
+    kept. `settle()` then finishes in the database, on whole sets: a store beyond
+    MAX_ROWS_PER_STORE refuses the load, the new rows of a store that are exactly its current
+    rows are deleted again (the store is left alone), and the current rows of every other
+    store in the input are retired.
     """
 
     def __init__(
@@ -323,32 +325,58 @@ class VersionedRows:
         names = [column.name for column in model.__table__.columns]
         self.values = [name for name in names if name not in _VERSION_COLUMNS]
         self.key = ["store_key"] if last_wins else ["store_key", *self.values]
+        self.last_wins = last_wins
         self.limit = 1 if last_wins else MAX_ROWS_PER_STORE
+        self.stores = np.zeros(0, dtype=np.int64)  # with rows of this batch, sorted
+        self.spanning = False  # whether a store's rows came in more than one chunk
         self.received = 0
+        self.kept = 0  # rows of this batch in the table
 
     def add(self, rows: pd.DataFrame) -> None:
         """Insert a chunk of rows (`store_key` and the model's value columns)."""
         self.received += len(rows)
-        distinct = rows.drop_duplicates(self.key, keep="last")
-        per_store = distinct.groupby("store_key").size()
+        fresh = rows.drop_duplicates(self.key, keep="last")
+        per_store = fresh.groupby("store_key").size()
         if len(per_store) and per_store.max() > self.limit:
             self._refuse(int(per_store.idxmax()))
-        bulk_insert(self.conn, self.model.__tablename__, distinct.assign(batch=self.batch))
+        seen = fresh["store_key"].isin(self.stores).to_numpy()
+        if seen.any():
+            self.spanning = True
+            fresh = self._without_earlier_rows(fresh, seen)
+        self.stores = np.union1d(self.stores, fresh["store_key"].to_numpy())
+        self.kept += bulk_insert(
+            self.conn, self.model.__tablename__, fresh.assign(batch=self.batch)
+        )
+
+    def _without_earlier_rows(self, fresh: pd.DataFrame, seen: np.ndarray) -> pd.DataFrame:
+        """The chunk's rows but those an earlier chunk inserted; a zone instead deletes its
+        store's earlier zone (the last row of a store wins)."""
+        earlier = self._batch_rows(np.unique(fresh["store_key"].to_numpy()[seen]))
+        if self.last_wins:
+            for start in range(0, len(earlier), IN_LIST_SIZE):
+                ids = earlier["id"].iloc[start : start + IN_LIST_SIZE].tolist()
+                self.conn.execute(delete(self.model).where(self.model.id.in_(ids)))
+            self.kept -= len(earlier)
+            return fresh
+        known = fresh.merge(earlier[self.key], on=self.key, how="left", indicator=True)
+        return fresh[(known["_merge"] == "left_only").to_numpy()]
+
+    def _batch_rows(self, store_keys: np.ndarray) -> pd.DataFrame:
+        """The rows this batch inserted for the given stores: id, key and values."""
+        model = self.model
+        columns = [model.id, *(getattr(model, name) for name in ["store_key", *self.values])]
+        found = []
+        for start in range(0, store_keys.size, IN_LIST_SIZE):
+            keys = store_keys[start : start + IN_LIST_SIZE].tolist()
+            query = select(*columns).where(model.batch == self.batch, model.store_key.in_(keys))
+            found += self.conn.execute(query).cursor.fetchall()  # plain tuples: fast to frame
+        return pd.DataFrame(found, columns=[column.key for column in columns])
 
     def settle(self) -> VersionCounts:
         """Finish the input's versions in the database; return what its rows came to."""
         model, batch = self.model, self.batch
-        kept = (
-            select(func.max(model.id).label("id"))
-            .where(model.batch == batch)
-            .group_by(*(getattr(model, name) for name in self.key))
-            .subquery("kept")
-        )
-        self.conn.execute(
-            delete(model).where(model.batch == batch, model.id.not_in(select(kept.c.id)))
-        )
-        distinct = self.conn.scalar(select(func.count()).where(model.batch == batch))
-        self._refuse_crowded_stores()
+        if self.spanning and not self.last_wins:  # each chunk was checked on its own
+            self._refuse_crowded_stores()
         unchanged = self.conn.execute(
             delete(model).where(
                 model.batch == batch, model.store_key.in_(select(self._unchanged_stores().c.key))
@@ -361,7 +389,7 @@ class VersionedRows:
             .where(model.store_key.in_(select(replaced.subquery("replaced").c.store_key)))
             .values(retired_batch=batch)
         )
-        return VersionCounts(distinct - unchanged, unchanged, self.received - distinct)
+        return VersionCounts(self.kept - unchanged, unchanged, self.received - self.kept)
 
     def _unchanged_stores(self) -> Subquery:
         """Stores whose new rows (a set, once repeats are gone) are exactly their current
@@ -377,7 +405,9 @@ class VersionedRows:
         counted = {
             "new_rows": select(new.store_key, func.count().label("rows")).where(new.batch == batch),
             "current_rows": select(model.store_key, func.count().label("rows")).where(
-                model.batch < batch, model.retired_batch.is_(None)
+                model.batch < batch,
+                model.retired_batch.is_(None),
+                model.store_key.in_(select(new.store_key).where(new.batch == batch)),
             ),
             "found_rows": select(new.store_key, func.count().label("rows")).where(
                 new.batch == batch, same_row
