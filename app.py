@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -123,6 +124,10 @@ def _start_once(app: Flask) -> None:
         init_schema()
         housekeeping.remove_partial_files(app.config["REPORTS_DIR"])
         housekeeping.after_report()
+    # Upload folders of processes killed mid-upload; this process's own when it exits.
+    ingest.remove_stale_upload_folders()
+    atexit.unregister(ingest.remove_stale_upload_folders)
+    atexit.register(ingest.remove_stale_upload_folders, also_own=True)
     if app.config["START_BACKGROUND"] and not app.config["REPORTS_INLINE"]:
         sweep = isinstance(executor, ThreadExecutor)
         keeper = LeaseKeeper(app, sweep=sweep)

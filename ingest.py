@@ -5,17 +5,23 @@
 line), optionally gzip-compressed. One request is one load through the same code path as the
 command line (`loader.load_sources`): same checks, same messages, same idempotence, one batch
 committed entirely or not at all, so a report sees it all or none of it.
+
+A body is decoded once, as its Content-Encoding says, into a file of at most INGEST_MAX_BYTES
+in a folder of its own (`store-monitor-upload-<pid>-*` in the temporary directory, removed
+after the request, and at start-up and exit once its process is gone); the loader then
+streams that file, so an upload's memory is bounded by a chunk, whatever its rows.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
+import os
+import shutil
 import tempfile
+import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 import loader
 from models import db
+from sources import CSV, NDJSON
 from validation import CLOSURES, HOURS, POLLS, REQUIRED_COLUMNS, TIMEZONES
 from web import openapi
 from web.base import RETRY_AFTER_SECONDS, ApiError, flag_arg
@@ -39,31 +46,33 @@ ENDPOINTS = {
 CSV_TYPE, NDJSON_TYPE = "text/csv", "application/x-ndjson"
 COPY_BYTES = 1 << 20
 LABEL = "request body"
-NOT_AN_OBJECT = "not a JSON object with string fields store_id, status and timestamp_utc"
+UPLOAD_PREFIX = "store-monitor-upload-"
+# A folder older than this is left over whoever owns it: an upload takes seconds to minutes.
+STALE_UPLOAD_SECONDS = 3600
 
 
 def ingest(kind: str) -> Response:
     """Store one request body of `kind`; 200 with the counts, 422 with the invalid rows."""
     media = media_type(kind)
     skip_invalid = flag_arg("skip_invalid")
-    with tempfile.TemporaryDirectory(prefix="store-monitor-upload-") as folder:
+    with tempfile.TemporaryDirectory(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-") as folder:
         body = receive_body(Path(folder) / "body")
-        lines = None
-        if media == NDJSON_TYPE:
-            body, lines = ndjson_as_csv(body, Path(folder) / "body.csv")
+        source = loader.Source(
+            kind, body, LABEL, NDJSON if media == NDJSON_TYPE else CSV, gzip_by_content=False
+        )
         try:
             summary = loader.load_sources(
                 db.engine,
-                [loader.Source(kind, body, LABEL)],
+                [source],
                 skip_invalid=skip_invalid,
                 rejects=loader.RejectsTo.MEMORY,
                 lock_wait_ms=current_app.config["INGEST_LOCK_TIMEOUT_MS"],
-                check_first=True,  # a body is bounded: check it before queueing for the lock
+                check_first=True,  # check before queueing for the lock, write under it
             )
         except loader.LoadError as exc:
-            raise refusal(exc, lines) from exc
+            raise refusal(exc) from exc
     logger.info("ingest %s: batch %d, %s", kind, summary.batch, summary.files[0])
-    return jsonify(counts(summary, lines))
+    return jsonify(counts(summary))
 
 
 def media_type(kind: str) -> str:
@@ -104,22 +113,26 @@ def receive_body(path: Path) -> Path:
 
 def inflated(pieces: Iterator[bytes]) -> Iterator[bytes]:
     """Decompress gzip member after member (`cat a.gz b.gz` is one valid gzip body), at most
-    COPY_BYTES out at a time whatever the ratio; 400 for a body cut short or not gzip."""
-    member = new_member()
-    fed = False
+    COPY_BYTES out at a time whatever the ratio; 400 for a body cut short or not gzip.
+
+    Every byte is fed once: at the end of a member, what follows it (`unused_data`) starts the
+    next one. CPython leaves those bytes in `unconsumed_tail` too: feeding both doubled the
+    rest of the body at every member boundary.
+    """
+    member, started = new_member(), False
     for piece in pieces:
         data = piece
         while data:
-            fed = True
+            if member.eof:
+                member = new_member()
+            started = True
             try:
                 out = member.decompress(data, COPY_BYTES)
             except zlib.error as exc:
                 raise ApiError(400, "bad_request", f"the body is not valid gzip: {exc}") from exc
             yield out
-            data = member.unconsumed_tail
-            if member.eof:  # the next member, if any, starts with what is left
-                data, member, fed = member.unused_data + data, new_member(), False
-    if fed and not member.eof:
+            data = member.unused_data if member.eof else member.unconsumed_tail
+    if started and not member.eof:
         raise ApiError(400, "bad_request", "the gzip body is cut short")
 
 
@@ -133,78 +146,55 @@ def too_large(limit: int) -> ApiError:
     )
 
 
-# --------------------------------------------------------------------------- NDJSON
+# --------------------------------------------------------------------------- leftovers
 
 
-def ndjson_as_csv(path: Path, target: Path) -> tuple[Path, NdjsonLines]:
-    """Rewrite NDJSON polls as the polls CSV, so the loader checks them like any CSV.
+def remove_stale_upload_folders(also_own: bool = False) -> int:
+    """Remove upload folders whose process is gone (or that are older than any upload takes);
+    with `also_own`, this process's too (it is exiting). Return how many were removed.
 
-    A line that is not an object with string fields (an integer store_id is kept exactly) is
-    written as a one-field row, which the loader rejects; blank lines are left out. Returns
-    where each CSV line came from, and why the unreadable lines were refused.
+    A process killed mid-upload (SIGTERM, SIGKILL) cannot remove its folder; several server
+    processes may share the temporary directory, so a folder is only removed when the process
+    named in it no longer runs.
     """
-    columns = REQUIRED_COLUMNS[POLLS]
-    lines = NdjsonLines()
-    with open(path, "rb") as source, open(target, "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(columns)
-        for number, raw in enumerate(source, 1):
-            try:
-                text = raw.decode("utf-8").strip()
-            except UnicodeDecodeError as exc:
-                lines.origin.append(number)
-                lines.problems[number] = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
-                writer.writerow([raw[:200].decode("utf-8", errors="replace").strip()])
-                continue
-            if not text:
-                continue
-            lines.origin.append(number)
-            fields = ndjson_fields(text, columns)
-            if fields is None:
-                lines.problems[number] = NOT_AN_OBJECT
-                writer.writerow([text[:200]])
-            else:
-                writer.writerow(fields)
-    return target, lines
+    removed = 0
+    for entry in Path(tempfile.gettempdir()).glob(UPLOAD_PREFIX + "*"):
+        if entry.is_dir() and not entry.is_symlink() and _is_stale(entry, also_own):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += not entry.exists()
+    if removed:
+        logger.info("removed %d upload folders left by stopped processes", removed)
+    return removed
 
 
-@dataclass
-class NdjsonLines:
-    """CSV line n (n ≥ 2; line 1 is the header) came from NDJSON line origin[n - 2]."""
-
-    origin: list[int] = field(default_factory=list)
-    problems: dict[int, str] = field(default_factory=dict)
-
-    def error(self, error: loader.RowError) -> dict[str, Any]:
-        row = asdict(error)
-        if 2 <= error.line < len(self.origin) + 2:
-            row["line"] = self.origin[error.line - 2]
-            row["reason"] = self.problems.get(row["line"], row["reason"])
-        return row
-
-
-def ndjson_fields(text: str, columns: list[str]) -> list[str] | None:
+def _is_stale(folder: Path, also_own: bool) -> bool:
+    owner = folder.name.removeprefix(UPLOAD_PREFIX).split("-", 1)[0]
     try:
-        record = json.loads(text)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(record, dict) or set(columns) - set(record):
-        return None
-    values = [record[name] for name in columns]
-    if isinstance(values[0], int) and not isinstance(values[0], bool):
-        values[0] = str(values[0])
-    return values if all(isinstance(value, str) for value in values) else None
+        old = time.time() - folder.stat().st_mtime > STALE_UPLOAD_SECONDS
+    except FileNotFoundError:  # removed meanwhile by its owner
+        return False
+    if not owner.isdigit():  # named before folders carried their process
+        return old
+    pid = int(owner)
+    if pid == os.getpid():
+        return also_own
+    return old or not _is_running(pid)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 # --------------------------------------------------------------------------- answers
 
 
-def as_seen_by_the_client(error: loader.RowError, lines: NdjsonLines | None) -> dict:
-    """A row error with the line numbers and reasons of the body the client sent."""
-    return asdict(error) if lines is None else lines.error(error)
-
-
-def refusal(exc: loader.LoadError, lines: NdjsonLines | None) -> ApiError:
+def refusal(exc: loader.LoadError) -> ApiError:
     """What a refused body is answered: 503 when another load holds the lock, else 422."""
     if exc.message == loader.LOCKED:
         return ApiError(
@@ -213,12 +203,12 @@ def refusal(exc: loader.LoadError, lines: NdjsonLines | None) -> ApiError:
             f"{exc.message}; nothing was stored",
             {"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
-    errors = [as_seen_by_the_client(error, lines) for error in exc.errors]
+    errors = [asdict(error) for error in exc.errors]
     message = exc.message.replace("nothing was loaded", "nothing was stored")
     return ApiError(422, "invalid_rows", message, error_count=exc.error_count, errors=errors)
 
 
-def counts(summary: loader.LoadSummary, lines: NdjsonLines | None) -> dict[str, Any]:
+def counts(summary: loader.LoadSummary) -> dict[str, Any]:
     item = summary.files[0]
     answer: dict[str, Any] = {
         "kind": item.kind,
@@ -230,9 +220,7 @@ def counts(summary: loader.LoadSummary, lines: NdjsonLines | None) -> dict[str, 
         "rejected": item.rejected,
     }
     if item.rejected:
-        answer["rejected_rows"] = [
-            as_seen_by_the_client(error, lines) for error in item.rejected_rows
-        ]
+        answer["rejected_rows"] = [asdict(error) for error in item.rejected_rows]
         answer["rejected_rows_truncated"] = len(item.rejected_rows) < item.rejected
     return answer
 

@@ -22,20 +22,28 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 from sqlalchemy import Connection, Engine, create_engine, insert, inspect, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+import ndjson
 from locking import LockWaitTimeout, bounded_lock_wait, writers_in_turn
 from models import BusinessHours, Closure, DataState, LoadBatch, StoreTimezone, utcnow
 from rejects import RejectsFile, RejectsInMemory, default_rejects_path
-from sources import MalformedRows, Source, collect_sources, find_sources, stream_chunks
+from sources import (
+    NDJSON,
+    Chunk,
+    Source,
+    collect_sources,
+    find_sources,
+    stream_chunks,
+)
 from validation import (
     CLOSURES,
     HOURS,
+    MAX_COUNTED_ERRORS,
     MAX_LISTED_ERRORS,
     POLLS,
     REQUIRED_COLUMNS,
@@ -45,7 +53,7 @@ from validation import (
     check_chunk,
     row_errors,
 )
-from writing import PollWriter, StoreKeys, known_stores, replace_store_rows
+from writing import PollWriter, StoreKeys, VersionedRows, known_stores
 
 __all__ = [
     "FileSummary",
@@ -160,8 +168,11 @@ def load_sources(
     invalid rows are set aside: to a ``*.rejects.csv`` next to each input (`RejectsTo.FILE`),
     or, for inputs with no folder of their own, kept in the summary (`RejectsTo.MEMORY`: each
     file's first 10,000 rows in `rejected_rows`, all of them counted in `rejected`).
+    Without `skip_invalid` an input is refused as soon as MAX_COUNTED_ERRORS invalid rows
+    are counted (its size makes no difference to how long that takes).
     `lock_wait_ms` bounds the wait for another load's lock (then LoadError `LOCKED`);
-    `check_first` checks inputs small enough to hold in memory before taking the lock.
+    `check_first` reads and checks every input before taking the lock (and again, to write,
+    under it): concurrent uploads then only queue for their writes.
     """
     file_loads = [
         _FileLoad(source, _rejects_for(source, skip_invalid, rejects))
@@ -232,12 +243,21 @@ class _FileLoad:
             self.rejects.open()
 
     def record(self, rejected: pa.Table) -> None:
-        """Count rejected rows, keep the first errors, and pass the rows to the rejects."""
+        """Count rejected rows, keep the first errors, and pass the rows to the rejects;
+        refuse the input once there are too many to be worth counting."""
         self.summary.rejected += rejected.num_rows
         merged = self.errors + row_errors(rejected)
         self.errors = sorted(merged, key=lambda error: error.line)[:MAX_LISTED_ERRORS]
         if self.rejects is not None:
             self.rejects.add(rejected)
+        elif self.summary.rejected >= MAX_COUNTED_ERRORS:
+            count = self.summary.rejected
+            raise LoadError(
+                self.source.label,
+                f"at least {count} invalid rows (reading stopped there); nothing was loaded",
+                self.errors,
+                count,
+            )
 
     def record_malformed(self, rejected: pa.Table) -> None:
         """Rows the parser skipped are rows read too."""
@@ -296,14 +316,15 @@ def _write_all(
 ) -> int:
     """Run every input in one transaction; return its batch number.
 
-    With `check_first` (inputs small enough to hold: uploads), every input is read and checked
-    before the transaction takes the load lock, so concurrent loads only queue for the writes.
-    Otherwise inputs stream through the open transaction in bounded memory.
+    With `check_first` (uploads), every input is read and checked in a first pass that keeps
+    only counts, the first errors and the rejected rows' summary, before the transaction takes
+    the load lock; under the lock the inputs are read again and written. Otherwise inputs
+    stream through the open transaction once. Either way memory is bounded by a chunk.
     """
-    checked: list[Iterable[dict]] = [
-        list(_checked_values(item, progress)) if check_first else _checked_values(item, progress)
-        for item in file_loads
-    ]
+    if check_first:
+        for item in file_loads:
+            for _ in _checked_values(item, progress):
+                pass
     try:
         with (
             writers_in_turn(engine, lock_wait_ms),
@@ -314,8 +335,14 @@ def _write_all(
             batch, database = _next_batch(conn)
             keys = StoreKeys(conn, known_stores(f"{engine.url}#{database}"))
             spans = [
-                _load_file(conn, item, keys, batch, values)
-                for item, values in zip(file_loads, checked, strict=True)
+                _load_file(
+                    conn,
+                    item,
+                    keys,
+                    batch,
+                    _valid_values(item) if check_first else _checked_values(item, progress),
+                )
+                for item in file_loads
             ]
             _record_batch(conn, batch, started, file_loads, spans)
         keys.remember()
@@ -355,11 +382,18 @@ def _next_batch(conn: Connection) -> tuple[int, str]:
     return int(row.last_batch), str(row.instance_id)
 
 
+def _chunks(source: Source, on_rejected: Callable[[pa.Table], None]) -> Iterator[Chunk]:
+    """Stream an input (CSV or NDJSON) as chunks; rows it cannot read go to `on_rejected`."""
+    if source.format == NDJSON:
+        return ndjson.stream_chunks(source.path, on_rejected)
+    return stream_chunks(source, on_rejected)
+
+
 def _checked_values(item: _FileLoad, progress: ProgressCallback | None) -> Iterator[dict]:
     """Stream one input and check it: yield the values of its valid rows, chunk by chunk
     (nothing once a row is refused), and record the others; refuse at the end if must."""
     size = max(item.source.path.stat().st_size, 1)
-    for chunk in stream_chunks(item.source, MalformedRows(item.record_malformed)):
+    for chunk in _chunks(item.source, item.record_malformed):
         checked = check_chunk(item.kind, chunk)
         item.summary.rows_read += len(chunk)
         if progress:
@@ -373,6 +407,13 @@ def _checked_values(item: _FileLoad, progress: ProgressCallback | None) -> Itera
         progress(f"{item.kind}: writing", size, size, item.summary.rows_read)
 
 
+def _valid_values(item: _FileLoad) -> Iterator[dict]:
+    """The values of an input's valid rows again, chunk by chunk: a first pass through
+    `_checked_values` has counted and recorded everything else."""
+    for chunk in _chunks(item.source, lambda _rejected: None):
+        yield check_chunk(item.kind, chunk).values
+
+
 def _load_file(
     conn: Connection,
     item: _FileLoad,
@@ -383,7 +424,7 @@ def _load_file(
     """Write one input's checked values into the open transaction; return the (min, max)
     poll instant."""
     if item.kind != POLLS:
-        _write_store_rows(conn, item, keys, list(values), batch)
+        _write_store_rows(conn, item, keys, values, batch)
         return None, None
     writer = PollWriter(conn, batch)
     for part in values:
@@ -396,22 +437,22 @@ def _load_file(
 
 
 def _write_store_rows(
-    conn: Connection, item: _FileLoad, keys: StoreKeys, collected: list[dict], batch: int
+    conn: Connection, item: _FileLoad, keys: StoreKeys, values: Iterable[dict], batch: int
 ) -> None:
-    """Hours, time zones, closures: the file's stores get exactly the file's rows (one zone
-    per store: the last row of a store wins)."""
-    if not collected:
-        return
-    store_ids = pa.concat_arrays([part.pop("store_id") for part in collected])
-    frame = pd.DataFrame(
-        {name: np.concatenate([part[name] for part in collected]) for name in collected[0]}
-    )
-    frame.insert(0, "store_key", keys.keys_for(store_ids))
-    rows = frame.drop_duplicates("store_key", keep="last") if item.kind == TIMEZONES else frame
-    inserted = replace_store_rows(conn, STORE_ROW_MODELS[item.kind], rows, batch)
-    item.summary.loaded += inserted
-    item.summary.unchanged += len(rows) - inserted
-    item.summary.duplicates += len(frame) - len(rows)
+    """Hours, time zones, closures: the input's stores get exactly its rows, each distinct
+    row once (one zone per store: the last row of a store wins)."""
+    model = STORE_ROW_MODELS[item.kind]
+    rows = VersionedRows(conn, model, batch, item.source.label, last_wins=item.kind == TIMEZONES)
+    for part in values:
+        store_ids = part.pop("store_id")
+        if len(store_ids):
+            frame = pd.DataFrame(part)
+            frame.insert(0, "store_key", keys.keys_for(store_ids))
+            rows.add(frame)
+    counts = rows.settle()
+    item.summary.loaded += counts.inserted
+    item.summary.unchanged += counts.unchanged
+    item.summary.duplicates += counts.duplicates
 
 
 def _record_batch(

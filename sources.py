@@ -3,17 +3,24 @@
 A `Source` is one input: its kind, the file to read and the label messages name it by (the
 path for files; an HTTP upload passes its temporary file with the label "request body"), so
 every door into the loader reads through this one code path. Files are CSV, plain or gzip
-(recognised by their first bytes), streamed in Arrow record batches: memory stays bounded
-whatever the size.
+(recognised by their first bytes), read a block of whole rows at a time and parsed by Arrow:
+memory stays bounded whatever the size, and rows with the wrong number of fields are found on
+whole columns, not one Python call each. An upload's body was decoded as its Content-Encoding
+said and is never decompressed again: gzip bytes sent as plain text are just bytes (not
+UTF-8, not CSV). NDJSON polls are read by `ndjson`.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
 import csv
+import ctypes
 import gzip
+import io
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -24,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 import grouped
+from timestamps import quoted
 from validation import (
     CLOSURES,
     HOURS,
@@ -41,23 +49,36 @@ FILE_PATTERNS = {
 }
 # Hours name their weekday column `dayOfWeek` (the original files) or `day`.
 COLUMN_ALIASES = {HOURS: {"dayOfWeek": "day"}}
-# Arrow's streaming reader reads up to 32 blocks ahead in a background thread: the block size
-# bounds a load's memory (32 x 2 MB), whatever the file's size, at no cost in speed.
+# Rows are read and parsed a block of about this size at a time: it bounds a load's memory.
 BATCH_BYTES = 2 << 20
+# A block grows beyond BATCH_BYTES only to end at a row's end (a quoted field may hold line
+# ends), and never beyond this.
+MAX_BLOCK_BYTES = 16 << 20
 HEADER_MAX_BYTES = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
-# Rows with the wrong number of fields are handed over in batches of at most this size.
-MALFORMED_BATCH_ROWS = 10_000
+# Rows with the wrong number of fields (in blocks with quotes) are handed over in batches of
+# at most this size.
+MALFORMED_BATCH_ROWS = 1_000
 MALFORMED_BATCH_CHARS = 8 << 20
+
+
+CSV, NDJSON = "csv", "ndjson"
 
 
 @dataclass(frozen=True)
 class Source:
-    """One input: what it holds (`kind`), the file to read, and what messages call it."""
+    """One input: what it holds (`kind`), the file to read, and what messages call it.
+
+    `format` is CSV, or NDJSON (polls pushed over HTTP). `gzip_by_content`: a file whose first
+    bytes are gzip's is decompressed (``.csv.gz`` files); an upload's body, already decoded as
+    its Content-Encoding said, is read as it is.
+    """
 
     kind: str
     path: Path
     label: str
+    format: str = CSV
+    gzip_by_content: bool = True
 
     @classmethod
     def from_path(cls, kind: str, path: Path | str) -> Source:
@@ -119,6 +140,9 @@ def collect_sources(folder: Path | str | None, files: dict[str, Path | str | Non
 # --------------------------------------------------------------------------- reading
 
 
+RejectedCallback = Callable[[pa.Table], None]
+
+
 @dataclass
 class Chunk:
     """A batch of rows as text columns, with each row's line number in the file."""
@@ -136,15 +160,20 @@ def is_gzip(path: Path) -> bool:
         return stream.read(2) == GZIP_MAGIC
 
 
-def open_decompressed(path: Path) -> BinaryIO:
-    """Open a file for reading its bytes, decompressing it on the fly when it is gzip."""
-    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+def is_compressed(source: Source) -> bool:
+    """Whether the source is read through gzip: a file that starts like one, never a body."""
+    return source.gzip_by_content and is_gzip(source.path)
+
+
+def open_decompressed(source: Source) -> BinaryIO:
+    """Open a source for reading its bytes, decompressing it on the fly when it is gzip."""
+    return gzip.open(source.path, "rb") if is_compressed(source) else open(source.path, "rb")
 
 
 def read_header(source: Source) -> list[str]:
     """Read and check the header: empty file, encoding, delimiter and missing columns."""
     try:
-        with open_decompressed(source.path) as stream:
+        with open_decompressed(source) as stream:
             first = stream.readline(HEADER_MAX_BYTES)
     except (OSError, EOFError) as exc:
         raise LoadError(source.label, f"cannot read file: {exc}") from exc
@@ -156,13 +185,24 @@ def read_header(source: Source) -> list[str]:
         reason = f"line 1: not UTF-8 text ({exc.reason} at byte {exc.start})"
         raise LoadError(source.label, reason) from exc
     aliases = COLUMN_ALIASES.get(source.kind, {})
-    header = [aliases.get(name.strip(), name.strip()) for name in next(csv.reader([text]))]
+    header = [aliases.get(name.strip(), name.strip()) for name in _header_fields(text)]
     missing = [name for name in REQUIRED_COLUMNS[source.kind] if name not in header]
     if missing:
         raise LoadError(source.label, _header_problem(source.kind, header, text, missing))
     if len(set(header)) != len(header):
-        raise LoadError(source.label, f"line 1: duplicate column names in header {text.strip()!r}")
+        raise LoadError(
+            source.label, f"line 1: duplicate column names in header {quoted(text.strip())}"
+        )
     return header
+
+
+def _header_fields(text: str) -> list[str]:
+    """The header's names; a header the csv module refuses (a field beyond its 128 KB) is
+    one name, which names no column."""
+    try:
+        return next(csv.reader([text]))
+    except csv.Error:
+        return [text]
 
 
 def _header_problem(kind: str, header: list[str], text: str, missing: list[str]) -> str:
@@ -174,13 +214,13 @@ def _header_problem(kind: str, header: list[str], text: str, missing: list[str])
     expected = ",".join(REQUIRED_COLUMNS[kind])
     if not _names_an_expected_column(kind, text):
         return f"line 1: not a CSV file of {kind}: expected the columns {expected}"
+    got = quoted(text.strip())
     if len(header) == 1 and any(mark in text for mark in (";", "\t", "|")):
-        got = text.strip()
-        return f"line 1: wrong delimiter: expected comma-separated columns {expected}, got {got!r}"
+        return f"line 1: wrong delimiter: expected comma-separated columns {expected}, got {got}"
     if kind == HOURS and "day" in missing:
         missing = ["dayOfWeek (or day)" if name == "day" else name for name in missing]
     names = ", ".join(missing)
-    return f"line 1: missing column(s) {names} (expected {expected}; header {text.strip()!r})"
+    return f"line 1: missing column(s) {names} (expected {expected}; header {got})"
 
 
 def _names_an_expected_column(kind: str, text: str) -> bool:
@@ -189,20 +229,311 @@ def _names_an_expected_column(kind: str, text: str) -> bool:
     return any(name.lower() in lowered for name in names)
 
 
+# --------------------------------------------------------------------------- blocks of rows
+
+
+def stream_chunks(source: Source, on_rejected: RejectedCallback) -> Iterator[Chunk]:
+    """Stream the file as text columns, a block of whole rows at a time; blank lines are
+    skipped, rows with the wrong number of fields go to `on_rejected` (line, column `*`,
+    value, reason)."""
+    header = read_header(source)
+    wanted = REQUIRED_COLUMNS[source.kind]
+    with pa.OSFile(str(source.path), mode="r") as raw:
+        stream = pa.CompressedInputStream(raw, "gzip") if is_compressed(source) else raw
+        try:
+            for block in row_blocks(stream):
+                chunk = _read_block(source, header, wanted, block, on_rejected)
+                chunk.bytes_read = raw.tell()
+                if len(chunk):
+                    yield chunk
+        except (OSError, EOFError, pa.ArrowInvalid) as exc:
+            raise LoadError(source.label, f"cannot read file: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class RowBlock:
+    """Whole rows of a file: their bytes, the number of the line they start on, and how many
+    line ends they hold."""
+
+    data: bytes
+    first_line: int
+    line_ends: int
+
+    @property
+    def lines(self) -> int:
+        return self.line_ends + (not self.data.endswith(b"\n"))
+
+
+def row_blocks(stream: pa.NativeFile | BinaryIO) -> Iterator[RowBlock]:
+    """The rows after the header line in blocks of about BATCH_BYTES. A block ends at a line
+    end outside quotes (a quoted field may hold line ends), so each block parses on its own;
+    one never outgrows MAX_BLOCK_BYTES."""
+    carry, line = _after_first_line(stream), 2
+    for data in _read_ahead(stream):
+        block = carry + data
+        cut = _last_row_end(block)
+        if cut == 0 and len(block) > MAX_BLOCK_BYTES:  # an unclosed quote, or no line end
+            cut = block.rfind(b"\n") + 1 or len(block)
+        if cut:
+            line_ends = block.count(b"\n", 0, cut)
+            yield RowBlock(block[:cut], line, line_ends)
+            line += line_ends
+        carry = block[cut:]
+    if carry:
+        yield RowBlock(carry, line, carry.count(b"\n"))
+
+
+def _read_ahead(stream: pa.NativeFile | BinaryIO) -> Iterator[bytes]:
+    """The stream's bytes, BATCH_BYTES at a time, the next read (and its decompression, which
+    lets go of the GIL) running in a thread of its own while the caller parses."""
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader:
+        pending = reader.submit(stream.read, BATCH_BYTES)
+        while data := pending.result():
+            pending = reader.submit(stream.read, BATCH_BYTES)
+            yield data
+
+
+def _after_first_line(stream: pa.NativeFile | BinaryIO) -> bytes:
+    """Read past the header line (checked already, however long); return what follows it."""
+    while data := stream.read(BATCH_BYTES):
+        end = data.find(b"\n")
+        if end >= 0:
+            return data[end + 1 :]
+    return b""
+
+
+def _last_row_end(block: bytes) -> int:
+    """Where the last whole row of `block` ends (0: none): after its last line end that has
+    an even number of quotes before it."""
+    if b'"' not in block:
+        return block.rfind(b"\n") + 1
+    data = np.frombuffer(block, dtype=np.uint8)
+    line_ends = np.flatnonzero(data == ord("\n"))
+    quotes_before = np.searchsorted(np.flatnonzero(data == ord('"')), line_ends)
+    outside = line_ends[quotes_before % 2 == 0]
+    return int(outside[-1]) + 1 if outside.size else 0
+
+
+def _read_block(
+    source: Source,
+    header: list[str],
+    wanted: list[str],
+    rows: RowBlock,
+    on_rejected: RejectedCallback,
+) -> Chunk:
+    """The good rows of a block as text columns with their line numbers.
+
+    The usual block is one good row a line: Arrow reads it as it is. Otherwise the fields of
+    each line are counted on whole columns (commas + 1; with quotes, the csv module counts
+    them, in C), the lines with the wrong count are handed over, and Arrow parses the good
+    ones: the cost does not depend on how many are bad. A block whose rows span lines (a
+    quoted line end, a lone \r) goes to Arrow's parser, which hands rows with the wrong
+    number of fields to a callback, one by one.
+    """
+    block, first_line = rows.data, rows.first_line
+    clean = _parsed_if_every_line_is_a_row(rows, header, wanted)
+    if clean is not None:
+        return Chunk(clean, first_line + np.arange(rows.lines))
+    lines = BlockLines.of(block, first_line)
+    fields = lines.fields(block) if b'"' not in block else _quoted_field_counts(block)
+    lone_cr = b"\r" in block and block.count(b"\r") != block.count(b"\r\n")
+    if fields is None or fields.size != lines.numbers.size or lone_cr:
+        return _read_block_with_arrow(source, header, wanted, block, first_line, on_rejected)
+    blank = lines.blank(block)
+    good, bad = ~blank & (fields == len(header)), ~blank & (fields != len(header))
+    try:
+        table = _parse(lines.keep_bytes(block, good), header, wanted, invalid_row_handler=None)
+    except pa.ArrowInvalid as exc:
+        if b'"' in block:  # the csv module and Arrow disagree on a row: Arrow decides
+            return _read_block_with_arrow(source, header, wanted, block, first_line, on_rejected)
+        raise _decode_problem(source, block, first_line, exc) from exc
+    if bad.any():
+        on_rejected(_wrong_field_counts(lines, block, bad, fields, len(header)))
+    return Chunk(
+        {name: table.column(name).combine_chunks() for name in wanted}, lines.numbers[good]
+    )
+
+
+def _quoted_field_counts(block: bytes) -> np.ndarray | None:
+    """The number of fields of each row of a block with quotes, counted by the csv module
+    without a Python call per row (None if it refuses the block: a NUL, a huge field)."""
+    text = io.StringIO(block.decode("utf-8", errors="replace"), newline="")
+    try:
+        return np.frombuffer(array.array("q", map(len, csv.reader(text))), dtype=np.int64)
+    except csv.Error:
+        return None
+
+
+def _parsed_if_every_line_is_a_row(
+    rows: RowBlock, header: list[str], wanted: list[str]
+) -> dict[str, pa.Array] | None:
+    """The block's columns when Arrow reads it without an error and one row a line (the
+    usual block: nothing more to look at); None otherwise."""
+    try:
+        table = _parse(rows.data, header, wanted, invalid_row_handler=None)
+    except pa.ArrowInvalid:  # a row with the wrong number of fields (or bytes not UTF-8)
+        return None
+    if table.num_rows != rows.lines:
+        return None  # empty lines, which Arrow skips: line numbers need a closer look
+    return {name: table.column(name).combine_chunks() for name in wanted}
+
+
+@dataclass(frozen=True)
+class BlockLines:
+    """Where each line of a block starts and ends (line end excluded), and its number."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    numbers: np.ndarray
+
+    @classmethod
+    def of(cls, block: bytes, first_line: int) -> BlockLines:
+        ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord("\n"))
+        if not block.endswith(b"\n"):
+            ends = np.append(ends, len(block))
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        return cls(starts, ends, first_line + np.arange(ends.size))
+
+    def fields(self, block: bytes) -> np.ndarray:
+        """The number of fields of each line: its commas + 1 (a block without quotes)."""
+        commas = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord(","))
+        return np.searchsorted(commas, self.ends) - np.searchsorted(commas, self.starts) + 1
+
+    def blank(self, block: bytes) -> np.ndarray:
+        """Whether each line holds nothing but spaces, tabs and carriage returns."""
+        data = np.frombuffer(block, dtype=np.uint8)
+        spaces = (data == ord(" ")) | (data == ord("\t")) | (data == ord("\r"))
+        printed = ~(spaces | (data == ord("\n")))
+        return ~np.logical_or.reduceat(printed, self.starts)
+
+    def keep_bytes(self, block: bytes, keep: np.ndarray) -> bytes:
+        """The block with only the kept lines (each with its line end)."""
+        spans = np.diff(np.append(self.starts, len(block)))
+        return np.frombuffer(block, dtype=np.uint8)[np.repeat(keep, spans)].tobytes()
+
+    def texts(self, block: bytes, rows: np.ndarray) -> pa.Array:
+        """The text of the given lines, without line ends (bytes that are not UTF-8 shown as
+        U+FFFD)."""
+        text = block.decode("utf-8", errors="replace")
+        lines = pc.split_pattern(pa.array([text], pa.large_string()), "\n").flatten()
+        chosen = lines.take(pa.array(rows, type=pa.int64())).cast(pa.string())
+        return pc.utf8_rtrim(chosen, characters="\r")
+
+
+def _wrong_field_counts(
+    lines: BlockLines, block: bytes, bad: np.ndarray, fields: np.ndarray, expected: int
+) -> pa.Table:
+    rows = np.flatnonzero(bad)
+    found = pa.array(fields[rows]).cast(pa.string())
+    return pa.table(
+        {
+            "line": pa.array(lines.numbers[rows], type=pa.int64()),
+            "column": pa.repeat("*", rows.size),
+            "value": lines.texts(block, rows),
+            "reason": pc.binary_join_element_wise(f"expected {expected} fields, found ", found, ""),
+        }
+    )
+
+
+def _read_block_with_arrow(
+    source: Source,
+    header: list[str],
+    wanted: list[str],
+    block: bytes,
+    first_line: int,
+    on_rejected: RejectedCallback,
+) -> Chunk:
+    """A block with quotes (or lone \r line ends): Arrow's parser, malformed rows handed
+    over through its callback."""
+    malformed = MalformedRows(on_rejected, first_line)
+    try:
+        table = _parse(block, header, wanted, invalid_row_handler=malformed)
+    except pa.ArrowInvalid as exc:
+        malformed.raise_failure()
+        raise _decode_problem(source, block, first_line, exc) from exc
+    malformed.raise_failure()
+    lines = malformed.line_numbers(0, table.num_rows)
+    return Chunk({name: table.column(name).combine_chunks() for name in wanted}, lines)
+
+
+def _parse(
+    rows: bytes, header: list[str], wanted: list[str], invalid_row_handler: MalformedRows | None
+) -> pa.Table:
+    """Arrow's CSV parser on a block of rows: every column as text."""
+    if not rows or rows.isspace():
+        return pa.table({name: pa.array([], pa.string()) for name in wanted})
+    return pacsv.read_csv(
+        pa.py_buffer(rows),
+        read_options=pacsv.ReadOptions(
+            column_names=header, block_size=max(len(rows), 1 << 16), use_threads=False
+        ),
+        parse_options=pacsv.ParseOptions(
+            invalid_row_handler=invalid_row_handler, ignore_empty_lines=True
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in header},
+            include_columns=wanted,
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
+def _decode_problem(source: Source, block: bytes, first_line: int, exc: Exception) -> LoadError:
+    if "UTF8" not in str(exc) and "utf8" not in str(exc).lower():
+        return LoadError(source.label, f"line {first_line} or after: cannot parse CSV: {exc}")
+    for offset, line in enumerate(block.split(b"\n")):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            return LoadError(
+                source.label,
+                f"line {first_line + offset}: not UTF-8 text ({error.reason} at column "
+                f"{error.start + 1})",
+            )
+    return LoadError(source.label, f"not UTF-8 text: {exc}")
+
+
+# --------------------------------------------------------------------------- malformed rows
+
+
+_THREADS_KEPT: set[int] = set()
+_THREADS_KEPT_LOCK = threading.Lock()
+
+
+def keep_python_state_of_this_thread() -> None:
+    """Keep the Python state of a thread Python did not start (one of Arrow's), for good.
+
+    Arrow may call the malformed-row callback from its own threads. For a thread without a
+    Python state, every call creates one and deletes it again: about 10 µs a call, 20 times
+    the callback's own work (a body of 33 M malformed rows took minutes). One
+    PyGILState_Ensure that is never released keeps the state alive (the C API's way for
+    "non-Python created threads"), so the next calls cost what they cost on any Python
+    thread. Arrow's pools hold a few long-lived threads: a few states are kept, once.
+    """
+    ident = threading.get_ident()
+    if ident in _THREADS_KEPT:
+        return
+    with _THREADS_KEPT_LOCK:
+        _THREADS_KEPT.add(ident)
+    if isinstance(threading.current_thread(), threading._DummyThread):
+        ctypes.pythonapi.PyGILState_Ensure()
+
+
 class MalformedRows:
-    """The parser's callback for rows with the wrong number of fields.
+    """Arrow's callback for rows with the wrong number of fields, in one block of rows.
 
     It skips them, remembers where they were so that the good rows can be numbered, and hands
-    them over as rejected rows (`on_rejected`) in batches of bounded size: a file of millions
-    of them costs no more memory than a few thousand. The callback only keeps the row; the
-    batch is worked on as whole columns. Skipped lines are kept as runs (the number of good
-    rows before a run, its length), so their memory is bounded by the good rows the parser
-    has read ahead, not by the bad ones. Arrow may call it from one of its own threads (while
-    `open_csv` looks for a first chunk), so the state is changed under a lock.
+    them over as rejected rows (`on_rejected`) in batches of bounded size. The callback only
+    keeps the row; the batch is worked on as whole columns. Skipped lines are kept as runs
+    (the number of good rows before a run, its length). Arrow numbers lines from the block's
+    start (1); `first_line` is that line's number in the file. Arrow may call it from one of
+    its own threads, so the state is changed under a lock.
     """
 
-    def __init__(self, on_rejected: Callable[[pa.Table], None]) -> None:
+    def __init__(self, on_rejected: RejectedCallback, first_line: int = 1) -> None:
         self.on_rejected = on_rejected
+        self.line_offset = first_line - 1
         self.rows: list[pacsv.InvalidRow] = []
         self.buffered_chars = 0
         self.skipped = 0  # lines skipped so far
@@ -215,6 +546,7 @@ class MalformedRows:
     def __call__(self, row: pacsv.InvalidRow) -> str:
         # Arrow swallows a callback's exception and quotes the row instead: keep it for later.
         try:
+            keep_python_state_of_this_thread()
             with self.lock:
                 self.rows.append(row)
                 self.buffered_chars += len(row.text)
@@ -240,14 +572,14 @@ class MalformedRows:
                 return
             rows, self.rows, self.buffered_chars = self.rows, [], 0
             numbers = np.fromiter((row.number or 0 for row in rows), np.int64, count=len(rows))
-            numbers = np.maximum(numbers, 0)  # -1: unknown
+            numbers = np.maximum(numbers, 1)  # -1: unknown
             self._remember_skips(numbers)
         texts = pa.array([row.text for row in rows], type=pa.string())
         found = pa.array([row.actual_columns for row in rows], type=pa.int64()).cast(pa.string())
         expected = f"expected {rows[0].expected_columns} fields, found "
         rejected = pa.table(
             {
-                "line": pa.array(numbers),
+                "line": pa.array(numbers + self.line_offset),
                 "column": pa.repeat("*", len(rows)),
                 "value": texts,
                 "reason": pc.binary_join_element_wise(expected, found, ""),
@@ -260,8 +592,8 @@ class MalformedRows:
 
     def _remember_skips(self, numbers: np.ndarray) -> None:
         """Add skipped lines (ascending) to the runs of skipped lines."""
-        # Good rows between the header and each skipped line.
-        rows_before = numbers - 2 - (self.skipped + np.arange(numbers.size))
+        # Good rows between the block's start and each skipped line.
+        rows_before = numbers - 1 - (self.skipped + np.arange(numbers.size))
         self.skipped += numbers.size
         starts = np.flatnonzero(grouped.first_of_group(rows_before))
         values = rows_before[starts].tolist()
@@ -273,11 +605,11 @@ class MalformedRows:
         self.run_lengths += lengths
 
     def line_numbers(self, first_row: int, count: int) -> np.ndarray:
-        """Line numbers of good rows first_row.. (header is line 1), then forget the runs of
+        """Line numbers of good rows first_row.. of the block, then forget the runs of
         skipped lines before them. Rows still buffered are handed over first.
 
-        Empty lines are skipped silently by the parser, so numbers are exact for files without
-        blank lines and close otherwise.
+        Empty lines are skipped silently by the parser, so numbers are exact for blocks without
+        blank lines (or quoted line ends) and close otherwise.
         """
         self.hand_over()
         with self.lock:
@@ -288,62 +620,9 @@ class MalformedRows:
         rows_before = np.asarray(self.run_rows_before, dtype=np.int64)
         skipped_up_to = np.concatenate([[0], np.cumsum(self.run_lengths, dtype=np.int64)])
         runs_before_row = np.searchsorted(rows_before, rows, side="right")
-        lines = rows + 2 + self.skipped_before_numbered + skipped_up_to[runs_before_row]
+        skipped = self.skipped_before_numbered + skipped_up_to[runs_before_row]
+        lines = rows + 1 + self.line_offset + skipped
         done = int(np.searchsorted(rows_before, first_row + count, side="left"))
         self.skipped_before_numbered += int(skipped_up_to[done])
         del self.run_rows_before[:done], self.run_lengths[:done]
         return lines
-
-
-def stream_chunks(source: Source, malformed: MalformedRows) -> Iterator[Chunk]:
-    """Stream the file as text columns; empty lines are skipped, malformed rows handed over."""
-    header = read_header(source)
-    wanted = REQUIRED_COLUMNS[source.kind]
-    with pa.OSFile(str(source.path), mode="r") as raw:
-        stream = pa.CompressedInputStream(raw, "gzip") if is_gzip(source.path) else raw
-        rows_before = 0
-        try:
-            for batch in _csv_reader(stream, header, wanted, malformed):
-                malformed.raise_failure()
-                lines = malformed.line_numbers(rows_before, len(batch))
-                rows_before += len(batch)
-                yield Chunk({name: batch.column(name) for name in wanted}, lines, raw.tell())
-        except (pa.ArrowInvalid, OSError, EOFError) as exc:
-            malformed.raise_failure()
-            raise _decode_problem(source, exc) from exc
-    malformed.raise_failure()
-    malformed.hand_over()
-
-
-def _csv_reader(
-    stream: pa.NativeFile, header: list[str], wanted: list[str], malformed: MalformedRows
-) -> pacsv.CSVStreamingReader:
-    """Arrow's streaming CSV reader: every column as text, the header already read."""
-    return pacsv.open_csv(
-        stream,
-        read_options=pacsv.ReadOptions(
-            column_names=header, skip_rows=1, block_size=BATCH_BYTES, use_threads=False
-        ),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=malformed, ignore_empty_lines=True),
-        convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.string() for name in header},
-            include_columns=wanted,
-            strings_can_be_null=False,
-            quoted_strings_can_be_null=False,
-        ),
-    )
-
-
-def _decode_problem(source: Source, exc: Exception) -> LoadError:
-    if "UTF8" not in str(exc) and "utf8" not in str(exc).lower():
-        return LoadError(source.label, f"cannot parse CSV: {exc}")
-    with open_decompressed(source.path) as stream:
-        for number, line in enumerate(stream, start=1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as error:
-                return LoadError(
-                    source.label,
-                    f"line {number}: not UTF-8 text ({error.reason} at column {error.start + 1})",
-                )
-    return LoadError(source.label, f"not UTF-8 text: {exc}")

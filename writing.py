@@ -3,8 +3,8 @@
 Polls are only appended (a poll already present for its store and instant is skipped: the
 first loaded is kept). Business hours, time zones and closures are versioned, never deleted by
 a load: a store's current rows get `retired_batch` and its new rows are inserted with the
-load's `batch`, unless they are exactly its current rows. `purge_retired` deletes old versions
-once no report can read them any more.
+load's `batch`, unless they are exactly its current rows. Identical rows of a store are stored
+once. `purge_retired` deletes old versions once no report can read them any more.
 """
 
 from __future__ import annotations
@@ -12,15 +12,18 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, Subquery, delete, exists, func, select, update
+from sqlalchemy.orm import aliased
 
 import grouped
 from models import BusinessHours, Closure, Store, StoreTimezone
+from timestamps import quoted
 from validation import LoadError
 
 POLL_BUFFER_ROWS = 1_000_000
@@ -289,47 +292,167 @@ def _refuse_changed_rows(cursor, table: str, sent: int, inserted: int) -> None:
 
 # --------------------------------------------------------------------------- versioned rows
 
+# Hours rows or closures of one store: more is no business week, but a broken or hostile input
+# (each would be stored and read by every report).
+MAX_ROWS_PER_STORE = 1000
 
-def replace_store_rows(
-    conn: Connection, model: VersionedModel, rows: pd.DataFrame, batch: int
-) -> int:
-    """Give each store in `rows` exactly its rows there, as versions written by `batch`.
 
-    `rows` holds `store_key` and the model's value columns. A store whose rows are already
-    its current rows (the same multiset) is left alone; the others' current rows are retired
-    (kept for reports reading an earlier batch) and their new rows inserted. Returns the
-    number of rows inserted; the rest are unchanged.
+@dataclass
+class VersionCounts:
+    """What an input's versioned rows came to: inserted + unchanged + duplicates = received."""
+
+    inserted: int = 0
+    unchanged: int = 0  # rows of stores whose rows were already exactly these
+    duplicates: int = 0  # repeats of a row of the same store (zones: earlier rows of a store)
+
+
+class VersionedRows:
+    """Writes one input's hours, zones or closures as versions of `batch`, in bounded memory.
+
+    Each chunk is inserted as it comes, each row once: repeats within the chunk are dropped,
+    and so are rows already inserted by an earlier chunk (looked up for the stores seen
+    before; a zone replaces its store's earlier one). Only the keys of the stores seen are
+    kept. `settle()` then finishes in the database, on whole sets: a store beyond
+    MAX_ROWS_PER_STORE refuses the load, the new rows of a store that are exactly its current
+    rows are deleted again (the store is left alone), and the current rows of every other
+    store in the input are retired.
     """
-    current = _current_rows(conn, model, list(rows.columns))
-    changed = _changed_stores(rows, current)
-    retired = np.intersect1d(changed, current["store_key"].to_numpy())
-    for start in range(0, retired.size, IN_LIST_SIZE):
-        conn.execute(
+
+    def __init__(
+        self, conn: Connection, model: VersionedModel, batch: int, label: str, last_wins: bool
+    ) -> None:
+        self.conn, self.model, self.batch, self.label = conn, model, batch, label
+        names = [column.name for column in model.__table__.columns]
+        self.values = [name for name in names if name not in _VERSION_COLUMNS]
+        self.key = ["store_key"] if last_wins else ["store_key", *self.values]
+        self.last_wins = last_wins
+        self.limit = 1 if last_wins else MAX_ROWS_PER_STORE
+        self.stores = np.zeros(0, dtype=np.int64)  # with rows of this batch, sorted
+        self.spanning = False  # whether a store's rows came in more than one chunk
+        self.received = 0
+        self.kept = 0  # rows of this batch in the table
+
+    def add(self, rows: pd.DataFrame) -> None:
+        """Insert a chunk of rows (`store_key` and the model's value columns)."""
+        self.received += len(rows)
+        fresh = rows.drop_duplicates(self.key, keep="last")
+        per_store = fresh.groupby("store_key").size()
+        if len(per_store) and per_store.max() > self.limit:
+            self._refuse(int(per_store.idxmax()))
+        seen = fresh["store_key"].isin(self.stores).to_numpy()
+        if seen.any():
+            self.spanning = True
+            fresh = self._without_earlier_rows(fresh, seen)
+        self.stores = np.union1d(self.stores, fresh["store_key"].to_numpy())
+        self.kept += bulk_insert(
+            self.conn, self.model.__tablename__, fresh.assign(batch=self.batch)
+        )
+
+    def _without_earlier_rows(self, fresh: pd.DataFrame, seen: np.ndarray) -> pd.DataFrame:
+        """The chunk's rows but those an earlier chunk inserted; a zone instead deletes its
+        store's earlier zone (the last row of a store wins)."""
+        earlier = self._batch_rows(np.unique(fresh["store_key"].to_numpy()[seen]))
+        if self.last_wins:
+            for start in range(0, len(earlier), IN_LIST_SIZE):
+                ids = earlier["id"].iloc[start : start + IN_LIST_SIZE].tolist()
+                self.conn.execute(delete(self.model).where(self.model.id.in_(ids)))
+            self.kept -= len(earlier)
+            return fresh
+        known = fresh.merge(earlier[self.key], on=self.key, how="left", indicator=True)
+        return fresh[(known["_merge"] == "left_only").to_numpy()]
+
+    def _batch_rows(self, store_keys: np.ndarray) -> pd.DataFrame:
+        """The rows this batch inserted for the given stores: id, key and values."""
+        model = self.model
+        columns = [model.id, *(getattr(model, name) for name in ["store_key", *self.values])]
+        found = []
+        for start in range(0, store_keys.size, IN_LIST_SIZE):
+            keys = store_keys[start : start + IN_LIST_SIZE].tolist()
+            query = select(*columns).where(model.batch == self.batch, model.store_key.in_(keys))
+            found += self.conn.execute(query).cursor.fetchall()  # plain tuples: fast to frame
+        return pd.DataFrame(found, columns=[column.key for column in columns])
+
+    def settle(self) -> VersionCounts:
+        """Finish the input's versions in the database; return what its rows came to."""
+        model, batch = self.model, self.batch
+        if self.spanning and not self.last_wins:  # each chunk was checked on its own
+            self._refuse_crowded_stores()
+        unchanged = self.conn.execute(
+            delete(model).where(
+                model.batch == batch, model.store_key.in_(select(self._unchanged_stores().c.key))
+            )
+        ).rowcount
+        replaced = select(model.store_key).where(model.batch == batch).group_by(model.store_key)
+        self.conn.execute(
             update(model)
-            .where(model.store_key.in_(retired[start : start + IN_LIST_SIZE].tolist()))
-            .where(model.retired_batch.is_(None))
+            .where(model.retired_batch.is_(None), model.batch < batch)
+            .where(model.store_key.in_(select(replaced.subquery("replaced").c.store_key)))
             .values(retired_batch=batch)
         )
-    fresh = rows[rows["store_key"].isin(changed)]
-    bulk_insert(conn, model.__tablename__, fresh.assign(batch=batch))
-    return len(fresh)
+        return VersionCounts(self.kept - unchanged, unchanged, self.received - self.kept)
+
+    def _unchanged_stores(self) -> Subquery:
+        """Stores whose new rows (a set, once repeats are gone) are exactly their current
+        rows: as many current rows as new ones, and every new one among them."""
+        model, batch = self.model, self.batch
+        new, current = aliased(model), aliased(model)
+        same_row = exists().where(
+            current.store_key == new.store_key,
+            current.batch < batch,
+            current.retired_batch.is_(None),
+            *(getattr(current, name) == getattr(new, name) for name in self.values),
+        )
+        counted = {
+            "new_rows": select(new.store_key, func.count().label("rows")).where(new.batch == batch),
+            "current_rows": select(model.store_key, func.count().label("rows")).where(
+                model.batch < batch,
+                model.retired_batch.is_(None),
+                model.store_key.in_(select(new.store_key).where(new.batch == batch)),
+            ),
+            "found_rows": select(new.store_key, func.count().label("rows")).where(
+                new.batch == batch, same_row
+            ),
+        }
+        new_rows, now_rows, found_rows = (
+            query.group_by(query.selected_columns[0]).subquery(name)
+            for name, query in counted.items()
+        )
+        return (
+            select(new_rows.c.store_key.label("key"))
+            .join(now_rows, now_rows.c.store_key == new_rows.c.store_key)
+            .join(found_rows, found_rows.c.store_key == new_rows.c.store_key)
+            .where(now_rows.c.rows == new_rows.c.rows, found_rows.c.rows == new_rows.c.rows)
+            .subquery("unchanged")
+        )
+
+    def _refuse_crowded_stores(self) -> None:
+        model = self.model
+        crowded = self.conn.execute(
+            select(model.store_key)
+            .where(model.batch == self.batch)
+            .group_by(model.store_key)
+            .having(func.count() > self.limit)
+            .limit(1)
+        ).scalar()
+        if crowded is not None:
+            self._refuse(int(crowded))
+
+    def _refuse(self, store_key: int) -> None:
+        external_id = self.conn.scalar(select(Store.external_id).where(Store.id == store_key))
+        what = _ROWS_CALLED[self.model.__tablename__]
+        raise LoadError(
+            self.label,
+            f"store {quoted(str(external_id))} has more than {self.limit} {what}, the most a "
+            "store may have; nothing was loaded",
+        )
 
 
-def _current_rows(conn: Connection, model: VersionedModel, columns: list[str]) -> pd.DataFrame:
-    query = select(*(getattr(model, name) for name in columns)).where(model.retired_batch.is_(None))
-    return pd.DataFrame(conn.execute(query).all(), columns=columns)
-
-
-def _changed_stores(new: pd.DataFrame, current: pd.DataFrame) -> np.ndarray:
-    """Keys of the stores in `new` whose rows differ from their current rows (as multisets)."""
-    columns = list(new.columns)
-    current = current[current["store_key"].isin(new["store_key"])].astype(new.dtypes.to_dict())
-    counts = pd.concat(
-        [new.value_counts(columns).rename("new"), current.value_counts(columns).rename("now")],
-        axis=1,
-    ).fillna(0)
-    differs = counts["new"] != counts["now"]
-    return np.unique(counts.index[differs.to_numpy()].get_level_values("store_key"))
+_VERSION_COLUMNS = ("id", "store_key", "batch", "retired_batch")
+_ROWS_CALLED = {
+    BusinessHours.__tablename__: "different business-hours rows",
+    Closure.__tablename__: "different closures",
+    StoreTimezone.__tablename__: "time zone",
+}
 
 
 def purge_retired(conn: Connection, before_batch: int) -> int:

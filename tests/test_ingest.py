@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import socket
 import sqlite3
+import subprocess
+import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,8 +18,11 @@ import pytest
 import requests
 from sqlalchemy import text
 
+import ingest
 import loader
+import ndjson
 import snapshot
+import sources
 from jobs import results, steps
 from jobs.executors import InlineExecutor
 from jobs.options import ReportRequest
@@ -24,8 +31,10 @@ from tests.conftest import SAMPLE, make_app
 from tests.test_loader import contents
 
 CSV = {"Content-Type": "text/csv"}
+GZIP_CSV = {**CSV, "Content-Encoding": "gzip"}
 NDJSON = {"Content-Type": "application/x-ndjson"}
 POLL_HEADER = "store_id,status,timestamp_utc\n"
+GOOD_NDJSON = b'{"store_id": "11", "status": "active", "timestamp_utc": "2023-01-22T12:00:00Z"}'
 
 
 def report_csv(app) -> bytes:
@@ -381,3 +390,253 @@ def test_ndjson_lines_that_are_not_utf8_are_rejected_not_altered(sqlite_app):
     assert "not UTF-8" in answer["rejected_rows"][0]["reason"]
     with sqlite_app.app_context():
         assert db.session.scalars(text("SELECT external_id FROM stores")).all() == ["ok"]
+
+
+# --------------------------------------------------------------------------- hostile bodies
+
+
+@pytest.mark.parametrize("piece_bytes", [1, 777, 1 << 20, 1 << 30])
+def test_every_byte_of_a_gzip_body_of_several_members_is_inflated_once(piece_bytes):
+    # Members larger than what one call may inflate (COPY_BYTES) end in the middle of a piece
+    # of the body: there CPython leaves what follows in both unused_data and unconsumed_tail,
+    # and feeding both doubled the rest of the body at every member boundary.
+    plain = [bytes([ord("a") + n]) * (ingest.COPY_BYTES + 300_000) for n in range(3)]
+    plain.append(b"tail")
+    body = b"".join(gzip.compress(part, mtime=0) for part in plain)
+    pieces = (body[start : start + piece_bytes] for start in range(0, len(body), piece_bytes))
+    assert b"".join(ingest.inflated(pieces)) == b"".join(plain)
+
+
+def test_a_valid_body_of_large_gzip_members_is_stored_once_within_the_limit(tmp_path):
+    # Three members of 1.3 MB each, under a limit of their size: every row counted once.
+    rows = GOOD.encode() * 30_000
+    members = [gzip.compress(POLL_HEADER.encode() + rows, mtime=0)]
+    members += [gzip.compress(rows, mtime=0) for _ in range(2)]
+    size = len(POLL_HEADER) + 3 * len(rows)
+    app = make_app(f"sqlite:///{tmp_path / 'x.sqlite3'}", tmp_path, INGEST_MAX_BYTES=size)
+    response = post(app.test_client(), "/polls", b"".join(members), GZIP_CSV)
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["received"] == 90_000
+
+
+@pytest.mark.parametrize(
+    "body, headers",
+    [
+        # gzip sent as plain bytes: never inflated by anyone
+        (gzip.compress((POLL_HEADER + GOOD * 100).encode(), mtime=0), CSV),
+        # gzip inside gzip: inflated once, as the header says
+        (gzip.compress(gzip.compress((POLL_HEADER + GOOD).encode(), mtime=0), mtime=0), GZIP_CSV),
+    ],
+)
+def test_a_body_is_inflated_only_as_its_content_encoding_says(sqlite_app, body, headers):
+    response = post(sqlite_app.test_client(), "/polls", body, headers)
+    assert response.status_code == 422
+    assert response.get_json()["message"].startswith("line 1: not UTF-8 text")
+    with sqlite_app.app_context():
+        assert db.session.scalar(text("SELECT COUNT(*) FROM polls")) == 0
+
+
+@pytest.mark.parametrize(
+    "headers, line",
+    [(NDJSON, b"1\n"), (CSV, b"x\n"), (CSV, b"1,maybe,2023-01-22 12:00:00 UTC\n")],
+)
+def test_a_body_of_bad_lines_is_refused_after_the_first_thousand(
+    sqlite_client, monkeypatch, headers, line
+):
+    # 30,000 bad lines, read in small blocks: the answer comes once about 1,000 are counted.
+    monkeypatch.setattr(sources, "BATCH_BYTES", 1024)
+    monkeypatch.setattr(ndjson, "BLOCK_BYTES", 1024)
+    body = (b"" if headers is NDJSON else POLL_HEADER.encode()) + line * 30_000
+    answer = post(sqlite_client, "/polls", body, headers).get_json()
+    count = answer["error_count"]
+    assert 1000 <= count < 1300
+    assert answer["message"] == (
+        f"at least {count} invalid rows (reading stopped there); nothing was stored"
+    )
+    first = 1 if headers is NDJSON else 2
+    assert [error["line"] for error in answer["errors"]] == list(range(first, first + 20))
+
+
+def test_with_skip_invalid_every_bad_ndjson_line_is_counted(sqlite_client):
+    lines = [b"1", b"", b"[]", b'{"store_id": "a"}', b"\xff", GOOD_NDJSON, b"null"] * 3_000
+    answer = post(
+        sqlite_client, "/polls", b"\n".join(lines) + b"\n", NDJSON, skip_invalid="true"
+    ).get_json()
+    # Per 7 lines: 1 blank (not a row), 1 good, 5 rejected.
+    assert (answer["received"], answer["stored"], answer["rejected"]) == (18_000, 1, 15_000)
+    assert len(answer["rejected_rows"]) == 10_000 and answer["rejected_rows_truncated"]
+    assert [row["line"] for row in answer["rejected_rows"][:6]] == [1, 3, 4, 5, 7, 8]
+
+
+def test_an_ndjson_line_with_a_lone_surrogate_is_refused_with_its_line(sqlite_client):
+    body = GOOD_NDJSON + b'\n{"store_id": "a\\ud800", "status": "active", "timestamp_utc": "x"}\n'
+    response = post(sqlite_client, "/polls", body, NDJSON)
+    assert response.status_code == 422
+    error = response.get_json()["errors"][0]
+    assert (error["line"], error["column"]) == (2, "*")
+    assert error["reason"] == "not valid Unicode: a lone surrogate (\\ud800-\\udfff) in a field"
+
+
+def test_ndjson_keys_in_any_order_escapes_and_big_integers_read_like_json(sqlite_app):
+    body = (
+        b'{"status": "active", "timestamp_utc": "2023-01-22T12:00:00Z", "store_id": "s\\u00e9"}\n'
+        b'{"timestamp_utc":"2023-01-22T12:00:00Z","store_id":123456789012345678901234567890,'
+        b'"status":"inactive","extra":[1]}\n'
+        b' {"store_id" : "\xc3\xa9t\xc3\xa9" , "status" : "active" , '
+        b'"timestamp_utc" : "2023-01-22T13:00:00Z"} \r\n'
+    )
+    answer = post(sqlite_app.test_client(), "/polls", body, NDJSON).get_json()
+    assert answer["stored"] == 3
+    with sqlite_app.app_context():
+        ids = db.session.scalars(text("SELECT external_id FROM stores ORDER BY id")).all()
+    assert ids == ["sé", "123456789012345678901234567890", "été"]
+
+
+def test_a_huge_header_is_not_echoed_whole(sqlite_client):
+    body = ("store_id," + "x" * 1_000_000 + "\n" + GOOD).encode()
+    message = post(sqlite_client, "/polls", body).get_json()["message"]
+    assert message.startswith("line 1: missing column(s) ") and len(message) < 400
+
+
+# --------------------------------------------------------------------------- upload folders
+
+
+def test_upload_folders_carry_their_process_and_are_removed_when_it_is_gone(
+    sqlite_client, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    seen: list[str] = []
+    real_load = loader.load_sources
+    monkeypatch.setattr(
+        loader,
+        "load_sources",
+        lambda *args, **kwargs: seen.extend(os.listdir(tmp_path)) or real_load(*args, **kwargs),
+    )
+    assert post(sqlite_client, "/polls", (POLL_HEADER + GOOD).encode()).status_code == 200
+    uploads = [name for name in seen if name.startswith("store-monitor-upload-")]
+    assert [name.split("-")[3] for name in uploads] == [str(os.getpid())]
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    dead = int(gone.stdout)
+    folders = {
+        "dead": f"store-monitor-upload-{dead}-abc",
+        "live": f"store-monitor-upload-{os.getppid()}-abc",
+        "live-but-old": f"store-monitor-upload-{os.getppid()}-def",
+        "own": f"store-monitor-upload-{os.getpid()}-abc",
+        "unnamed-fresh": "store-monitor-upload-xyz",
+        "unnamed-old": "store-monitor-upload-uvw",
+        "someone-else": "other-upload-1",
+    }
+    for name in folders.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "body").write_bytes(b"x")
+    two_hours_ago = time.time() - 7200
+    for name in ("live-but-old", "unnamed-old"):
+        os.utime(tmp_path / folders[name], (two_hours_ago, two_hours_ago))
+    assert ingest.remove_stale_upload_folders() == 3
+    left = {name for name, folder in folders.items() if (tmp_path / folder).exists()}
+    assert left == {"live", "own", "unnamed-fresh", "someone-else"}
+    assert ingest.remove_stale_upload_folders(also_own=True) == 1
+
+
+@pytest.mark.slow
+def test_a_server_stopped_mid_upload_leaves_no_folder_after_its_restart(tmp_path):
+    # The upload waits for the SQLite write lock, which this test holds, so its folder is
+    # there when the server gets SIGTERM (no cleanup runs). The next server removes it.
+    from tests.server import ServerProcess, run_cli
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    assert run_cli(url, "init-db").returncode == 0
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    settings = {"TMPDIR": str(temp), "INGEST_LOCK_TIMEOUT_MS": "60000"}
+    server = ServerProcess(url, tmp_path / "reports", tmp_path / "1.log", **settings).start()
+    holder = sqlite3.connect(tmp_path / "db.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    body = (POLL_HEADER + GOOD).encode()
+    with ThreadPoolExecutor(1) as poster:
+        poster.submit(requests.post, f"{server.url}/polls", data=body, headers=CSV, timeout=90)
+        deadline = time.monotonic() + 30  # no hook across processes: poll for the folder
+        while not list(temp.glob("store-monitor-upload-*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = list(temp.glob("store-monitor-upload-*"))
+        assert len(left) == 1 and left[0].name.startswith(
+            f"store-monitor-upload-{server.process.pid}-"
+        )
+        server.stop()
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert left[0].exists()  # SIGTERM: nothing removed it
+    again = ServerProcess(url, tmp_path / "reports", tmp_path / "2.log", **settings).start()
+    try:
+        assert not left[0].exists()
+    finally:
+        again.stop()
+
+
+# Bodies that took the server to gigabytes before, and a large valid one.
+BOMBS = {
+    "gzip members doubled": (
+        "/polls",
+        GZIP_CSV,
+        lambda: (
+            gzip.compress(POLL_HEADER.encode(), mtime=0)
+            + b"".join(gzip.compress(GOOD.encode() * 50_000, mtime=0) for _ in range(30))
+        ),
+    ),
+    "33 M bad NDJSON lines, skip_invalid": (
+        "/polls?skip_invalid=true",
+        {**NDJSON, "Content-Encoding": "gzip"},
+        lambda: gzip.compress(b"1\n" * 33_000_000, 9, mtime=0),
+    ),
+    "4 M identical hours rows": (
+        "/business_hours",
+        GZIP_CSV,
+        lambda: gzip.compress(
+            b"store_id,day,start_time_local,end_time_local\n" + b"1,0,09:00,17:00\n" * 4_000_000,
+            9,
+            mtime=0,
+        ),
+    ),
+    "64 MB of valid polls": (
+        "/polls",
+        GZIP_CSV,
+        lambda: gzip.compress(POLL_HEADER.encode() + GOOD.encode() * 1_900_000, 9, mtime=0),
+    ),
+}
+UPLOAD_MEMORY_BOUND_MB = 300  # growth of the server's peak RSS over its own at start
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="peak RSS from /proc")
+def test_the_memory_of_an_upload_is_bounded_whatever_its_body(tmp_path):
+    from tests.server import ServerProcess, run_cli
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    assert run_cli(url, "init-db").returncode == 0
+    server = ServerProcess(url, tmp_path / "reports", tmp_path / "server.log").start()
+    status = f"/proc/{server.process.pid}/status"
+    try:
+        for name, (path, headers, build) in BOMBS.items():
+            body = build()
+            with open(f"/proc/{server.process.pid}/clear_refs", "w") as refs:
+                refs.write("5")  # the peak starts again from the current size
+            before = peak_rss_mb(status)
+            response = requests.post(server.url + path, data=body, headers=headers, timeout=300)
+            assert response.status_code in (200, 413), (name, response.text[:300])
+            growth = peak_rss_mb(status) - before
+            assert growth < UPLOAD_MEMORY_BOUND_MB, f"{name}: peak RSS grew by {growth:.0f} MB"
+    finally:
+        server.stop()
+
+
+def peak_rss_mb(status_path: str) -> float:
+    with open(status_path) as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")

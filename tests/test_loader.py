@@ -6,6 +6,7 @@ import gzip
 import shutil
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,10 @@ import rejects
 import sources
 import writing
 from app import create_app
-from models import db
+from jobs import results, steps
+from jobs.executors import InlineExecutor
+from jobs.options import ReportRequest
+from models import Report, db
 from tests.conftest import ROOT, SAMPLE
 from tests.loading import (
     CLOSURES_HEADER,
@@ -202,6 +206,31 @@ def test_gzip_input_loads_like_plain(app, tmp_path):
             "store_id,timezone_str\n1,America/Chicago\n2,Mars/Olympus\n",
             ["line 3", "column timezone_str", "unknown IANA", "'Mars/Olympus'"],
         ),
+        (  # the machine's own zone, whatever it is set to: no IANA name
+            "timezones.csv",
+            "store_id,timezone_str\n1,localtime\n",
+            ["line 2", "column timezone_str", "unknown IANA", "'localtime'"],
+        ),
+        (
+            "store_status.csv",
+            POLL_HEADER + GOOD_POLL + "13,active,yesterday\n",
+            ["line 3", "not a UTC timestamp such as 2023-01-22 12:09:39.388884 UTC or ISO-8601"],
+        ),
+        (
+            "closures.csv",
+            CLOSURES_HEADER + "1,1899-12-31 23:00,1900-01-01 10:00\n",
+            [
+                "line 2",
+                "column start_local",
+                "'1899-12-31 23:00'",
+                "out of range: closures must be from 1900-01-01 00:00 to 2100-01-01 00:00",
+            ],
+        ),
+        (
+            "closures.csv",
+            CLOSURES_HEADER + "1,2099-12-31 23:00,2100-01-01 00:00:01\n",
+            ["line 2", "column end_local", "from 1900-01-01 00:00 to 2100-01-01 00:00"],
+        ),
         (  # 24:00 ends a day; it cannot start one
             "menu_hours.csv",
             HOURS_HEADER + "1,1,24:00,10:00:00\n",
@@ -258,6 +287,17 @@ def test_bad_input_is_rejected_whole_with_a_precise_message(app, tmp_path, name,
     assert contents(app) == before
 
 
+@pytest.mark.parametrize("size", [100_000, 1_000_000])  # a field within the csv module's
+def test_a_huge_header_is_quoted_cut_short(app, tmp_path, size):  # limit (128 KB), beyond it
+    header = "store_id," + "x" * size
+    write(tmp_path / "store_status.csv", header + "\n1,2\n")
+    with pytest.raises(loader.LoadError) as caught:
+        load(app, tmp_path)
+    message = caught.value.message
+    assert message.startswith("line 1: missing column(s) ")
+    assert message.endswith(f"... ({len(header)} characters))") and len(message) < 400
+
+
 def test_errors_are_listed_up_to_twenty_then_counted(app, tmp_path):
     rows = "".join(f"{n},maybe,2023-01-22 12:00:00 UTC\n" for n in range(30))
     write(tmp_path / "store_status.csv", POLL_HEADER + rows)
@@ -265,6 +305,25 @@ def test_errors_are_listed_up_to_twenty_then_counted(app, tmp_path):
         load(app, tmp_path)
     assert len(caught.value.errors) == 20 and caught.value.error_count == 30
     assert "... and 10 more invalid rows" in str(caught.value)
+    assert scalar(app, "SELECT COUNT(*) FROM polls") == 0
+
+
+@pytest.mark.parametrize(
+    "bad_row",
+    ["x\n", "1,maybe,2023-01-22 12:00:00 UTC\n"],  # a malformed row; a row with a bad value
+)
+def test_an_input_is_refused_once_1000_errors_are_counted(app, tmp_path, monkeypatch, bad_row):
+    # 20,000 bad rows in blocks of 1 KB: reading stops after a little more than 1,000.
+    monkeypatch.setattr(sources, "BATCH_BYTES", 1024)
+    write(tmp_path / "store_status.csv", POLL_HEADER + bad_row * 20_000)
+    with pytest.raises(loader.LoadError) as caught:
+        load(app, tmp_path)
+    count = caught.value.error_count
+    assert 1000 <= count < 1300
+    assert caught.value.message == (
+        f"at least {count} invalid rows (reading stopped there); nothing was loaded"
+    )
+    assert [error.line for error in caught.value.errors] == list(range(2, 22))
     assert scalar(app, "SELECT COUNT(*) FROM polls") == 0
 
 
@@ -357,6 +416,29 @@ def test_closures_load_as_local_wall_seconds_and_replace_a_stores_earlier_ones(a
     ]
 
 
+def test_a_closure_across_the_epoch_loads_and_counts(app, tmp_path):
+    # A store in Chicago (CST, UTC-6, in January 1970), open 24x7, closed 1969-12-31 17:00 to
+    # 19:00 local = 1969-12-31 23:00 to 1970-01-01 01:00 UTC. Stored as wall seconds before
+    # 1970: 17:00 on 1969-12-31 is -7 h = -25200 s, 19:00 is -18000 s.
+    write(tmp_path / "timezones.csv", "store_id,timezone_str\ns,America/Chicago\n")
+    write(tmp_path / "closures.csv", CLOSURES_HEADER + "s,1969-12-31 17:00,1969-12-31 19:00:00\n")
+    # Polls: 00:00 UTC active (inside the closure: no evidence), 01:30 UTC inactive.
+    write(
+        tmp_path / "store_status.csv",
+        POLL_HEADER + "s,active,1970-01-01 00:00:00 UTC\ns,inactive,1970-01-01 01:30:00 UTC\n",
+    )
+    load(app, tmp_path)
+    assert rows(app, "SELECT start_local_s, end_local_s FROM closures") == [(-25200, -18000)]
+    # As of 1970-01-01 02:00 UTC (7200 s): the only evidence is inactive. Business time: last
+    # hour 60 min; last day 24 h - 2 h closed = 22 h; last week 168 h - 2 h = 166 h.
+    with app.app_context():
+        request = ReportRequest(as_of_us=7_200_000_000)
+        row = db.session.get(Report, steps.submit_report(request, InlineExecutor()))
+        assert row.status == "Complete", row.error
+        lines = results.local_csv(row).read_text().splitlines()
+    assert lines[1] == "s,0.00,0.00,0.00,60.00,22.00,166.00"
+
+
 # --------------------------------------------------------------------------- SPEC points
 
 
@@ -392,7 +474,7 @@ def test_of_two_polls_at_one_instant_the_first_loaded_is_kept(
         ),
     )
     if several_runs:
-        monkeypatch.setattr(sources, "BATCH_BYTES", 128)
+        monkeypatch.setattr(sources, "BATCH_BYTES", 64)
         monkeypatch.setattr(writing, "POLL_BUFFER_ROWS", 2)
     write(
         tmp_path / "store_status.csv",
@@ -555,3 +637,55 @@ def test_one_bad_row_at_the_end_of_a_big_file_loads_nothing(app, tmp_path):
         loader.load(db.engine, tmp_path)
     with app.app_context():
         assert db.session.execute(text("SELECT COUNT(*) FROM polls")).scalar() == 0
+
+
+# --------------------------------------------------------------------------- bounded memory
+
+
+@pytest.mark.parametrize("check_first", [False, True])  # load-data; an upload
+@pytest.mark.parametrize(
+    "name, header, row, column",
+    [
+        ("store_status.csv", POLL_HEADER, "{n},active,2023-01-22 12:00:00 UTC\n", "ts_us"),
+        ("menu_hours.csv", HOURS_HEADER, "{n},1,09:00,17:00\n", "start_s"),
+    ],
+)
+def test_a_load_holds_the_checked_values_of_a_chunk_or_two_not_of_the_input(
+    app, tmp_path, monkeypatch, check_first, name, header, row, column
+):
+    # 6,000 rows in chunks of about 150: each chunk's checked values are followed with a weak
+    # reference. When the load takes its lock and whenever it writes, at most the chunks in
+    # hand may still be alive, never all those read so far (memory bounded by a chunk).
+    monkeypatch.setattr(sources, "BATCH_BYTES", 4096)
+    monkeypatch.setattr(writing, "POLL_BUFFER_ROWS", 1)  # the poll writer's own buffer
+    body = write(tmp_path / name, header + "".join(row.format(n=n) for n in range(6000)))
+    followed: list[weakref.ref] = []
+    alive: list[int] = []
+    check_chunk, next_batch, bulk_insert = (
+        loader.check_chunk,
+        loader._next_batch,
+        writing.bulk_insert,
+    )
+
+    def followed_check(kind, chunk):
+        checked = check_chunk(kind, chunk)
+        followed.append(weakref.ref(checked.values[column]))
+        return checked
+
+    def count_alive(function):
+        def counted(*args, **kwargs):
+            alive.append(sum(reference() is not None for reference in followed))
+            return function(*args, **kwargs)
+
+        return counted
+
+    monkeypatch.setattr(loader, "check_chunk", followed_check)
+    monkeypatch.setattr(loader, "_next_batch", count_alive(next_batch))
+    monkeypatch.setattr(writing, "bulk_insert", count_alive(bulk_insert))
+    kind = "polls" if name == "store_status.csv" else "hours"
+    with app.app_context():
+        loader.load_sources(
+            db.engine, [loader.Source(kind, body, "upload")], check_first=check_first
+        )
+    assert len(followed) >= 25 * (2 if check_first else 1)
+    assert max(alive) <= 2, alive

@@ -458,6 +458,32 @@ def test_closure_over_a_dst_change_of_a_store_without_hours(closure, day_hours):
     assert got == {"s": (60.0, day_hours, 168.0 - 24.0 + day_hours, 0.0, 0.0, 0.0)}
 
 
+def test_a_closure_before_and_across_the_epoch_is_converted_exactly():
+    # Chicago is UTC-6 in January 1970. Open 24x7 but closed 1969-12-31 17:00 to 19:00 local =
+    # 1969-12-31 23:00 to 1970-01-01 01:00 UTC (wall seconds -25200 and -18000, negative).
+    # The 00:00 UTC active poll falls in the closure: no evidence; the 01:30 inactive poll is
+    # all the evidence. now = 02:00 UTC: hour [01:00, 02:00) 60 min down; day [1969-12-31
+    # 02:00, 02:00) 24 h - 2 h = 22 h down; week 168 h - 2 h = 166 h down.
+    # (Without the closure: midpoint 00:45, 22.75 h up in the day.)
+    got = run(
+        [("s", "active", "1970-01-01 00:00"), ("s", "inactive", "1970-01-01 01:30")],
+        zones=[("s", "America/Chicago")],
+        now="1970-01-01 02:00",
+        closures=[("s", "1969-12-31 17:00", "1969-12-31 19:00")],
+    )
+    assert got == {"s": (0.0, 0.0, 0.0, 60.0, 22.0, 166.0)}
+    # One closure from 1900: Chicago kept local mean time (UTC-5:50:36) until 1883, so 1900 is
+    # CST; closed from 1900-01-01 00:00 local (06:00 UTC) to 1970-01-01 00:30 local (06:30
+    # UTC): the day [1969-12-31 02:00, 1970-01-01 02:00) has 0 h of business time.
+    got = run(
+        [("s", "inactive", "1970-01-01 01:30")],
+        zones=[("s", "America/Chicago")],
+        now="1970-01-01 02:00",
+        closures=[("s", "1900-01-01 00:00", "1970-01-01 00:30")],
+    )
+    assert got == {"s": (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)}
+
+
 def test_stale_gaps_at_both_ends_and_between_polls():
     # 24×7 UTC, stale 1 h: 10:00 active knows 09–11, 14:00 inactive knows 13–15; 11–13 and
     # everything before 09:00 and after 15:00 is unknown. now Mon 18:00.

@@ -16,20 +16,23 @@ from tests.loading import POLL_HEADER, write
 def read_all(path, kind="polls"):
     """Every chunk's rows with their line numbers, and every row handed over as malformed."""
     malformed: list[pa.Table] = []
-    handler = sources.MalformedRows(malformed.append)
-    chunks = list(sources.stream_chunks(sources.Source.from_path(kind, path), handler))
-    return chunks, pa.concat_tables(malformed) if malformed else None
+    chunks = list(sources.stream_chunks(sources.Source.from_path(kind, path), malformed.append))
+    return chunks, pa.concat_tables(malformed).sort_by("line") if malformed else None
 
 
+@pytest.mark.parametrize("quoted", [False, True])  # blocks split on columns; Arrow's callback
 @pytest.mark.parametrize("block_bytes", [64, 256, 4096, 2 << 20])
 def test_good_rows_are_numbered_by_their_line_whatever_is_skipped_around_them(
-    tmp_path, monkeypatch, block_bytes
+    tmp_path, monkeypatch, block_bytes, quoted
 ):
     # Each good row carries its own line number as its store id; malformed rows come alone,
     # in runs, at the start and at the end, and read blocks cut the file anywhere.
     malformed_lines = {2, 3, 7, 20, 21, 22, 23, 50, *range(90, 140), 299, 300, 301}
+    store = '"{line}"' if quoted else "{line}"
     body = "".join(
-        "x,y\n" if line in malformed_lines else f"{line},active,2023-01-25 10:00:00 UTC\n"
+        "x,y\n"
+        if line in malformed_lines
+        else store.format(line=line) + ",active,2023-01-25 10:00:00 UTC\n"
         for line in range(2, 302)
     )
     monkeypatch.setattr(sources, "BATCH_BYTES", block_bytes)
@@ -56,20 +59,20 @@ def test_gzip_is_recognised_by_content_not_by_name(tmp_path):
     assert chunks[0].columns["store_id"].to_pylist() == ["1"]
 
 
-def test_a_failure_inside_the_parsers_callback_surfaces_as_itself(tmp_path):
+# Bad rows counted on whole columns (commas; the csv module for quotes), or by Arrow's parser
+# (a quoted line end: rows span lines), which calls back once a row.
+@pytest.mark.parametrize("first_row", ["", '"1",active,x\n', '"a\nb",active,x\n'])
+def test_a_failure_inside_the_parsers_callback_surfaces_as_itself(tmp_path, first_row):
     class DiskFull(Exception):
         pass
 
     def refuse(_rejected):
         raise DiskFull("no space left")
 
-    path = write(tmp_path / "polls.csv", POLL_HEADER + "x\n" * (sources.MALFORMED_BATCH_ROWS + 1))
+    bad_rows = "x\n" * (sources.MALFORMED_BATCH_ROWS + 1)
+    path = write(tmp_path / "polls.csv", POLL_HEADER + first_row + bad_rows)
     with pytest.raises(DiskFull):
-        list(
-            sources.stream_chunks(
-                sources.Source.from_path("polls", path), sources.MalformedRows(refuse)
-            )
-        )
+        list(sources.stream_chunks(sources.Source.from_path("polls", path), refuse))
 
 
 def test_folder_search_finds_closures(tmp_path):
@@ -89,3 +92,18 @@ def test_a_line_longer_than_a_read_block_is_a_clear_error(app, tmp_path):
     with pytest.raises(loader.LoadError) as caught, app.app_context():
         loader.load(db.engine, tmp_path)
     assert str(path) in str(caught.value)
+
+
+def test_rows_spanning_lines_are_read_by_arrow_and_numbered_closely(tmp_path):
+    # A quoted line end: Arrow parses the block and numbers rows, not lines, after it.
+    body = (
+        POLL_HEADER
+        + "2,active,2023-01-25 10:00:00 UTC\nx,y\n"
+        + '"4\nfour",active,2023-01-25 10:00:00 UTC\n'
+        + "x\n7,active,x\n"
+    )
+    chunks, malformed = read_all(write(tmp_path / "polls.csv", body))
+    assert [chunk.columns["store_id"].to_pylist() for chunk in chunks] == [["2", "4\nfour", "7"]]
+    assert chunks[0].lines.tolist()[:2] == [2, 4]  # exact up to the row spanning two lines
+    assert malformed["value"].to_pylist() == ["x,y", "x"]
+    assert malformed["line"].to_pylist()[0] == 3

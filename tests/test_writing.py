@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import loader
+import sources
 import writing
 from models import db
 from tests.loading import (
@@ -144,13 +145,84 @@ def test_a_load_retires_the_rows_of_changed_stores_and_leaves_the_others(app, tm
     ]
 
 
-def test_the_same_rows_twice_in_a_file_are_not_the_same_as_once(app, tmp_path):
-    hours = tmp_path / "menu_hours.csv"
-    write(hours, HOURS_HEADER + "1,0,09:00,17:00\n")
-    load(app, tmp_path)
-    write(hours, HOURS_HEADER + "1,0,09:00,17:00\n1,0,09:00,17:00\n")  # a multiset differs
-    assert load(app, tmp_path).files[0].loaded == 2
-    assert scalar(app, "SELECT COUNT(*) FROM business_hours WHERE retired_batch IS NULL") == 2
+@pytest.mark.parametrize("block_bytes", [64, 2 << 20])
+def test_identical_rows_of_a_store_are_stored_once(app, tmp_path, monkeypatch, block_bytes):
+    # Each row is sent 300 times; with 64-byte read blocks the repeats fall in different
+    # chunks, so the database, not the chunk, has to merge them. A zone repeated keeps the
+    # last zone of the store.
+    monkeypatch.setattr(sources, "BATCH_BYTES", block_bytes)
+    write(tmp_path / "menu_hours.csv", HOURS_HEADER + "1,0,09:00,17:00\n1,1,09:00,17:00\n" * 300)
+    write(
+        tmp_path / "closures.csv", CLOSURES_HEADER + "1,2023-12-24 00:00,2023-12-26 00:00\n" * 300
+    )
+    zones = "".join(f"1,{zone}\n" for zone in ["Asia/Tokyo", "Europe/Paris"] * 150)
+    write(tmp_path / "timezones.csv", "store_id,timezone_str\n" + zones + "1,America/Denver\n")
+    summary = load(app, tmp_path)
+    assert [(item.kind, item.loaded, item.duplicates) for item in summary.files] == [
+        ("timezones", 1, 300),
+        ("hours", 2, 598),
+        ("closures", 1, 299),
+    ]
+    assert rows(app, "SELECT COUNT(*) FROM business_hours") == [(2,)]
+    assert rows(app, "SELECT COUNT(*) FROM closures") == [(1,)]
+    assert rows(app, "SELECT timezone_str FROM store_timezones") == [("America/Denver",)]
+    # The same rows sent again, once each: nothing changes.
+    write(tmp_path / "menu_hours.csv", HOURS_HEADER + "1,1,09:00,17:00\n1,0,09:00,17:00\n")
+    again = load(app, hours=tmp_path / "menu_hours.csv").files[0]
+    assert (again.loaded, again.unchanged, again.duplicates) == (0, 2, 0)
+
+
+def test_a_store_that_had_repeated_rows_gets_them_once_when_its_rows_come_again(app, tmp_path):
+    # Rows stored twice by an earlier version of the loader are not "the same rows" as the
+    # same rows once: the store's rows are replaced by the set.
+    load(app, hours=write(tmp_path / "menu_hours.csv", HOURS_HEADER + "1,0,09:00,17:00\n"))
+    with app.app_context(), loader.loading_engine(db.engine).begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO business_hours (store_key, day_of_week, start_s, end_s, batch) "
+            "SELECT store_key, day_of_week, start_s, end_s, batch FROM business_hours"
+        )
+    summary = load(app, hours=tmp_path / "menu_hours.csv").files[0]
+    assert (summary.loaded, summary.unchanged) == (1, 0)
+    assert rows(app, CURRENT_HOURS) == [("1", 0, 32400, 61200, 2)]  # batch 2 replaced both
+
+
+def distinct_hours(store: str, count: int) -> str:
+    """`count` different hours rows of one store: Monday, from 00:00:00 + n seconds to 23:00."""
+    return "".join(f"{store},0,00:{n // 60:02d}:{n % 60:02d},23:00\n" for n in range(count))
+
+
+def distinct_closures(store: str, count: int) -> str:
+    """`count` different closures of one store, one a day from 2023-01-01."""
+    days = pd.date_range("2023-01-01", periods=count, freq="D").strftime("%Y-%m-%d")
+    return "".join(f"{store},{day} 10:00,{day} 11:00\n" for day in days)
+
+
+@pytest.mark.parametrize("block_bytes", [512, 2 << 20])  # the store's rows in many chunks or one
+@pytest.mark.parametrize(
+    "name, header, rows_of, what",
+    [
+        ("menu_hours.csv", HOURS_HEADER, distinct_hours, "business-hours rows"),
+        ("closures.csv", CLOSURES_HEADER, distinct_closures, "closures"),
+    ],
+)
+def test_a_store_may_have_at_most_1000_hours_rows_or_closures(
+    app, tmp_path, monkeypatch, block_bytes, name, header, rows_of, what
+):
+    monkeypatch.setattr(sources, "BATCH_BYTES", block_bytes)
+    # 1000 different rows of one store (plus repeats) are fine...
+    write(tmp_path / name, header + rows_of("full", 1000) + rows_of("full", 10) + rows_of("o", 3))
+    summary = load(app, tmp_path).files[0]
+    assert (summary.loaded, summary.duplicates) == (1003, 10)
+    before = contents(app)
+    # ... one more is refused, naming the store and the limit, and nothing is stored.
+    write(tmp_path / name, header + rows_of("o", 2) + rows_of("crowded", 1001))
+    with pytest.raises(loader.LoadError) as caught:
+        load(app, tmp_path)
+    assert str(caught.value) == (
+        f"{tmp_path / name}: store 'crowded' has more than 1000 different {what}, the most a "
+        "store may have; nothing was loaded"
+    )
+    assert contents(app) == before
 
 
 def test_sending_the_same_files_again_stores_nothing_new(app, tmp_path):
