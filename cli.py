@@ -19,15 +19,15 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, ScriptInfo, with_appcontext
 
 import config
-import generator
 import loader
 import report
-import timestamps
+from engine import timestamps
 from jobs import results, steps
 from jobs.errors import QueueFull, ServiceBusy
 from jobs.executors import InlineExecutor
 from jobs.leases import LeaseKeeper
 from jobs.options import ReportRequest
+from loading import generator
 from models import LoadBatch, Report, ReportStatus, db, init_schema
 
 ABOUT = """Store Monitor: how long each store was up and down during its business hours over

@@ -28,19 +28,10 @@ from sqlalchemy import Connection, Engine, create_engine, insert, inspect, selec
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-import ndjson
-from locking import LockWaitTimeout, bounded_lock_wait, writers_in_turn
-from models import BusinessHours, Closure, DataState, LoadBatch, StoreTimezone, utcnow
-from rejects import RejectsFile, RejectsInMemory, default_rejects_path
-from sources import (
-    NDJSON,
-    Chunk,
-    Source,
-    collect_sources,
-    find_sources,
-    stream_chunks,
-)
-from validation import (
+from loading import ndjson
+from loading.lock_waits import LockWaitTimeout, bounded_lock_wait, writers_in_turn
+from loading.rejects import RejectsFile, RejectsInMemory, default_rejects_path
+from loading.validation import (
     CLOSURES,
     HOURS,
     MAX_COUNTED_ERRORS,
@@ -52,6 +43,15 @@ from validation import (
     RowError,
     check_chunk,
     row_errors,
+)
+from models import BusinessHours, Closure, DataState, LoadBatch, StoreTimezone, utcnow
+from sources import (
+    NDJSON,
+    Chunk,
+    Source,
+    collect_sources,
+    find_sources,
+    stream_chunks,
 )
 from writing import PollWriter, StoreKeys, VersionedRows, known_stores
 

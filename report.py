@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from grouped import (
+from engine.arrays import (
     exclusive_group_cumsum,
     group_starts,
     grouped_searchsorted,
     merge_intervals,
     sort_order,
 )
-from timestamps import SECONDS_PER_DAY, US_PER_DAY, US_PER_HOUR, US_PER_MINUTE
+from engine.timestamps import SECONDS_PER_DAY, US_PER_DAY, US_PER_HOUR, US_PER_MINUTE
 
 TICKS_PER_US = 2
 DAY_TICKS = US_PER_DAY * TICKS_PER_US

@@ -25,7 +25,7 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, bindparam, text
 
 import report
-import timestamps
+from engine import timestamps
 
 logger = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-import grouped
-from timestamps import quoted
-from validation import (
+from engine import arrays
+from engine.timestamps import quoted
+from loading.validation import (
     CLOSURES,
     HOURS,
     POLLS,
@@ -595,7 +595,7 @@ class MalformedRows:
         # Good rows between the block's start and each skipped line.
         rows_before = numbers - 1 - (self.skipped + np.arange(numbers.size))
         self.skipped += numbers.size
-        starts = np.flatnonzero(grouped.first_of_group(rows_before))
+        starts = np.flatnonzero(arrays.first_of_group(rows_before))
         values = rows_before[starts].tolist()
         lengths = np.diff(np.r_[starts, numbers.size]).tolist()
         if self.run_rows_before and self.run_rows_before[-1] == values[0]:

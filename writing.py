@@ -21,10 +21,10 @@ import pyarrow.csv as pacsv
 from sqlalchemy import Connection, Subquery, delete, exists, func, select, update
 from sqlalchemy.orm import aliased
 
-import grouped
+from engine import arrays
+from engine.timestamps import quoted
+from loading.validation import LoadError
 from models import BusinessHours, Closure, Store, StoreTimezone
-from timestamps import quoted
-from validation import LoadError
 
 POLL_BUFFER_ROWS = 1_000_000
 EXECUTEMANY_ROWS = 50_000
@@ -192,7 +192,7 @@ class PollWriter:
             np.concatenate(column) for column in zip(*self.parts, strict=True)
         )
         self.parts, self.buffered = [], 0
-        order = grouped.sort_order(keys, instants)
+        order = arrays.sort_order(keys, instants)
         if order is not None:  # reorder, keeping one copy of each column alive at a time
             keys, instants, active = keys[order], instants[order], active[order]
             del order

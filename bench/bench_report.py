@@ -16,7 +16,7 @@ import pandas as pd
 from common import require_full_data, timed
 
 import report
-import timestamps
+from engine import timestamps
 
 BOTH_OPTIONS = report.ReportOptions(stale_after_us=2 * timestamps.US_PER_HOUR, outages=True)
 

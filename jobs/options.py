@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import report
-import timestamps
+from engine import timestamps
 from models import Report
 
 REPORT_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")

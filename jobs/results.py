@@ -23,7 +23,7 @@ import pyarrow as pa
 from flask import current_app
 from sqlalchemy import update
 
-import csvcells
+from engine import cells
 from jobs.errors import ReportNotFound
 from jobs.options import is_valid_report_id
 from jobs.retries import short_reason, with_database_retries
@@ -83,7 +83,7 @@ def csv_chunks(frame: pd.DataFrame, rows: int = CSV_CHUNK_ROWS) -> Iterator[byte
     yield frame.iloc[:0].to_csv(index=False).encode()
     for start in range(0, len(frame), rows):
         part = frame.iloc[start : start + rows]
-        safe = part.assign(store_id=csvcells.neutralise_formulas(part["store_id"]))
+        safe = part.assign(store_id=cells.neutralise_formulas(part["store_id"]))
         yield safe.to_csv(index=False, header=False, float_format="%.2f").encode()
 
 

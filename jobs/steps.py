@@ -37,7 +37,7 @@ from jobs import housekeeping, results, states
 from jobs.errors import BrokerUnavailable, QueueFull, ServiceBusy
 from jobs.options import ReportRequest, new_report_id, options_of
 from jobs.retries import LOCK_RETRIES, short_reason, transient_kind, with_database_retries
-from locking import LockWaitTimeout, bounded_lock_wait, writers_in_turn
+from loading.lock_waits import LockWaitTimeout, bounded_lock_wait, writers_in_turn
 from models import ReportShard, ReportStatus, db
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from csvcells import neutralise_formulas
+from engine.cells import neutralise_formulas
 
 CELLS = ["=1+2", "-1+1", "+cmd", "@SUM(A1)", "\tx", "\rx", "plain", "a=b", "", " =1", "'=1"]
 CELLS += ["-1", "+1", "-1.5"]

@@ -20,12 +20,12 @@ from sqlalchemy import text
 
 import ingest
 import loader
-import ndjson
 import snapshot
 import sources
 from jobs import results, steps
 from jobs.executors import InlineExecutor
 from jobs.options import ReportRequest
+from loading import ndjson
 from models import Report, db
 from tests.conftest import SAMPLE, make_app
 from tests.test_loader import contents

@@ -7,7 +7,7 @@ import json
 import pyarrow as pa
 import pytest
 
-import ndjson
+from loading import ndjson
 
 
 def read_all(path) -> tuple[list[tuple[int, str, str, str]], list[tuple[int, str, str]]]:

@@ -13,7 +13,7 @@ from sqlalchemy import text
 import loader
 import report
 import snapshot
-import timestamps
+from engine import timestamps
 from jobs import results, steps
 from jobs.executors import InlineExecutor
 from jobs.options import ReportRequest

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file,
 from sqlalchemy import select, text
 
 import report
-import timestamps
+from engine import timestamps
 from jobs import results, steps
 from jobs.errors import QueueFull, ReportNotFound, ServiceBusy
 from jobs.options import ReportRequest, describe_options

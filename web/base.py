@@ -17,7 +17,7 @@ from typing import Any
 from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-import timestamps
+from engine import timestamps
 from jobs.options import REPORT_ID_PATTERN
 
 logger = logging.getLogger(__name__)

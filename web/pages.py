@@ -24,7 +24,7 @@ from flask import (
 
 import report
 import snapshot
-import timestamps
+from engine import timestamps
 from jobs import results
 from jobs.errors import ReportNotFound
 from jobs.options import options_as_written, options_of

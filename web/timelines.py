@@ -21,10 +21,10 @@ from sqlalchemy import Engine, text
 
 import report
 import snapshot
-import timestamps
+from engine import timestamps
+from engine.timestamps import US_PER_HOUR, US_PER_MINUTE
 from jobs import results
 from report import TICKS_PER_US, Spans
-from timestamps import US_PER_HOUR, US_PER_MINUTE
 
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 MAX_ITEMS = 2000  # entries of each list given whole

@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import grouped
 import report
-import timestamps
+from engine import arrays, timestamps
 
 ZONES = [
     "America/New_York",
@@ -150,12 +149,12 @@ def in_outage(
     owner = np.repeat(np.arange(count), outages)
     begins = rng.integers(start_us, end_us, owner.size)
     ends = begins + (rng.exponential(2.0, owner.size) * HOUR_US).astype(np.int64)
-    order = grouped.sort_order(owner, begins)
+    order = arrays.sort_order(owner, begins)
     if order is not None:
         owner, begins, ends = owner[order], begins[order], ends[order]
     if owner.size == 0:
         return np.zeros(store.size, dtype=bool)
-    index = grouped.grouped_searchsorted(owner, begins, store, instants) - 1
+    index = arrays.grouped_searchsorted(owner, begins, store, instants) - 1
     safe = np.maximum(index, 0)
     return (index >= 0) & (owner[safe] == store) & (instants < ends[safe])
 

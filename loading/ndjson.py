@@ -24,8 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from loading.validation import POLLS, REQUIRED_COLUMNS
 from sources import Chunk
-from validation import POLLS, REQUIRED_COLUMNS
 
 COLUMNS = REQUIRED_COLUMNS[POLLS]
 BLOCK_BYTES = 2 << 20

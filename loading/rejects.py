@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from csvcells import neutralise_formulas
-from validation import REJECTED_COLUMNS, LoadError, RowError, row_errors
+from engine.cells import neutralise_formulas
+from loading.validation import REJECTED_COLUMNS, LoadError, RowError, row_errors
 
 MAX_KEPT_REJECTS = 10_000
 

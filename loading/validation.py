@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-import timestamps
+from engine import timestamps
 from models import STORE_ID_MAX_LENGTH
 
 if TYPE_CHECKING:

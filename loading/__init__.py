@@ -1,0 +1,2 @@
+"""Reading, checking and writing input files (polls, business hours, time zones, closures)
+for `loader`: one load is one transaction."""
