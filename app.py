@@ -14,13 +14,12 @@ from sqlalchemy import event
 
 import cli
 import config
-import ingest
 from jobs import housekeeping
 from jobs.executors import CeleryExecutor, InlineExecutor, ThreadExecutor
 from jobs.leases import LeaseKeeper
 from jobs.steps import Executor
 from models import db, init_schema
-from web import api, base, pages
+from web import api, base, ingest, pages
 
 if TYPE_CHECKING:
     from waitress.server import MultiSocketServer

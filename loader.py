@@ -31,6 +31,14 @@ from sqlalchemy.pool import NullPool
 from loading import ndjson
 from loading.lock_waits import LockWaitTimeout, bounded_lock_wait, writers_in_turn
 from loading.rejects import RejectsFile, RejectsInMemory, default_rejects_path
+from loading.sources import (
+    NDJSON,
+    Chunk,
+    Source,
+    collect_sources,
+    find_sources,
+    stream_chunks,
+)
 from loading.validation import (
     CLOSURES,
     HOURS,
@@ -44,16 +52,8 @@ from loading.validation import (
     check_chunk,
     row_errors,
 )
+from loading.writing import PollWriter, StoreKeys, VersionedRows, known_stores
 from models import BusinessHours, Closure, DataState, LoadBatch, StoreTimezone, utcnow
-from sources import (
-    NDJSON,
-    Chunk,
-    Source,
-    collect_sources,
-    find_sources,
-    stream_chunks,
-)
-from writing import PollWriter, StoreKeys, VersionedRows, known_stores
 
 __all__ = [
     "FileSummary",

@@ -43,8 +43,8 @@ def load_in_child(
 
 
 def read_time(database_url: str) -> tuple[float, int]:
-    import snapshot
     from app import create_app
+    from jobs import snapshot
     from models import db
 
     app = create_app({"DATABASE_URL": database_url})

@@ -14,8 +14,8 @@ from pathlib import Path
 from flask import current_app
 from sqlalchemy import delete, func, select
 
-import writing
 from jobs.results import report_path
+from loading import writing
 from models import ACTIVE_STATES, LoadBatch, Report, ReportResult, ReportShard, db, utcnow
 
 logger = logging.getLogger(__name__)

@@ -32,8 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 import report
-import snapshot
-from jobs import housekeeping, results, states
+from jobs import housekeeping, results, snapshot, states
 from jobs.errors import BrokerUnavailable, QueueFull, ServiceBusy
 from jobs.options import ReportRequest, new_report_id, options_of
 from jobs.retries import LOCK_RETRIES, short_reason, transient_kind, with_database_retries

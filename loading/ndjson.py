@@ -24,8 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from loading.validation import POLLS, REQUIRED_COLUMNS
-from sources import Chunk
+from loading.validation import POLLS, REQUIRED_COLUMNS, Chunk
 
 COLUMNS = REQUIRED_COLUMNS[POLLS]
 BLOCK_BYTES = 2 << 20

@@ -22,7 +22,6 @@ from models import STORE_ID_MAX_LENGTH
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from sources import Chunk
 
 POLLS, HOURS, TIMEZONES, CLOSURES = "polls", "hours", "timezones", "closures"
 REQUIRED_COLUMNS = {
@@ -95,6 +94,18 @@ class LoadError(Exception):
         if hidden > 0:
             lines.append(f"  ... and {hidden} more invalid rows")
         return "\n".join(lines)
+
+
+@dataclass
+class Chunk:
+    """A batch of rows as text columns, with each row's line number in the file."""
+
+    columns: dict[str, pa.Array]
+    lines: np.ndarray
+    bytes_read: int = 0  # of the file on disk (compressed, for gzip)
+
+    def __len__(self) -> int:
+        return self.lines.size
 
 
 def row_errors(rejected: pa.Table, limit: int = MAX_LISTED_ERRORS) -> list[RowError]:

@@ -305,7 +305,7 @@ def test_key_api_tests_pass_whatever_the_shell_exports(tmp_path):
             "tests/test_api.py::test_trigger_then_get_returns_the_csv",
             "tests/test_api.py::test_as_of_is_used_and_reported",
             "tests/test_api.py::test_json_format_keeps_ids_exact_and_numbers_as_numbers",
-            "tests/test_server.py::test_trigger_poll_download",
+            "tests/test_app.py::test_trigger_poll_download",
         ],
         cwd=ROOT,
         env=environment,

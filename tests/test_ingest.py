@@ -18,17 +18,15 @@ import pytest
 import requests
 from sqlalchemy import text
 
-import ingest
 import loader
-import snapshot
-import sources
-from jobs import results, steps
+from jobs import results, snapshot, steps
 from jobs.executors import InlineExecutor
 from jobs.options import ReportRequest
-from loading import ndjson
+from loading import ndjson, sources
 from models import Report, db
 from tests.conftest import SAMPLE, make_app
-from tests.test_loader import contents
+from tests.loading import contents
+from web import ingest
 
 CSV = {"Content-Type": "text/csv"}
 GZIP_CSV = {**CSV, "Content-Encoding": "gzip"}

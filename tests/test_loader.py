@@ -14,13 +14,11 @@ import pytest
 from sqlalchemy import text
 
 import loader
-import sources
-import writing
 from app import create_app
 from jobs import results, steps
 from jobs.executors import InlineExecutor
 from jobs.options import ReportRequest
-from loading import rejects
+from loading import rejects, sources, writing
 from models import Report, db
 from tests.conftest import ROOT, SAMPLE
 from tests.loading import (

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import report
+from tests.moments import utc_micros, wall
 from tests.reference import (
     parse_hms,
     reference_measures,
@@ -33,11 +34,6 @@ HOUR_US = 60 * MINUTE_US
 def at(text: str) -> int:
     """Epoch µs of a UTC wall time written ``YYYY-MM-DD HH:MM[:SS[.ffffff]]``."""
     return to_us(datetime.fromisoformat(text + "+00:00"))
-
-
-def wall(text: str) -> int:
-    """Local wall seconds since 1970-01-01 00:00 (no zone), as closures are stored."""
-    return (datetime.fromisoformat(text) - datetime(1970, 1, 1)) // timedelta(seconds=1)
 
 
 def inputs(polls=(), hours=(), zones=(), closures=()) -> report.ReportInputs:
@@ -798,12 +794,6 @@ def full_data():
     hours = pd.read_csv(FULL / "menu_hours.csv", dtype=str)
     zones = pd.read_csv(next(FULL.glob("bq-results-*.csv")), dtype=str)
     return polls, hours, zones
-
-
-def utc_micros(stamps: pd.Series) -> np.ndarray:
-    """`2023-01-22 12:09:39.388884 UTC` → epoch µs with pandas alone (not the service's parser)."""
-    parsed = pd.to_datetime(stamps.str.removesuffix(" UTC"), format="ISO8601")
-    return parsed.to_numpy(dtype="datetime64[us]").astype(np.int64)
 
 
 @pytest.mark.slow

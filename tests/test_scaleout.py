@@ -394,7 +394,7 @@ def test_a_database_connection_killed_mid_shard_is_retried_then_fails_clearly(
     mariadb_server, tmp_path, monkeypatch
 ):
     import loader
-    import snapshot
+    from jobs import snapshot
     from models import Report, db
     from tests.conftest import make_app
     from tests.databases import admin_connection, create_database, drop_database

@@ -12,15 +12,14 @@ from sqlalchemy import text
 
 import loader
 import report
-import snapshot
 from engine import timestamps
-from jobs import results, steps
+from jobs import results, snapshot, steps
 from jobs.executors import InlineExecutor
 from jobs.options import ReportRequest
 from models import Report, ReportResult, db
 from tests.conftest import SAMPLE, SHARED, make_app
+from tests.moments import utc_micros, wall
 from tests.reference import parse_hms
-from tests.test_report import utc_micros, wall
 
 
 def raw_inputs(folder: Path) -> report.ReportInputs:

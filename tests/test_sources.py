@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 import loader
-import sources
+from loading import sources
 from models import db
 from tests.loading import POLL_HEADER, write
 

@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 
 import loader
-import sources
-import writing
+from loading import sources, writing
 from models import db
 from tests.loading import (
     CLOSURES_HEADER,

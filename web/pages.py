@@ -23,9 +23,8 @@ from flask import (
 )
 
 import report
-import snapshot
 from engine import timestamps
-from jobs import results
+from jobs import results, snapshot
 from jobs.errors import ReportNotFound
 from jobs.options import options_as_written, options_of
 from models import ACTIVE_STATES, STORE_ID_MAX_LENGTH, Report, ReportStatus, db

@@ -20,10 +20,9 @@ import pandas as pd
 from sqlalchemy import Engine, text
 
 import report
-import snapshot
 from engine import timestamps
 from engine.timestamps import US_PER_HOUR, US_PER_MINUTE
-from jobs import results
+from jobs import results, snapshot
 from report import TICKS_PER_US, Spans
 
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")

@@ -38,6 +38,7 @@ from loading.validation import (
     POLLS,
     REQUIRED_COLUMNS,
     TIMEZONES,
+    Chunk,
     LoadError,
 )
 
@@ -141,18 +142,6 @@ def collect_sources(folder: Path | str | None, files: dict[str, Path | str | Non
 
 
 RejectedCallback = Callable[[pa.Table], None]
-
-
-@dataclass
-class Chunk:
-    """A batch of rows as text columns, with each row's line number in the file."""
-
-    columns: dict[str, pa.Array]
-    lines: np.ndarray
-    bytes_read: int = 0  # of the file on disk (compressed, for gzip)
-
-    def __len__(self) -> int:
-        return self.lines.size
 
 
 def is_gzip(path: Path) -> bool:

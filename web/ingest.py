@@ -28,9 +28,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 import loader
+from loading.sources import CSV, NDJSON
 from loading.validation import CLOSURES, HOURS, POLLS, REQUIRED_COLUMNS, TIMEZONES
 from models import db
-from sources import CSV, NDJSON
 from web import openapi
 from web.base import RETRY_AFTER_SECONDS, ApiError, flag_arg
 

@@ -1,0 +1,20 @@
+"""Moments written as text, turned into the engine's integers with the standard library and
+pandas alone (never the service's own parsers), for tests of the engine and of snapshots."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+
+def wall(text: str) -> int:
+    """Local wall seconds since 1970-01-01 00:00 (no zone), as closures are stored."""
+    return (datetime.fromisoformat(text) - datetime(1970, 1, 1)) // timedelta(seconds=1)
+
+
+def utc_micros(stamps: pd.Series) -> np.ndarray:
+    """`2023-01-22 12:09:39.388884 UTC` → epoch µs with pandas alone (not the service's parser)."""
+    parsed = pd.to_datetime(stamps.str.removesuffix(" UTC"), format="ISO8601")
+    return parsed.to_numpy(dtype="datetime64[us]").astype(np.int64)
