@@ -26,7 +26,7 @@ from web import pages, timelines
 HOUR_US = 3_600_000_000
 FULL_OPTIONS = {"stale_after": "2h", "outages": True}
 
-# The SPEC's worked example (store Shop-W, open Monday 09:00–12:00 UTC, polls 10:14 active
+# The spec's worked example (store Shop-W, open Monday 09:00–12:00 UTC, polls 10:14 active
 # and 11:15 inactive, now Monday 12:00) and a store open 24×7 with one poll, whose id needs
 # URL-encoding ("/", a space, "ü").
 EXAMPLE_POLLS = """store_id,status,timestamp_utc
@@ -176,7 +176,7 @@ def test_timeline_of_the_worked_example(example_client):
     assert [(b["start"], b["end_local"]) for b in week["business"]] == [
         ("2023-01-23T09:00:00.000000Z", "2023-01-23T12:00:00+00:00")
     ]
-    # SPEC's options example: known 09:44–10:44 (active) and 10:45–11:45 (inactive).
+    # the spec's options example: known 09:44–10:44 (active) and 10:45–11:45 (inactive).
     assert [(s["start_us"], s["end_us"], s["status"]) for s in week["segments"]] == [
         (us("2023-01-16 12:00"), us("2023-01-23 09:44"), "unknown"),
         (us("2023-01-23 09:44"), us("2023-01-23 10:44"), "active"),
@@ -451,7 +451,7 @@ def test_summary_of_the_example_is_computed_by_hand(example_client):
     report_id = example_report(example_client)
     summary = example_client.get(f"/reports/{report_id}/summary").get_json()
     assert summary["stores"] == 2 and summary["options"]["stale_after"] == "PT30M"
-    # Shop-W (SPEC example): hour up 0, down 45, unknown 15 min; day and week 1, 1, 1 h.
+    # Shop-W (the spec's example): hour up 0, down 45, unknown 15 min; day and week 1, 1, 1 h.
     # shop/x ü (24×7, one active poll at 11:00, known 10:30–11:30): hour up 30, unknown 30
     # min; day up 1, unknown 23 h; week up 1, unknown 167 h.
     assert summary["windows"] == {
