@@ -97,6 +97,7 @@ def store_path(store_id: str, **query: str) -> str:
 # --------------------------------------------------------------------------- timeline
 
 
+@pytest.mark.slow  # every store of the sample, one request each
 @pytest.mark.parametrize("options", [{}, FULL_OPTIONS], ids=["plain", "stale-and-outages"])
 def test_timeline_totals_equal_the_report_row_of_every_store(loaded_app, options):
     client = loaded_app.test_client()
