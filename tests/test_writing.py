@@ -115,19 +115,19 @@ def polls_at_hours(ids: list[str], hours: range) -> tuple[str, list[tuple]]:
 
 
 @pytest.fixture
-def store_memory(monkeypatch) -> list[int]:
+def store_memory(monkeypatch) -> list[tuple[int, int]]:
     """Small bounds on the stores remembered, lookups of 2 ids, reads of 64 bytes (a chunk
-    of about two rows); returns the size of every store memory after each remember()."""
+    of about two rows); returns (bound, size) of a store memory after each remember()."""
     monkeypatch.setattr(stores, "KNOWN_STORES_LIMIT", 4)
     monkeypatch.setattr(stores, "LOAD_STORES_LIMIT", 3)
     monkeypatch.setattr(stores, "LOOKUP_ROWS", 2)
     monkeypatch.setattr(sources, "BATCH_BYTES", 64)
-    sizes: list[int] = []
+    sizes: list[tuple[int, int]] = []
     remember = stores.KnownStores.remember
 
     def remember_and_measure(self, ids, keys) -> None:
         remember(self, ids, keys)
-        sizes.append(len(self.index))
+        sizes.append((self.limit, len(self.index)))
 
     monkeypatch.setattr(stores.KnownStores, "remember", remember_and_measure)
     return sizes
@@ -150,7 +150,8 @@ def test_a_load_of_more_stores_than_remembered_gives_every_id_one_key(app, tmp_p
     assert sorted(keys.values()) == list(range(1, 19))
     assert scalar(app, ORPHAN_POLLS) == 0
     assert sorted(rows(app, POLLS_BY_ID)) == sorted(expected + more_expected)
-    assert 1 <= max(store_memory) <= 4  # never more than the larger bound
+    assert all(size <= bound for bound, size in store_memory)
+    assert (3, 3) in store_memory  # the loads' own memory was full, and started over
 
 
 def test_the_known_stores_start_over_when_full_and_keep_the_newest():
