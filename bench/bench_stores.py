@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 from bench_load import load_in_child
-from common import MARIADB_ADMIN, targets
+from common import MARIADB_ADMIN
 
 
 def polls_of_new_stores(path: Path, stores: int) -> Path:
@@ -44,15 +45,22 @@ def yardstick(path: Path) -> float:
 
 
 def main() -> None:
+    from tests.databases import create_database, drop_database
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stores", type=int, default=1_700_000)
     args = parser.parse_args()
+    mariadb = f"sm_bench_stores_{os.getpid()}"  # its own: others may bench at the same time
     with tempfile.TemporaryDirectory() as folder:
         scratch = Path(folder)
         polls = polls_of_new_stores(scratch / "store_status.csv.gz", args.stores)
         print(f"yardstick (pandas reads the file) {yardstick(polls):6.1f} s", flush=True)
+        urls = {
+            "SQLite": f"sqlite:///{scratch / 'bench.sqlite3'}",
+            "MariaDB": create_database(MARIADB_ADMIN, mariadb),
+        }
         try:
-            for name, url in targets(scratch).items():
+            for name, url in urls.items():
                 for what in ("new ids", "stored ids"):
                     seconds, peak, line = load_in_child(url, None, "--polls", str(polls))
                     print(
@@ -61,9 +69,7 @@ def main() -> None:
                         flush=True,
                     )
         finally:
-            from tests.databases import drop_database
-
-            drop_database(MARIADB_ADMIN, "store_monitor_bench")
+            drop_database(MARIADB_ADMIN, mariadb)
 
 
 if __name__ == "__main__":
