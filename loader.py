@@ -39,6 +39,7 @@ from loading.sources import (
     find_sources,
     stream_chunks,
 )
+from loading.stores import StoreKeys, known_stores
 from loading.validation import (
     CLOSURES,
     HOURS,
@@ -52,7 +53,7 @@ from loading.validation import (
     check_chunk,
     row_errors,
 )
-from loading.writing import PollWriter, StoreKeys, VersionedRows, known_stores
+from loading.writing import PollWriter, VersionedRows
 from models import BusinessHours, Closure, DataState, LoadBatch, StoreTimezone, utcnow
 
 __all__ = [
