@@ -64,6 +64,22 @@ def group_exists(group: str) -> bool:
     return found is not None
 
 
+MAX_LISTED_GROUPS = 1000
+
+
+def current_groups() -> list[str]:
+    """The ids of the groups that have stores now (the first MAX_LISTED_GROUPS, sorted)."""
+    groups = db.session.scalars(
+        select(StoreGroupMember.group_id)
+        .where(StoreGroupMember.retired_batch.is_(None))
+        .group_by(StoreGroupMember.group_id)
+        .order_by(StoreGroupMember.group_id)
+        .limit(MAX_LISTED_GROUPS)
+    ).all()
+    db.session.commit()
+    return list(groups)
+
+
 def report_scope(group: str | None) -> tuple[str, ...] | None:
     """The groups a report asked for covers: the named group (a reader's own; for an admin,
     one that has stores), else a reader's groups, else every store (None)."""

@@ -25,6 +25,7 @@ from web.base import (
     RETRY_AFTER_SECONDS,
     ApiError,
     allowed_to,
+    authentication_required,
     bad_request,
     current_principal,
     duration,
@@ -374,6 +375,53 @@ def list_reports() -> Response:
     rows = db.session.scalars(access.visible_reports(newest))
     workers = broker_workers_seen()
     return jsonify({"reports": [describe(row, workers) for row in rows]})
+
+
+WHOAMI = {
+    "type": "object",
+    "required": ["name", "role", "groups", "authentication_required"],
+    "properties": {
+        "name": {
+            "type": ["string", "null"],
+            "description": "the key's name (null: API_TOKEN, or no authentication)",
+        },
+        "role": {"type": "string", "enum": ["admin", "reader", "poller"]},
+        "groups": {
+            "type": ["array", "null"],
+            "items": {"type": "string"},
+            "description": "a reader's groups (null: every store)",
+        },
+        "report_groups": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "the groups a report may be asked for (an admin: the first 1000)",
+        },
+        "authentication_required": {"type": "boolean"},
+    },
+}
+
+
+@bp.get("/whoami")
+@operation(
+    "Who the bearer token is: its key's name, role and groups (what the page shows)",
+    responses={"200": json_response("the caller", WHOAMI)},
+)
+@allowed_to(KeyRole.READER, KeyRole.POLLER)
+def whoami() -> Response:
+    principal = current_principal()
+    if principal.role == KeyRole.ADMIN:
+        report_groups = access.current_groups()
+    else:
+        report_groups = list(principal.groups or ())
+    return jsonify(
+        {
+            "name": principal.name,
+            "role": str(principal.role),
+            "groups": None if principal.groups is None else list(principal.groups),
+            "report_groups": report_groups,
+            "authentication_required": authentication_required(),
+        }
+    )
 
 
 @bp.get("/openapi.json")

@@ -14,7 +14,6 @@ from urllib.parse import urlencode
 from flask import (
     Blueprint,
     Response,
-    current_app,
     jsonify,
     redirect,
     render_template,
@@ -32,7 +31,7 @@ from web import access, openapi, timelines
 from web import tables as report_tables
 from web.api import TRIGGER_BODY, TRIGGER_FIELDS, find_report, report_heading
 from web.arguments import Choice, Duration, Flag, Instant, Integer, Text
-from web.base import ApiError, allowed_to, public
+from web.base import ApiError, allowed_to, authentication_required, public
 from web.openapi import REPORT_ID_PARAMETER, TEXT, operation
 
 bp = Blueprint("web", __name__)
@@ -86,7 +85,7 @@ def page_constants() -> dict[str, Any]:
 
 def page(template: str, **context: Any) -> Response:
     """A page shell: whether a token is needed (never the token itself), no data."""
-    token_required = bool(current_app.config.get("API_TOKEN"))
+    token_required = authentication_required()
     shell = render_template(
         template, token_required=token_required, constants=page_constants(), **context
     )
