@@ -55,9 +55,9 @@ SETTINGS: dict[str, Setting] = {
     "API_TOKEN": Setting(
         str,
         None,
-        help="when set, every JSON endpoint but `/healthz` and `/openapi.json` needs "
-        "`Authorization: Bearer <token>` (scheme in any letter case): this token, an admin's, "
-        "or a key of `flask keys create`",
+        help="an admin token: when set, every JSON endpoint but `/healthz` and `/openapi.json` "
+        "needs `Authorization: Bearer <token>` (scheme in any letter case) with it or with a "
+        "key's token (`flask keys create`; a key also turns authentication on)",
     ),
     "API_KEY_CACHE_SECONDS": Setting(
         int,

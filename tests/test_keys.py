@@ -68,8 +68,13 @@ def test_a_name_is_taken_once(runner):
 
 
 def test_authentication_is_required_once_a_key_exists_even_a_revoked_one(client, app):
+    clock = Clock()
+    app.extensions["key_clock"] = clock
     assert client.get("/reports").status_code == 200  # neither API_TOKEN nor a key: open
     tokens = create_keys(app)
+    clock.now += 1.9  # "no key" is trusted for API_KEY_CACHE_SECONDS (2)
+    assert client.get("/reports").status_code == 200
+    clock.now += 0.2
     assert client.get("/reports").status_code == 401
     assert client.get("/reports", headers=bearer(tokens["admin"])).status_code == 200
     with app.app_context():

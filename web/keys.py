@@ -120,18 +120,21 @@ class KeyCache:
         self.ttl, self.clock = ttl, clock
         self.lock = threading.Lock()
         self.entries: dict[str, tuple[float, KeyRecord | None]] = {}
-        self.keys_seen_at: float | None = None  # when a key was last seen to exist
+        self.keys_exist = False
+        self.keys_checked_at: float | None = None
 
     def any_keys(self) -> bool:
-        """Whether any key exists (revoked ones too: revoking the last key closes nothing).
-        Once true it stays true: keys are never deleted."""
-        if self.keys_seen_at is not None:
-            return True
-        exists = db.session.scalar(select(ApiKey.id).limit(1)) is not None
+        """Whether any key exists (revoked ones too: revoking the last key opens nothing).
+        Once true it stays true (keys are never deleted); false is asked again after `ttl`,
+        so the first key created closes every process within that time."""
+        now = self.clock()
+        fresh = self.keys_checked_at is not None and now - self.keys_checked_at < self.ttl
+        if self.keys_exist or fresh:
+            return self.keys_exist
+        self.keys_exist = db.session.scalar(select(ApiKey.id).limit(1)) is not None
         db.session.commit()
-        if exists:
-            self.keys_seen_at = self.clock()
-        return exists
+        self.keys_checked_at = now
+        return self.keys_exist
 
     def find(self, token: str) -> KeyRecord | None:
         """The unrevoked key whose token this is, or None."""
