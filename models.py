@@ -1,4 +1,5 @@
-"""Database schema: stores, polls, business hours, time zones, closures, loads and reports.
+"""Database schema: stores, polls, business hours, time zones, closures, store groups, loads,
+reports and API keys.
 
 One schema for SQLite and MySQL/MariaDB. External store ids (64-bit integers or UUIDs, at most
 64 characters) live only in `stores`, compared byte for byte on every engine; the big `polls`
@@ -6,8 +7,8 @@ table uses a compact integer key. Instants are int64 microseconds since the Unix
 exact, zone-free, fast to read.
 
 Versions: every row a load writes carries its `batch`. Polls are only ever added; hours, time
-zones and closures are replaced by marking the old rows `retired_batch` instead of deleting
-them, so a report reading "as of batch W" sees exactly the rows with
+zones, closures and group memberships are replaced by marking the old rows `retired_batch`
+instead of deleting them, so a report reading "as of batch W" sees exactly the rows with
 `batch <= W AND (retired_batch IS NULL OR retired_batch > W)`, whatever loaded since.
 """
 

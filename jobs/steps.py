@@ -1,7 +1,9 @@
 """The steps of a report job: submit, start, run a shard, assemble. Any process runs any step.
 
 A report is a `reports` row split into shards, each a `report_shards` row over a contiguous
-range of store keys; every change of their state is a transition of `jobs.states`.
+range of store keys (for a report scoped to groups, a range holding at most
+REPORT_SHARD_STORES of the groups' stores, and only those are read); every change of their
+state is a transition of `jobs.states`.
 
 1. `submit_report`: check room (queued + running reports, counted in the database), create the
    Queued row and hand `start_report` to the executor.

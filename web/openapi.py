@@ -211,10 +211,13 @@ def document(app: Flask) -> dict[str, Any]:
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "needed when the service runs with API_TOKEN set",
+                    "description": (
+                        "API_TOKEN or a key's token (`flask keys create`): needed when "
+                        "API_TOKEN is set or a key exists"
+                    ),
                 }
             },
         },
-        # The token is needed only when API_TOKEN is set: bearer, or nothing.
+        # A token is needed only when API_TOKEN is set or a key exists: bearer, or nothing.
         "security": [{"bearer": []}, {}],
     }

@@ -2,7 +2,8 @@
 
 Pages are HTML shells (templates/) with light JavaScript (static/) that read the JSON
 endpoints below; the shells and assets hold no data and are open without the token, every
-JSON endpoint needs it when API_TOKEN is set.
+JSON endpoint needs it when API_TOKEN is set or a key exists (and shows a reader key only its
+groups' reports and stores).
 """
 
 from __future__ import annotations
