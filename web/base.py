@@ -94,6 +94,7 @@ class Principal:
 
 
 ADMIN = Principal(None, KeyRole.ADMIN, None)  # API_TOKEN, or nothing required
+NOBODY = Principal(None, KeyRole.READER, ())  # sees nothing: no check has run
 
 
 def authentication_required() -> bool:
@@ -142,8 +143,9 @@ def principal_of(token: str | None) -> Principal | None:
 
 
 def current_principal() -> Principal:
-    """Who this request acts for (set by `require_token`; open when nothing is required)."""
-    return g.get("principal", ADMIN)
+    """Who this request acts for, as `require_token` found; nobody (no store, no report) where
+    it did not look (the open shells and assets)."""
+    return g.get("principal", NOBODY)
 
 
 def public(view):
