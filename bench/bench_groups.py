@@ -17,12 +17,14 @@ from pathlib import Path
 
 import pandas as pd
 import requests
-from common import ROOT, require_full_data, targets
+from common import MARIADB_ADMIN, ROOT, require_full_data
 
 sys.path.insert(0, str(ROOT))
+from tests.databases import create_database, drop_database
 from tests.server import ServerProcess, run_cli
 
 GROUP_STORES = 100
+DATABASE = "store_monitor_bench_groups"  # its own: other benchmarks may run meanwhile
 
 
 def group_file(folder: Path, scratch: Path) -> Path:
@@ -65,7 +67,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         groups = group_file(folder, scratch)
-        for name, url in targets(scratch).items():
+        targets = {
+            "SQLite": f"sqlite:///{scratch / 'bench.sqlite3'}",
+            "MariaDB": create_database(MARIADB_ADMIN, DATABASE),
+        }
+        for name, url in targets.items():
             for arguments in ([str(folder)], ["--groups", str(groups)]):
                 loaded = run_cli(url, "load-data", *arguments)
                 if loaded.returncode != 0:
@@ -85,6 +91,7 @@ def main() -> None:
                     )
             finally:
                 server.stop()
+        drop_database(MARIADB_ADMIN, DATABASE)
 
 
 if __name__ == "__main__":

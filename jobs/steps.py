@@ -165,7 +165,7 @@ def start_report(report_id: str, owner: str, worker: Executor) -> None:
         members = with_database_retries(
             lambda: snapshot.scope_store_keys(db.engine, fixed.batch, groups), report_id
         )
-        ranges = scope_ranges(fixed, members, per_shard)
+        ranges = scope_ranges(fixed, members, min(per_shard, snapshot.MAX_SCOPED_SHARD_STORES))
     if not states.plan_shards(report_id, owner, worker.owner, (fixed.now_us, fixed.batch), ranges):
         return
     logger.info(

@@ -3,6 +3,7 @@ SQLite and MariaDB."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from jobs import snapshot, steps
@@ -226,3 +227,24 @@ class _NeverRuns(InlineExecutor):
 
     def enqueue_start(self, report_id: str) -> None:
         return None
+
+
+def test_scoped_shards_hold_at_most_their_share_of_the_scopes_stores():
+    fixed = snapshot.Snapshot(batch=1, now_us=0, last_store_key=100)
+    members = np.array([3, 5, 9, 10, 20])
+    # Two stores a shard: [3, 6) holds 3 and 5; [9, 11) holds 9 and 10; [20, 21) holds 20.
+    assert steps.scope_ranges(fixed, members, 2) == [(3, 6), (9, 11), (20, 21)]
+    assert steps.scope_ranges(fixed, members, 4000) == [(3, 21)]
+    assert steps.scope_ranges(fixed, np.array([], dtype=np.int64), 2) == []
+
+
+def test_a_scoped_shard_reads_only_its_groups_stores(app, tmp_path):
+    groups = load_sample_with_groups(app, tmp_path)
+    with app.app_context():
+        fixed = snapshot.fix_snapshot(db.engine, None)
+        read = snapshot.read_shard(db.engine, fixed, 1, fixed.last_store_key + 1, (NORTH,))
+    north = set(groups[NORTH])
+    inputs = read.inputs
+    for store_keys in (inputs.polls.store, inputs.hours.store, inputs.zones.store):
+        assert set(read.external_ids.reindex(np.unique(store_keys))) <= north
+    assert set(read.external_ids) == north  # every north store has a row in `stores`
