@@ -13,9 +13,10 @@ in doubling spans only for stores that need it). Rows come back packed, one text
 store (`GROUP_CONCAT`), so a few thousand rows cross the driver instead of millions and are
 decoded by numpy in one call.
 
-A scoped report (one covering the stores of some groups) reads only its stores: every read of a
-shard is also limited to the keys the groups held as of the report's batch (a semi-join on
-`store_groups`), so its rows for a store are the rows an unscoped report gives that store.
+A scoped report (one covering the stores of some groups) reads only its stores: a shard first
+reads which of its keys the groups held as of the report's batch, then every read names those
+keys (index lookups: a key range holding 100 stores among 14,000 would be read whole), so its
+rows for a store are the rows an unscoped report gives that store.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ WEEK_US = report.WINDOWS_US["week"]
 FIRST_LOOKBACK_US = timestamps.US_PER_DAY
 MAX_GROUP_CONCAT_BYTES = 4_294_967_295
 KEYS_PER_QUERY = 500
+# Stores of a scoped report's shard: each read names them all (SQLite binds at most 32,766).
+MAX_SCOPED_SHARD_STORES = 4000
 VERSION = "batch <= :batch AND (retired_batch IS NULL OR retired_batch > :batch)"
 
 
@@ -80,10 +83,10 @@ def read_shard(
     """Everything the engine needs for stores with keys in [key_low, key_high) (and, given
     `groups`, members of one of them as of the snapshot's batch)."""
     keys: dict = {"batch": snapshot.batch, "low_key": key_low, "high_key": key_high}
-    if groups is not None:
-        keys["groups"] = list(groups)
     with engine.connect() as conn, ThreadPoolExecutor(1) as background:
         prepare_session(conn)
+        if groups is not None:
+            keys["store_keys"] = shard_members(conn, keys, groups)
         window = None
         if snapshot.now_us is not None:  # the biggest query runs beside the others
             window = background.submit(read_window, engine, keys, snapshot.now_us)
@@ -115,18 +118,30 @@ MEMBERS = (
 
 def in_shard(keys: dict, column: str = "store_key") -> str:
     """The condition on `column` for the shard's stores: its key range, and for a scoped
-    report, membership of its groups."""
+    report, the keys of its stores."""
     where = f"{column} >= :low_key AND {column} < :high_key"
-    if "groups" in keys:
-        where += f" AND {column} IN ({MEMBERS})"
+    if "store_keys" in keys:
+        where += f" AND {column} IN :store_keys"
     return where
 
 
 def statement(sql: str) -> TextClause:
-    """A text query whose list parameters (`:groups`, `:keys`) expand to their values."""
+    """A text query whose list parameters (`:groups`, `:keys`, `:store_keys`) expand to their
+    values."""
     query = text(sql)
-    lists = [name for name in ("groups", "keys") if f":{name}" in sql]
+    lists = [name for name in ("groups", "keys", "store_keys") if f":{name}" in sql]
     return query.bindparams(*(bindparam(name, expanding=True) for name in lists))
+
+
+def shard_members(conn: Connection, keys: dict, groups: tuple[str, ...]) -> list[int]:
+    """The keys in the shard's range of the stores of `groups` as of its batch (at most
+    MAX_SCOPED_SHARD_STORES: the shards of a scoped report are planned so)."""
+    sql = (
+        f"SELECT DISTINCT store_key FROM ({MEMBERS}) members "
+        "WHERE store_key >= :low_key AND store_key < :high_key"
+    )
+    rows = conn.execute(statement(sql), {**keys, "groups": list(groups)}).all()
+    return sorted(int(row[0]) for row in rows)
 
 
 def scope_store_keys(engine: Engine, batch: int, groups: tuple[str, ...]) -> np.ndarray:
