@@ -316,7 +316,7 @@ def keys_group() -> None:
     poller only pushes data. Once a key exists, every API request needs one (or API_TOKEN)."""
 
 
-@keys_group.command("create", cls=ServiceCommand)
+@keys_group.command("create", cls=ServiceCommand, short_help="Create a key; print its token once.")
 @with_appcontext
 @click.argument("name")
 @click.option(
@@ -335,7 +335,7 @@ def keys_create_command(name: str, role: str, groups: tuple[str, ...]) -> None:
     click.echo(token)
 
 
-@keys_group.command("list", cls=ServiceCommand)
+@keys_group.command("list", cls=ServiceCommand, short_help="List the keys (never a token).")
 @with_appcontext
 def keys_list_command() -> None:
     """Name, role, groups, created, last used and revoked of every key (never a token)."""
@@ -350,7 +350,7 @@ def keys_list_command() -> None:
         click.echo("\t".join([key.name, key.role, groups, *shown]))
 
 
-@keys_group.command("revoke", cls=ServiceCommand)
+@keys_group.command("revoke", cls=ServiceCommand, short_help="Revoke a key.")
 @with_appcontext
 @click.argument("name")
 def keys_revoke_command(name: str) -> None:
