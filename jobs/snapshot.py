@@ -12,6 +12,11 @@ before it, and each store's latest poll inside business hours before it (searche
 in doubling spans only for stores that need it). Rows come back packed, one text value per
 store (`GROUP_CONCAT`), so a few thousand rows cross the driver instead of millions and are
 decoded by numpy in one call.
+
+A scoped report (one covering the stores of some groups) reads only its stores: a shard first
+reads which of its keys the groups held as of the report's batch, then every read names those
+keys (index lookups: a key range holding 100 stores among 14,000 would be read whole), so its
+rows for a store are the rows an unscoped report gives that store.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, bindparam, text
+from sqlalchemy import Connection, Engine, TextClause, bindparam, text
 
 import report
 from engine import timestamps
@@ -33,6 +38,8 @@ WEEK_US = report.WINDOWS_US["week"]
 FIRST_LOOKBACK_US = timestamps.US_PER_DAY
 MAX_GROUP_CONCAT_BYTES = 4_294_967_295
 KEYS_PER_QUERY = 500
+# Stores of a scoped report's shard: each read names them all (SQLite binds at most 32,766).
+MAX_SCOPED_SHARD_STORES = 4000
 VERSION = "batch <= :batch AND (retired_batch IS NULL OR retired_batch > :batch)"
 
 
@@ -66,11 +73,20 @@ def fix_snapshot(engine: Engine, as_of_us: int | None) -> Snapshot:
     return Snapshot(batch, now_us, int(last_key))
 
 
-def read_shard(engine: Engine, snapshot: Snapshot, key_low: int, key_high: int) -> ShardInputs:
-    """Everything the engine needs for stores with keys in [key_low, key_high)."""
-    keys = {"batch": snapshot.batch, "low_key": key_low, "high_key": key_high}
+def read_shard(
+    engine: Engine,
+    snapshot: Snapshot,
+    key_low: int,
+    key_high: int,
+    groups: tuple[str, ...] | None = None,
+) -> ShardInputs:
+    """Everything the engine needs for stores with keys in [key_low, key_high) (and, given
+    `groups`, members of one of them as of the snapshot's batch)."""
+    keys: dict = {"batch": snapshot.batch, "low_key": key_low, "high_key": key_high}
     with engine.connect() as conn, ThreadPoolExecutor(1) as background:
         prepare_session(conn)
+        if groups is not None:
+            keys["store_keys"] = shard_members(conn, keys, groups)
         window = None
         if snapshot.now_us is not None:  # the biggest query runs beside the others
             window = background.submit(read_window, engine, keys, snapshot.now_us)
@@ -94,24 +110,63 @@ def prepare_session(conn: Connection) -> None:
         conn.execute(text(f"SET SESSION group_concat_max_len = {MAX_GROUP_CONCAT_BYTES}"))
 
 
-IN_SHARD = "store_key >= :low_key AND store_key < :high_key"
+MEMBERS = (
+    "SELECT g.store_key FROM store_groups g WHERE g.group_id IN :groups "
+    "AND g.batch <= :batch AND (g.retired_batch IS NULL OR g.retired_batch > :batch)"
+)
+
+
+def in_shard(keys: dict, column: str = "store_key") -> str:
+    """The condition on `column` for the shard's stores: its key range, and for a scoped
+    report, the keys of its stores."""
+    where = f"{column} >= :low_key AND {column} < :high_key"
+    if "store_keys" in keys:
+        where += f" AND {column} IN :store_keys"
+    return where
+
+
+def statement(sql: str) -> TextClause:
+    """A text query whose list parameters (`:groups`, `:keys`, `:store_keys`) expand to their
+    values."""
+    query = text(sql)
+    lists = [name for name in ("groups", "keys", "store_keys") if f":{name}" in sql]
+    return query.bindparams(*(bindparam(name, expanding=True) for name in lists))
+
+
+def shard_members(conn: Connection, keys: dict, groups: tuple[str, ...]) -> list[int]:
+    """The keys in the shard's range of the stores of `groups` as of its batch (at most
+    MAX_SCOPED_SHARD_STORES: the shards of a scoped report are planned so)."""
+    sql = (
+        f"SELECT DISTINCT store_key FROM ({MEMBERS}) members "
+        "WHERE store_key >= :low_key AND store_key < :high_key"
+    )
+    rows = conn.execute(statement(sql), {**keys, "groups": list(groups)}).all()
+    return sorted(int(row[0]) for row in rows)
+
+
+def scope_store_keys(engine: Engine, batch: int, groups: tuple[str, ...]) -> np.ndarray:
+    """The sorted keys of the stores in any of `groups` as of `batch`."""
+    sql = f"SELECT DISTINCT store_key FROM ({MEMBERS}) members ORDER BY store_key"
+    with engine.connect() as conn:
+        rows = conn.execute(statement(sql), {"groups": list(groups), "batch": batch}).all()
+    return np.array([row[0] for row in rows], dtype=np.int64)
 
 
 def read_hours(conn: Connection, keys: dict) -> report.WeeklyHours:
     columns = ["store_key", "day_of_week", "start_s", "end_s"]
-    matrix = integer_rows(conn, "business_hours", columns, f"{IN_SHARD} AND {VERSION}", keys)
+    matrix = integer_rows(conn, "business_hours", columns, f"{in_shard(keys)} AND {VERSION}", keys)
     return report.WeeklyHours.of(matrix[:, 0], matrix[:, 1], matrix[:, 2], matrix[:, 3])
 
 
 def read_closures(conn: Connection, keys: dict) -> report.Closures:
     columns = ["store_key", "start_local_s", "end_local_s"]
-    matrix = integer_rows(conn, "closures", columns, f"{IN_SHARD} AND {VERSION}", keys)
+    matrix = integer_rows(conn, "closures", columns, f"{in_shard(keys)} AND {VERSION}", keys)
     return report.Closures.of(matrix[:, 0], matrix[:, 1], matrix[:, 2])
 
 
 def read_zones(conn: Connection, keys: dict) -> report.StoreZones:
-    query = text(
-        f"SELECT store_key, timezone_str FROM store_timezones WHERE {IN_SHARD} AND {VERSION}"
+    query = statement(
+        f"SELECT store_key, timezone_str FROM store_timezones WHERE {in_shard(keys)} AND {VERSION}"
     )
     rows = conn.execute(query, keys).all()
     return report.StoreZones.of(
@@ -120,7 +175,7 @@ def read_zones(conn: Connection, keys: dict) -> report.StoreZones:
 
 
 def read_store_ids(conn: Connection, keys: dict) -> pd.Series:
-    query = text("SELECT id, external_id FROM stores WHERE id >= :low_key AND id < :high_key")
+    query = statement(f"SELECT id, external_id FROM stores WHERE {in_shard(keys, 'id')}")
     rows = conn.execute(query, keys).all()
     return pd.Series(
         np.array([row[1] for row in rows], dtype=object),
@@ -142,11 +197,11 @@ def integer_rows(
     """
     if conn.dialect.name != "mysql":
         sql = f"SELECT {', '.join(columns)} FROM {table} WHERE {where}"
-        rows = conn.execute(text(sql), params).cursor.fetchall()
+        rows = conn.execute(statement(sql), params).cursor.fetchall()
         return np.array(rows, dtype=np.int64).reshape(-1, len(columns))
     row_text = f"CONCAT_WS(',', {', '.join(columns)})"
     sql = f"SELECT GROUP_CONCAT({row_text}) FROM {table} WHERE {where} GROUP BY store_key"
-    values = [row[0] for row in conn.execute(text(sql), params).cursor.fetchall()]
+    values = [row[0] for row in conn.execute(statement(sql), params).cursor.fetchall()]
     return decode_integers(values).reshape(-1, len(columns))
 
 
@@ -165,10 +220,7 @@ def packed_polls(conn: Connection, where: str, params: dict) -> report.Polls:
         "SELECT store_key, COUNT(*), GROUP_CONCAT(ts_us * 2 + active) FROM polls "
         f"WHERE {where} GROUP BY store_key"
     )
-    statement = text(sql)
-    if "IN :keys" in where:
-        statement = statement.bindparams(bindparam("keys", expanding=True))
-    rows = conn.execute(statement, params).cursor.fetchall()
+    rows = conn.execute(statement(sql), params).cursor.fetchall()
     if not rows:
         return report.Polls.of()
     keys, counts, packed_lists = zip(*rows, strict=True)
@@ -195,7 +247,7 @@ def read_window(engine: Engine, keys: dict, now_us: int) -> report.Polls:
         prepare_session(conn)
         return packed_polls(
             conn,
-            f"{IN_SHARD} AND ts_us >= :low AND ts_us <= :high AND batch <= :batch",
+            f"{in_shard(keys)} AND ts_us >= :low AND ts_us <= :high AND polls.batch <= :batch",
             {**keys, "low": now_us - WEEK_US, "high": now_us},
         )
 
@@ -215,16 +267,17 @@ def read_earlier_polls(
     return [before, latest_evidence_before(conn, keys, before, context, low)]
 
 
-BEFORE_QUERY = text(
+BEFORE_QUERY = (
     "SELECT s.id, (SELECT p.ts_us * 2 + p.active FROM polls p WHERE p.store_key = s.id "
     "AND p.ts_us < :low AND p.batch <= :batch ORDER BY p.ts_us DESC LIMIT 1) "
-    "FROM stores s WHERE s.id >= :low_key AND s.id < :high_key"
+    "FROM stores s WHERE "
 )
 
 
 def latest_polls_before(conn: Connection, keys: dict, low: int) -> report.Polls:
     """Each store's latest poll before `low` (one index seek per store)."""
-    rows = conn.execute(BEFORE_QUERY, {**keys, "low": low}).cursor.fetchall()
+    query = statement(BEFORE_QUERY + in_shard(keys, "s.id"))
+    rows = conn.execute(query, {**keys, "low": low}).cursor.fetchall()
     table = np.array(rows, dtype=object).reshape(-1, 2)
     polled = table[:, 1] != None  # noqa: E711 - elementwise test for SQL NULL
     store_keys, packed = table[polled, 0].astype(np.int64), table[polled, 1].astype(np.int64)

@@ -23,15 +23,15 @@ from sqlalchemy.orm import aliased
 from engine import arrays
 from engine.timestamps import quoted
 from loading.validation import LoadError
-from models import BusinessHours, Closure, Store, StoreTimezone
+from models import BusinessHours, Closure, Store, StoreGroupMember, StoreTimezone
 
 POLL_BUFFER_ROWS = 1_000_000
 EXECUTEMANY_ROWS = 50_000
 IN_LIST_SIZE = 500
 DUPLICATE_KEY = 1062  # MySQL/MariaDB warning: a row skipped by IGNORE for its key
 SHOWN_WARNINGS = 5
-VERSIONED_MODELS = (BusinessHours, StoreTimezone, Closure)
-VersionedModel = type[BusinessHours] | type[StoreTimezone] | type[Closure]
+VERSIONED_MODELS = (BusinessHours, StoreTimezone, Closure, StoreGroupMember)
+VersionedModel = type[BusinessHours] | type[StoreTimezone] | type[Closure] | type[StoreGroupMember]
 
 
 # --------------------------------------------------------------------------- polls
@@ -175,6 +175,8 @@ def _refuse_changed_rows(cursor, table: str, sent: int, inserted: int) -> None:
 # Hours rows or closures of one store: more is no business week, but a broken or hostile input
 # (each would be stored and read by every report).
 MAX_ROWS_PER_STORE = 1000
+# Stores of one group: every store of loop-full ten times over.
+MAX_STORES_PER_GROUP = 200_000
 
 
 @dataclass
@@ -187,7 +189,11 @@ class VersionCounts:
 
 
 class VersionedRows:
-    """Writes one input's hours, zones or closures as versions of `batch`, in bounded memory.
+    """Writes one input's hours, zones, closures or group memberships as versions of `batch`,
+    in bounded memory.
+
+    Rows are versioned per owner: a store (hours, zones, closures) or a group (`VERSIONED_BY`
+    of the model names the column); "store" below means that owner.
 
     Each chunk is inserted as it comes, each row once: repeats within the chunk are dropped,
     and so are rows already inserted by an earlier chunk (looked up for the stores seen
@@ -202,12 +208,13 @@ class VersionedRows:
         self, conn: Connection, model: VersionedModel, batch: int, label: str, last_wins: bool
     ) -> None:
         self.conn, self.model, self.batch, self.label = conn, model, batch, label
+        self.owner = owner_column(model)
         names = [column.name for column in model.__table__.columns]
-        self.values = [name for name in names if name not in _VERSION_COLUMNS]
-        self.key = ["store_key"] if last_wins else ["store_key", *self.values]
+        self.values = [name for name in names if name not in (*_VERSION_COLUMNS, self.owner)]
+        self.key = [self.owner] if last_wins else [self.owner, *self.values]
         self.last_wins = last_wins
-        self.limit = 1 if last_wins else MAX_ROWS_PER_STORE
-        self.stores = np.zeros(0, dtype=np.int64)  # with rows of this batch, sorted
+        self.limit = 1 if last_wins else _row_limit(model)
+        self.stores = np.zeros(0, dtype=object)  # owners with rows of this batch, sorted
         self.spanning = False  # whether a store's rows came in more than one chunk
         self.received = 0
         self.kept = 0  # rows of this batch in the table
@@ -216,14 +223,15 @@ class VersionedRows:
         """Insert a chunk of rows (`store_key` and the model's value columns)."""
         self.received += len(rows)
         fresh = rows.drop_duplicates(self.key, keep="last")
-        per_store = fresh.groupby("store_key").size()
+        per_store = fresh.groupby(self.owner).size()
         if len(per_store) and per_store.max() > self.limit:
-            self._refuse(int(per_store.idxmax()))
-        seen = fresh["store_key"].isin(self.stores).to_numpy()
+            self._refuse(per_store.idxmax())
+        seen = fresh[self.owner].isin(self.stores).to_numpy()
         if seen.any():
             self.spanning = True
             fresh = self._without_earlier_rows(fresh, seen)
-        self.stores = np.union1d(self.stores, fresh["store_key"].to_numpy())
+        owners = fresh[self.owner].to_numpy(dtype=object)
+        self.stores = np.union1d(self.stores, owners).astype(object)
         self.kept += bulk_insert(
             self.conn, self.model.__tablename__, fresh.assign(batch=self.batch)
         )
@@ -231,7 +239,7 @@ class VersionedRows:
     def _without_earlier_rows(self, fresh: pd.DataFrame, seen: np.ndarray) -> pd.DataFrame:
         """The chunk's rows but those an earlier chunk inserted; a zone instead deletes its
         store's earlier zone (the last row of a store wins)."""
-        earlier = self._batch_rows(np.unique(fresh["store_key"].to_numpy()[seen]))
+        earlier = self._batch_rows(np.unique(fresh[self.owner].to_numpy(dtype=object)[seen]))
         if self.last_wins:
             for start in range(0, len(earlier), IN_LIST_SIZE):
                 ids = earlier["id"].iloc[start : start + IN_LIST_SIZE].tolist()
@@ -243,30 +251,30 @@ class VersionedRows:
 
     def _batch_rows(self, store_keys: np.ndarray) -> pd.DataFrame:
         """The rows this batch inserted for the given stores: id, key and values."""
-        model = self.model
-        columns = [model.id, *(getattr(model, name) for name in ["store_key", *self.values])]
+        model, owner = self.model, getattr(self.model, self.owner)
+        columns = [model.id, *(getattr(model, name) for name in [self.owner, *self.values])]
         found = []
         for start in range(0, store_keys.size, IN_LIST_SIZE):
             keys = store_keys[start : start + IN_LIST_SIZE].tolist()
-            query = select(*columns).where(model.batch == self.batch, model.store_key.in_(keys))
+            query = select(*columns).where(model.batch == self.batch, owner.in_(keys))
             found += self.conn.execute(query).cursor.fetchall()  # plain tuples: fast to frame
         return pd.DataFrame(found, columns=[column.key for column in columns])
 
     def settle(self) -> VersionCounts:
         """Finish the input's versions in the database; return what its rows came to."""
-        model, batch = self.model, self.batch
+        model, batch, owner = self.model, self.batch, getattr(self.model, self.owner)
         if self.spanning and not self.last_wins:  # each chunk was checked on its own
             self._refuse_crowded_stores()
         unchanged = self.conn.execute(
             delete(model).where(
-                model.batch == batch, model.store_key.in_(select(self._unchanged_stores().c.key))
+                model.batch == batch, owner.in_(select(self._unchanged_stores().c.key))
             )
         ).rowcount
-        replaced = select(model.store_key).where(model.batch == batch).group_by(model.store_key)
+        replaced = select(owner.label("owner")).where(model.batch == batch).group_by(owner)
         self.conn.execute(
             update(model)
             .where(model.retired_batch.is_(None), model.batch < batch)
-            .where(model.store_key.in_(select(replaced.subquery("replaced").c.store_key)))
+            .where(owner.in_(select(replaced.subquery("replaced").c.owner)))
             .values(retired_batch=batch)
         )
         return VersionCounts(self.kept - unchanged, unchanged, self.received - self.kept)
@@ -274,52 +282,60 @@ class VersionedRows:
     def _unchanged_stores(self) -> Subquery:
         """Stores whose new rows (a set, once repeats are gone) are exactly their current
         rows: as many current rows as new ones, and every new one among them."""
-        model, batch = self.model, self.batch
+        model, batch, name = self.model, self.batch, self.owner
         new, current = aliased(model), aliased(model)
         same_row = exists().where(
-            current.store_key == new.store_key,
+            getattr(current, name) == getattr(new, name),
             current.batch < batch,
             current.retired_batch.is_(None),
             *(getattr(current, name) == getattr(new, name) for name in self.values),
         )
+        new_owner, owner = getattr(new, name).label("owner"), getattr(model, name)
         counted = {
-            "new_rows": select(new.store_key, func.count().label("rows")).where(new.batch == batch),
-            "current_rows": select(model.store_key, func.count().label("rows")).where(
+            "new_rows": select(new_owner, func.count().label("rows")).where(new.batch == batch),
+            "current_rows": select(owner.label("owner"), func.count().label("rows")).where(
                 model.batch < batch,
                 model.retired_batch.is_(None),
-                model.store_key.in_(select(new.store_key).where(new.batch == batch)),
+                owner.in_(select(getattr(new, name)).where(new.batch == batch)),
             ),
-            "found_rows": select(new.store_key, func.count().label("rows")).where(
+            "found_rows": select(new_owner, func.count().label("rows")).where(
                 new.batch == batch, same_row
             ),
         }
         new_rows, now_rows, found_rows = (
-            query.group_by(query.selected_columns[0]).subquery(name)
-            for name, query in counted.items()
+            query.group_by(query.selected_columns[0]).subquery(label)
+            for label, query in counted.items()
         )
         return (
-            select(new_rows.c.store_key.label("key"))
-            .join(now_rows, now_rows.c.store_key == new_rows.c.store_key)
-            .join(found_rows, found_rows.c.store_key == new_rows.c.store_key)
+            select(new_rows.c.owner.label("key"))
+            .join(now_rows, now_rows.c.owner == new_rows.c.owner)
+            .join(found_rows, found_rows.c.owner == new_rows.c.owner)
             .where(now_rows.c.rows == new_rows.c.rows, found_rows.c.rows == new_rows.c.rows)
             .subquery("unchanged")
         )
 
     def _refuse_crowded_stores(self) -> None:
         model = self.model
+        owner = getattr(model, self.owner)
         crowded = self.conn.execute(
-            select(model.store_key)
+            select(owner)
             .where(model.batch == self.batch)
-            .group_by(model.store_key)
+            .group_by(owner)
             .having(func.count() > self.limit)
             .limit(1)
         ).scalar()
         if crowded is not None:
-            self._refuse(int(crowded))
+            self._refuse(crowded)
 
-    def _refuse(self, store_key: int) -> None:
-        external_id = self.conn.scalar(select(Store.external_id).where(Store.id == store_key))
+    def _refuse(self, owner: object) -> None:
         what = _ROWS_CALLED[self.model.__tablename__]
+        if self.owner != "store_key":
+            raise LoadError(
+                self.label,
+                f"group {quoted(str(owner))} has more than {self.limit} {what}, the most a "
+                "group may have; nothing was loaded",
+            )
+        external_id = self.conn.scalar(select(Store.external_id).where(Store.id == int(owner)))
         raise LoadError(
             self.label,
             f"store {quoted(str(external_id))} has more than {self.limit} {what}, the most a "
@@ -327,12 +343,22 @@ class VersionedRows:
         )
 
 
-_VERSION_COLUMNS = ("id", "store_key", "batch", "retired_batch")
+_VERSION_COLUMNS = ("id", "batch", "retired_batch")
 _ROWS_CALLED = {
     BusinessHours.__tablename__: "different business-hours rows",
     Closure.__tablename__: "different closures",
     StoreTimezone.__tablename__: "time zone",
+    StoreGroupMember.__tablename__: "stores",
 }
+
+
+def owner_column(model: VersionedModel) -> str:
+    """The column whose rows are replaced together: a store's, or a group's."""
+    return getattr(model, "VERSIONED_BY", "store_key")
+
+
+def _row_limit(model: VersionedModel) -> int:
+    return MAX_STORES_PER_GROUP if model is StoreGroupMember else MAX_ROWS_PER_STORE
 
 
 def purge_retired(conn: Connection, before_batch: int) -> int:

@@ -20,6 +20,7 @@ import loader
 from jobs import results
 from models import Report, ReportResult, ReportStatus, db
 from tests.conftest import ROOT, SAMPLE, make_app
+from tests.owners import NORTH, SOUTH, groups_csv, owners_groups
 from tests.server import ServerProcess, run_cli, wait_for_report
 from web import pages, timelines
 
@@ -1297,3 +1298,71 @@ def test_a_report_waiting_for_a_worker_that_is_not_there_says_so(tab, tmp_path):
         assert tab.errors == []
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def owners_server(tmp_path_factory):
+    """The sample with the north and south groups, a reader key of each and an admin key."""
+    folder = tmp_path_factory.mktemp("owners")
+    url = f"sqlite:///{folder / 'web.sqlite3'}"
+    assert run_cli(url, "load-data", str(SAMPLE)).returncode == 0
+    groups_file = folder / "store_groups.csv"
+    groups_file.write_text(groups_csv(owners_groups()))
+    assert run_cli(url, "load-data", "--groups", str(groups_file)).returncode == 0
+    tokens = {}
+    for name, extra in (
+        ("owner-north", ["--role", "reader", "--group", NORTH]),
+        ("owner-south", ["--role", "reader", "--group", SOUTH]),
+        ("ops", ["--role", "admin"]),
+    ):
+        created = run_cli(url, "keys", "create", name, *extra)
+        assert created.returncode == 0, created.stderr
+        tokens[name] = created.stdout.splitlines()[-1]
+    server = ServerProcess(url, folder / "reports", folder / "server.log").start()
+    yield server, tokens
+    server.stop()
+
+
+def sign_in(page, token: str) -> None:
+    page.locator("#token-dialog").wait_for(state="visible")
+    page.get_by_label("Token", exact=True).fill(token)
+    page.get_by_role("button", name="Use this token").click()
+
+
+@pytest.mark.slow
+def test_a_reader_sees_its_name_and_scope_and_only_its_reports(tab, owners_server):
+    server, tokens = owners_server
+    south = {"Authorization": f"Bearer {tokens['owner-south']}"}
+    theirs = requests.post(f"{server.url}/trigger_report", headers=south, timeout=10).json()
+    page = tab.page
+    page.goto(f"{server.url}/")
+    sign_in(page, tokens["owner-north"])
+    page.get_by_role("button", name="Start report").click()
+    page.locator("#reports-body tr .status-Complete").wait_for()
+    assert page.inner_text("#identity") == f"owner-north · reader · {NORTH}"
+    rows = page.locator("#reports-body tr")
+    assert rows.count() == 1
+    assert page.locator("#reports-body tr td[data-label='Stores of']").inner_text() == NORTH
+    assert page.locator("#reports-body tr td[data-label='By']").inner_text() == "owner-north"
+    assert theirs["report_id"][:8] not in page.inner_text("#reports-body")
+    options = page.locator("#group option").all_inner_texts()
+    assert options == [f"All my groups ({NORTH})", f"Group {NORTH}"]
+    assert tab.errors == [], tab.errors
+
+
+@pytest.mark.slow
+def test_an_admin_picks_the_group_a_report_covers(tab, owners_server):
+    server, tokens = owners_server
+    page = tab.page
+    page.goto(f"{server.url}/")
+    sign_in(page, tokens["ops"])
+    page.locator("#group-field").wait_for(state="visible")
+    assert page.inner_text("#identity") == "ops · admin · every store"
+    page.get_by_label("Stores", exact=True).select_option(SOUTH)
+    page.get_by_role("button", name="Start report").click()
+    # The south owner's report is listed too (an admin sees every report): wait for the one
+    # this admin started, of south.
+    by_admin = page.locator("td[data-label='By']", has_text="ops")
+    scope = page.locator("td[data-label='Stores of']", has_text=SOUTH)
+    page.locator("#reports-body tr", has=by_admin).filter(has=scope).first.wait_for()
+    assert tab.errors == [], tab.errors
