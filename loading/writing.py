@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from sqlalchemy import Connection, Subquery, delete, exists, func, select, update
 from sqlalchemy.orm import aliased
@@ -47,14 +48,14 @@ class KnownStores:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.index = pd.Index([], dtype=object)
+        self.ids = pa.array([], type=pa.string())
         self.keys = np.zeros(0, dtype=np.int64)
 
-    def lookup(self, ids: np.ndarray) -> np.ndarray:
-        """Each id's key, or -1 when not known here."""
+    def lookup(self, ids: pa.Array) -> np.ndarray:
+        """Each id's key, or -1 when not known here (Arrow's hash lookup: bytes compared)."""
         with self.lock:
-            index, keys = self.index, self.keys
-        position = index.get_indexer(ids)
+            known_ids, keys = self.ids, self.keys
+        position = _positions(ids, known_ids)
         return np.where(position >= 0, keys[np.maximum(position, 0)] if keys.size else -1, -1)
 
     def forget_if_beyond(self, largest_key: int) -> None:
@@ -62,15 +63,23 @@ class KnownStores:
         database was restored to an earlier state, and its keys may now mean other stores."""
         with self.lock:
             if self.keys.size and int(self.keys.max()) > largest_key:
-                self.index, self.keys = pd.Index([], dtype=object), np.zeros(0, dtype=np.int64)
+                self.ids, self.keys = pa.array([], type=pa.string()), np.zeros(0, dtype=np.int64)
 
-    def remember(self, ids: np.ndarray, keys: np.ndarray) -> None:
-        if ids.size == 0:
+    def remember(self, ids: pa.Array | np.ndarray, keys: np.ndarray) -> None:
+        ids = _strings(ids)
+        if len(ids) == 0:
             return
         with self.lock:
-            fresh = self.index.get_indexer(ids) < 0
-            self.index = self.index.append(pd.Index(ids[fresh], dtype=object))
+            fresh = _positions(ids, self.ids) < 0
+            self.ids = pa.concat_arrays([self.ids, ids.filter(pa.array(fresh))])
             self.keys = np.concatenate([self.keys, keys[fresh]])
+
+
+def _positions(ids: pa.Array, known_ids: pa.Array) -> np.ndarray:
+    """Each id's position among `known_ids`, or -1."""
+    if len(known_ids) == 0:
+        return np.full(len(ids), -1, dtype=np.int64)
+    return pc.index_in(ids, value_set=known_ids).fill_null(-1).to_numpy()
 
 
 _KNOWN: dict[str, KnownStores] = {}
@@ -99,21 +108,24 @@ class StoreKeys:
         self.seen = KnownStores()  # looked up or created by this load, not yet committed
         self.next_key = largest + 1
 
-    def keys_for(self, store_ids: pa.Array | np.ndarray) -> np.ndarray:
+    def keys_for(self, store_ids: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:
         """Keys of the given ids (an Arrow or object array), creating unknown stores."""
-        encoded = pa.array(store_ids, type=pa.string()).dictionary_encode()
-        distinct = np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
-        keys = self.known.lookup(distinct)
+        ids = _strings(store_ids)
+        keys = self.known.lookup(ids)
         unknown = keys < 0
-        keys[unknown] = self.seen.lookup(distinct[unknown])
-        if (keys < 0).any():
-            self._look_up_or_create(distinct[keys < 0])
-            keys[keys < 0] = self.seen.lookup(distinct[keys < 0])
-        return keys[encoded.indices.to_numpy(zero_copy_only=False)]
+        if unknown.any():
+            keys[unknown] = self.seen.lookup(ids.filter(pa.array(unknown)))
+            missing = keys < 0
+            if missing.any():
+                missing_ids = ids.filter(pa.array(missing))
+                distinct = pc.unique(missing_ids).to_numpy(zero_copy_only=False)
+                self._look_up_or_create(np.asarray(distinct, dtype=object))
+                keys[missing] = self.seen.lookup(missing_ids)
+        return keys
 
     def remember(self) -> None:
         """After the commit: this load's stores are committed, the process may keep them."""
-        self.known.remember(self.seen.index.to_numpy(dtype=object), self.seen.keys)
+        self.known.remember(self.seen.ids, self.seen.keys)
 
     def _look_up_or_create(self, ids: np.ndarray) -> None:
         found_ids, found_keys = self._stored(ids)
@@ -152,6 +164,15 @@ class StoreKeys:
             ) from exc
         self.next_key += new_ids.size
         return keys
+
+
+def _strings(store_ids: pa.Array | pa.ChunkedArray | np.ndarray) -> pa.Array:
+    """Ids as one Arrow string array (the type the remembered ids have)."""
+    if isinstance(store_ids, pa.ChunkedArray):
+        store_ids = store_ids.combine_chunks()
+    if isinstance(store_ids, pa.Array):
+        return store_ids.cast(pa.string())
+    return pa.array(store_ids, type=pa.string())
 
 
 # --------------------------------------------------------------------------- polls
