@@ -155,7 +155,7 @@ def load_data_command(folder, polls, hours, timezones, closures, skip_invalid, i
             closures=closures,
             skip_invalid=skip_invalid,
             progress=progress,
-            compact_every_seconds=current_app.config["POLLS_COMPACT_EVERY_SECONDS"],
+            compact_every_seconds=current_app.config["POLLS_COMPACT_SECONDS"],
         )
     except loader.LoadError as exc:
         if progress:

@@ -13,7 +13,7 @@ In one run, on loop-full:
    (one report to warm up, then the median of 3);
 6. the yardstick again. Ratios use the median of all six yardstick runs.
 
-`POLLS_COMPACT_EVERY_SECONDS` is set to 0 for step 4 (compaction allowed after every load) so
+`POLLS_COMPACT_SECONDS` is set to 0 for step 4 (compaction allowed after every load) so
 that 24 uploads made within a minute behave as 24 made an hour apart.
 """
 
@@ -120,7 +120,7 @@ def hourly_uploads(url: str, scratch: Path) -> None:
             {"store_id": stores, "status": random.choice(["active", "inactive"], UPLOAD_POLLS),
              "timestamp_utc": stamps}
         ).to_csv(path, index=False)  # fmt: skip
-        flask(url, "load-data", "--polls", str(path), POLLS_COMPACT_EVERY_SECONDS=COMPACT_EVERY)
+        flask(url, "load-data", "--polls", str(path), POLLS_COMPACT_SECONDS=COMPACT_EVERY)
 
 
 def warm_report(url: str, scratch: Path) -> list[float]:

@@ -85,7 +85,7 @@ def _is_due(conn: Connection, every_seconds: float, bloat_limit: float) -> bool:
     if age_seconds is not None and age_seconds < every_seconds:
         logger.info(
             "polls table: %.1f MB of pages for %.1f MB of rows; last rebuilt %d s ago, next "
-            "rebuild after %d s (POLLS_COMPACT_EVERY_SECONDS)",
+            "rebuild after %d s (POLLS_COMPACT_SECONDS)",
             data_bytes / 2**20,
             needed / 2**20,
             age_seconds,
