@@ -29,6 +29,7 @@ from models import BusinessHours, Closure, Store, StoreTimezone
 
 POLL_BUFFER_ROWS = 1_000_000
 EXECUTEMANY_ROWS = 50_000
+ROWS_PER_STATEMENT = 100  # SQLite: rows of one INSERT (3-7 columns: far below its 32,766 values)
 IN_LIST_SIZE = 500
 DUPLICATE_KEY = 1062  # MySQL/MariaDB warning: a row skipped by IGNORE for its key
 SHOWN_WARNINGS = 5
@@ -273,18 +274,40 @@ def insert_rows(
     verb: str = "INSERT",
     same: dict[str, int] | None = None,
 ) -> int:
-    """Plain INSERTs through the driver's executemany (a duplicate key raises)."""
+    """Plain INSERTs through the driver's executemany (a duplicate key raises).
+
+    On SQLite, integer rows go ROWS_PER_STATEMENT to a statement (`VALUES (…), (…), …`), rows
+    in order: a third of the time of one statement a row, whose cost is mostly the driver's
+    per-statement work.
+    """
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     same = same or {}
     names = ", ".join([*rows.columns, *same])
-    values = ", ".join([mark] * rows.shape[1] + [str(int(value)) for value in same.values()])
-    sql = f"{verb} INTO {table} ({names}) VALUES ({values})"
+    row = "(" + ", ".join([mark] * rows.shape[1] + [str(int(v)) for v in same.values()]) + ")"
     cursor = conn.connection.driver_connection.cursor()
+    grouped = conn.dialect.name == "sqlite" and all(
+        pd.api.types.is_integer_dtype(dtype) for dtype in rows.dtypes
+    )
     inserted = 0
     for start in range(0, len(rows), EXECUTEMANY_ROWS):  # bounds the Python objects alive
         part = rows.iloc[start : start + EXECUTEMANY_ROWS]
-        cursor.executemany(sql, zip(*(part[name].tolist() for name in part.columns), strict=True))
-        inserted += cursor.rowcount
+        whole = len(part) // ROWS_PER_STATEMENT * ROWS_PER_STATEMENT if grouped else 0
+        if whole:
+            values = ", ".join([row] * ROWS_PER_STATEMENT)
+            flat = (
+                part.iloc[:whole]
+                .to_numpy(dtype=np.int64)
+                .reshape(-1, ROWS_PER_STATEMENT * part.shape[1])
+            )
+            cursor.executemany(f"{verb} INTO {table} ({names}) VALUES {values}", flat.tolist())
+            inserted += cursor.rowcount
+        rest = part.iloc[whole:]
+        if len(rest):
+            cursor.executemany(
+                f"{verb} INTO {table} ({names}) VALUES {row}",
+                zip(*(rest[name].tolist() for name in rest.columns), strict=True),
+            )
+            inserted += cursor.rowcount
     return inserted
 
 
