@@ -2,16 +2,18 @@
 
 In one run, on loop-full:
 1. the yardstick: a child process that parses the polls file with pandas (read_csv, strip
-   " UTC", `to_datetime(format="ISO8601")`), whole-process wall time, median of 3;
-2. SQLite: `flask load-data` in a child process on a fresh database, median of 3;
+   " UTC", `to_datetime(format="ISO8601")`), whole-process wall time;
+2. SQLite: `flask load-data` in a child process on a fresh database, 3 times, each right after
+   a yardstick run;
 3. MariaDB: `flask load-data`, the table's `data_length` (after `ANALYZE TABLE`, which makes
    the statistics current) before and after `OPTIMIZE TABLE`;
 4. MariaDB again from a fresh load: 24 hourly uploads of 10,000 polls (the hours after the
    latest poll, 10,000 stores drawn at random) through `flask load-data --polls`, then
    `data_length`, then after `OPTIMIZE TABLE`;
 5. the warm report on that database: `POST /trigger_report` → Complete on the real server
-   (one report to warm up, then the median of 3);
-6. the yardstick again. Ratios use the median of all six yardstick runs.
+   (one report to warm up, then the median of 3), with the yardstick run twice just before and
+   twice just after it.
+Each ratio uses yardsticks measured next to what it compares: the machine's load varies.
 
 `POLLS_COMPACT_SECONDS` is set to 0 for step 4 (compaction allowed after every load) so
 that 24 uploads made within a minute behave as 24 made an hour apart.
@@ -134,36 +136,38 @@ def warm_report(url: str, scratch: Path) -> list[float]:
 
 def main() -> None:
     folder = require_full_data()
-    sticks = [yardstick(folder) for _ in range(3)]
-    print(f"yardstick (pandas parses the polls file): {', '.join(f'{s:.2f}' for s in sticks)} s")
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
-        sqlite_loads = []
-        for n in range(3):
-            url = f"sqlite:///{scratch / f'load-{n}.sqlite3'}"
-            sqlite_loads.append(fresh_load(url, folder))
-        print(f"SQLite load-data: {', '.join(f'{s:.2f}' for s in sqlite_loads)} s")
+        sqlite_ratios = []
+        for n in range(3):  # each load beside a yardstick of its own: the machine's load varies
+            stick = yardstick(folder)
+            seconds = fresh_load(f"sqlite:///{scratch / f'load-{n}.sqlite3'}", folder)
+            sqlite_ratios.append(seconds / stick)
+            print(f"SQLite load-data {seconds:.2f} s, yardstick {stick:.2f} s: "
+                  f"{seconds / stick:.2f}x", flush=True)  # fmt: skip
 
         url = create_database(MARIADB_ADMIN, "store_monitor_bench_polls")
         seconds = fresh_load(url, folder)
         loaded, optimized = data_length_mb(url), data_length_mb(url, optimize=True)
-        print(f"MariaDB load-data {seconds:.2f} s; polls data_length {loaded:.1f} MB, "
-              f"after OPTIMIZE {optimized:.1f} MB ({loaded / optimized:.2f}x)")  # fmt: skip
+        print(f"MariaDB load-data {seconds:.2f} s; polls data_length {loaded:.1f} MB, after "
+              f"OPTIMIZE {optimized:.1f} MB ({loaded / optimized:.2f}x)", flush=True)  # fmt: skip
 
         url = create_database(MARIADB_ADMIN, "store_monitor_bench_polls")
         fresh_load(url, folder)
         hourly_uploads(url, scratch)
         appended = data_length_mb(url)
+        sticks = [yardstick(folder) for _ in range(2)]
         reports = warm_report(url, scratch)
+        sticks += [yardstick(folder) for _ in range(2)]
         compacted = data_length_mb(url, optimize=True)
         print(f"after {UPLOADS} uploads of {UPLOAD_POLLS:,}: data_length {appended:.1f} MB, "
               f"after OPTIMIZE {compacted:.1f} MB ({appended / compacted:.2f}x)")  # fmt: skip
-        print(f"MariaDB warm report: {', '.join(f'{s:.2f}' for s in reports)} s")
-    sticks += [yardstick(folder) for _ in range(3)]
     stick = statistics.median(sticks)
-    print(f"yardstick again: {', '.join(f'{s:.2f}' for s in sticks[3:])} s; median {stick:.2f} s")
-    print(f"SQLite load / yardstick: {statistics.median(sqlite_loads) / stick:.2f}x "
-          f"(runs {min(sqlite_loads) / stick:.2f}-{max(sqlite_loads) / stick:.2f}x)")  # fmt: skip
+    listed = ", ".join(f"{s:.2f}" for s in sticks)
+    print(f"MariaDB warm report: {', '.join(f'{s:.2f}' for s in reports)} s; yardstick just "
+          f"before and after: {listed} s (median {stick:.2f})")  # fmt: skip
+    print(f"SQLite load / yardstick: median {statistics.median(sqlite_ratios):.2f}x "
+          f"(runs {min(sqlite_ratios):.2f}-{max(sqlite_ratios):.2f}x)")  # fmt: skip
     print(f"MariaDB warm report / yardstick: {statistics.median(reports) / stick:.2f}x "
           f"(runs {min(reports) / stick:.2f}-{max(reports) / stick:.2f}x)")  # fmt: skip
 
