@@ -55,21 +55,23 @@ class Compaction:
 
 
 def compact_polls_if_bloated(
-    engine: Engine, every_seconds: float, bloat_limit: float = BLOAT_LIMIT
+    engine: Engine, every_seconds: float, bloat_limit: float | None = None
 ) -> Compaction | None:
     """Rebuild MariaDB's polls table if its pages exceed `bloat_limit` × what its rows need
     and its last rebuild is at least `every_seconds` old; return what was done, if anything.
 
     Another process compacting means nothing to do here: the lock is tried, never waited for.
+    `bloat_limit` defaults to BLOAT_LIMIT.
     """
     if engine.dialect.name != "mysql":
         return None
+    limit = BLOAT_LIMIT if bloat_limit is None else bloat_limit
     with engine.connect() as conn:
         if not conn.scalar(text("SELECT GET_LOCK(:name, 0)"), {"name": LOCK_NAME}):
             logger.info("polls table: another process is compacting it")
             return None
         try:
-            if not _is_due(conn, every_seconds, bloat_limit):
+            if not _is_due(conn, every_seconds, limit):
                 return None
             return _rebuild(conn)
         finally:
