@@ -166,6 +166,7 @@ def load_data_command(
             groups=groups,
             skip_invalid=skip_invalid,
             progress=progress,
+            compact_every_seconds=current_app.config["POLLS_COMPACT_SECONDS"],
         )
     except loader.LoadError as exc:
         if progress:

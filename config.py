@@ -188,6 +188,15 @@ SETTINGS: dict[str, Setting] = {
         600_000,
         help="how long an upload waits for another load's lock before answering 503",
     ),
+    "POLLS_COMPACT_SECONDS": Setting(
+        float,
+        3600.0,
+        0,
+        31_536_000,
+        help="MariaDB: after a load, the polls table is rebuilt online (`ALTER TABLE polls "
+        "FORCE`) when appends left its pages over 1.25x what its rows need, at most once in "
+        "this many seconds",
+    ),
     "HOST": Setting(str, "127.0.0.1", help="address `python app.py` listens on"),
     "PORT": Setting(int, 5000, 1, 65_535, help="port `python app.py` listens on"),
     "HTTP_THREADS": Setting(

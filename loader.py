@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from loading import ndjson
+from loading.compaction import Compaction, compact_polls_if_bloated
 from loading.lock_waits import LockWaitTimeout, bounded_lock_wait, writers_in_turn
 from loading.rejects import RejectsFile, RejectsInMemory, default_rejects_path
 from loading.sources import (
@@ -135,10 +136,12 @@ class LoadSummary:
     batch: int
     seconds: float = 0.0
     files: list[FileSummary] = field(default_factory=list)
+    compaction: Compaction | None = None  # the polls table rebuilt after the commit
 
     def __str__(self) -> str:
         lines = [str(item) for item in self.files]
-        return "\n".join([*lines, f"batch {self.batch} committed in {self.seconds:.1f} s"])
+        lines.append(f"batch {self.batch} committed in {self.seconds:.1f} s")
+        return "\n".join([*lines, *([str(self.compaction)] if self.compaction else [])])
 
 
 # --------------------------------------------------------------------------- the doors
@@ -155,6 +158,7 @@ def load(
     groups: Path | str | None = None,
     skip_invalid: bool = False,
     progress: ProgressCallback | None = None,
+    compact_every_seconds: float | None = None,
 ) -> LoadSummary:
     """Load a folder and/or single files in one transaction; raise LoadError and change nothing
     on invalid input (unless `skip_invalid`, which loads the valid rows and writes the others to
@@ -172,6 +176,7 @@ def load(
         skip_invalid=skip_invalid,
         rejects=RejectsTo.FILE,
         progress=progress,
+        compact_every_seconds=compact_every_seconds,
     )
 
 
@@ -184,6 +189,7 @@ def load_sources(
     progress: ProgressCallback | None = None,
     lock_wait_ms: int | None = None,
     check_first: bool = False,
+    compact_every_seconds: float | None = None,
 ) -> LoadSummary:
     """Load inputs (at most one of each kind) in one transaction.
 
@@ -196,6 +202,8 @@ def load_sources(
     `lock_wait_ms` bounds the wait for another load's lock (then LoadError `LOCKED`);
     `check_first` reads and checks every input before taking the lock (and again, to write,
     under it): concurrent uploads then only queue for their writes.
+    With `compact_every_seconds`, a MariaDB polls table bloated by appends is rebuilt after
+    the commit, at most that often (`compaction`; the summary says what was done).
     """
     file_loads = [
         _FileLoad(source, _rejects_for(source, skip_invalid, rejects))
@@ -214,7 +222,18 @@ def load_sources(
         item.finish()
     summary = LoadSummary(batch, time.perf_counter() - clock, [item.summary for item in file_loads])
     logger.info("load committed: %s", summary)
+    if compact_every_seconds is not None:
+        summary.compaction = _compact_polls(engine, compact_every_seconds)
     return summary
+
+
+def _compact_polls(engine: Engine, every_seconds: float) -> Compaction | None:
+    """Compact the polls table if due; a failure is logged, never the committed load's."""
+    try:
+        return compact_polls_if_bloated(engine, every_seconds)
+    except Exception:
+        logger.exception("polls table: compaction failed (the load is committed)")
+        return None
 
 
 def _in_load_order(sources: list[Source]) -> list[Source]:
@@ -450,10 +469,13 @@ def _load_file(
         _write_store_rows(conn, item, keys, values, batch)
         return None, None
     writer = PollWriter(conn, batch)
-    for part in values:
-        if part["ts_us"].size:
-            writer.add(keys.keys_for(part["store_id"]), part["ts_us"], part["active"])
-    writer.flush()
+    try:
+        for part in values:
+            if part["ts_us"].size:
+                writer.add(keys.keys_for(part["store_id"]), part["ts_us"], part["active"])
+        writer.finish()
+    finally:
+        writer.close()
     item.summary.loaded += writer.inserted
     item.summary.duplicates += writer.written - writer.inserted
     return writer.low, writer.high

@@ -242,14 +242,35 @@ def concat_polls(parts: list[report.Polls]) -> report.Polls:
 
 
 def read_window(engine: Engine, keys: dict, now_us: int) -> report.Polls:
-    """The week's polls, on a connection of its own (it runs beside the other reads)."""
+    """The week's polls, on a connection of its own (it runs beside the other reads).
+
+    Asked for by lists of store keys: each key is then a range of the primary key bounded in
+    time too, so only the week's rows are read (a range of stores would read each store's
+    polls from its first, whatever the history's length).
+    """
+    where = "store_key IN :keys AND ts_us >= :low AND ts_us <= :high AND batch <= :batch"
+    bounds = {"batch": keys["batch"], "low": now_us - WEEK_US, "high": now_us}
     with engine.connect() as conn:
         prepare_session(conn)
-        return packed_polls(
-            conn,
-            f"{in_shard(keys)} AND ts_us >= :low AND ts_us <= :high AND polls.batch <= :batch",
-            {**keys, "low": now_us - WEEK_US, "high": now_us},
+        return concat_polls(
+            [
+                packed_polls(conn, where, {**bounds, "keys": store_keys})
+                for store_keys in key_lists(keys)
+            ]
         )
+
+
+def key_lists(keys: dict) -> list[list[int]]:
+    """The shard's store keys in lists of at most KEYS_PER_QUERY: a scoped shard's own keys,
+    else every key of [low_key, high_key) (store keys are dense: each may have polls)."""
+    if "store_keys" in keys:
+        members = keys["store_keys"]
+        return [members[i : i + KEYS_PER_QUERY] for i in range(0, len(members), KEYS_PER_QUERY)]
+    low_key, high_key = keys["low_key"], keys["high_key"]
+    return [
+        list(range(start, min(start + KEYS_PER_QUERY, high_key)))
+        for start in range(low_key, high_key, KEYS_PER_QUERY)
+    ]
 
 
 def read_earlier_polls(
@@ -272,12 +293,48 @@ BEFORE_QUERY = (
     "AND p.ts_us < :low AND p.batch <= :batch ORDER BY p.ts_us DESC LIMIT 1) "
     "FROM stores s WHERE "
 )
+# MySQL/MariaDB: each store's latest poll before `low` in any batch, found by a loose index
+# scan (one seek per store), with its batch. Its correlated form above walks back through the
+# whole week of each store there (an index "ref" on the store, not a range).
+LATEST_BEFORE_ANY_BATCH = (
+    "SELECT p.store_key, p.ts_us * 2 + p.active, p.batch FROM polls p JOIN "
+    "(SELECT store_key, MAX(ts_us) AS ts_us FROM polls WHERE {shard} "
+    "AND ts_us < :low GROUP BY store_key) latest "
+    "ON p.store_key = latest.store_key AND p.ts_us = latest.ts_us"
+)
 
 
 def latest_polls_before(conn: Connection, keys: dict, low: int) -> report.Polls:
-    """Each store's latest poll before `low` (one index seek per store)."""
-    query = statement(BEFORE_QUERY + in_shard(keys, "s.id"))
+    """Each store's latest poll before `low` as of the snapshot's batch.
+
+    SQLite seeks each store's with the correlated query. MySQL/MariaDB takes each store's
+    latest of any batch (a loose index scan) and asks the correlated query only for the stores
+    whose latest came in a load after the snapshot's batch.
+    """
+    if conn.dialect.name != "mysql":
+        return _correlated_latest_before(conn, keys, low, in_shard(keys, "s.id"))
+    query = statement(LATEST_BEFORE_ANY_BATCH.format(shard=in_shard(keys)))
     rows = conn.execute(query, {**keys, "low": low}).cursor.fetchall()
+    table = np.array(rows, dtype=np.int64).reshape(-1, 3)
+    seen = table[:, 2] <= keys["batch"]
+    found = report.Polls.of(table[seen, 0], table[seen, 1] >> 1, (table[seen, 1] & 1).astype(bool))
+    later = np.unique(table[~seen, 0])
+    if later.size == 0:
+        return found
+    return concat_polls(
+        [found]
+        + [
+            _correlated_latest_before(conn, {**keys, "keys": part.tolist()}, low, "s.id IN :keys")
+            for part in np.array_split(later, -(-later.size // KEYS_PER_QUERY))
+        ]
+    )
+
+
+def _correlated_latest_before(
+    conn: Connection, params: dict, low: int, stores: str
+) -> report.Polls:
+    """Each store's latest poll before `low` with `batch <= :batch` (one index seek per store)."""
+    rows = conn.execute(statement(BEFORE_QUERY + stores), {**params, "low": low}).cursor.fetchall()
     table = np.array(rows, dtype=object).reshape(-1, 2)
     polled = table[:, 1] != None  # noqa: E711 - elementwise test for SQL NULL
     store_keys, packed = table[polled, 0].astype(np.int64), table[polled, 1].astype(np.int64)

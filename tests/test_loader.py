@@ -18,7 +18,7 @@ from app import create_app
 from jobs import results, steps
 from jobs.executors import InlineExecutor
 from jobs.options import ReportRequest
-from loading import rejects, sources, writing
+from loading import rejects, sorted_runs, sources, writing
 from models import Report, db
 from tests.conftest import ROOT, SAMPLE
 from tests.loading import (
@@ -460,8 +460,9 @@ def test_of_two_polls_at_one_instant_the_first_loaded_is_kept(
     app, tmp_path, monkeypatch, several_runs
 ):
     # Store 2's polls need sorting and its duplicates are neighbours; store 1's are far apart.
-    # With several runs (tiny read blocks, a buffer of two polls) the file is written in
-    # several sorted runs, and store 1's duplicates fall in different runs.
+    # With several runs (tiny read blocks, a buffer of two polls) the file is sorted in
+    # several runs, store 1's duplicates fall in different runs, and the runs are merged and
+    # written a few polls at a time.
     runs = []
     real_bulk_insert = writing.bulk_insert
     monkeypatch.setattr(
@@ -474,6 +475,7 @@ def test_of_two_polls_at_one_instant_the_first_loaded_is_kept(
     if several_runs:
         monkeypatch.setattr(sources, "BATCH_BYTES", 64)
         monkeypatch.setattr(writing, "POLL_BUFFER_ROWS", 2)
+        monkeypatch.setattr(sorted_runs, "MIN_RUN_BLOCK_ROWS", 1)
     write(
         tmp_path / "store_status.csv",
         POLL_HEADER + "2,active,2023-01-25 11:00:00 UTC\n"

@@ -3,13 +3,15 @@ versioned hours, time zones and closures, and the purge of old versions."""
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import Engine, event
 
 import loader
-from loading import sources, stores, writing
+from loading import sorted_runs, sources, stores, writing
 from models import db
 from tests.loading import (
     CLOSURES_HEADER,
@@ -26,6 +28,7 @@ from tests.loading import (
 AT_10_00 = 1674640800000000
 AT_11_00 = 1674644400000000
 AT_11_30 = 1674646200000000
+AT_MIDNIGHT = 1674604800000000
 POLLS_WITH_IDS = (
     "SELECT s.external_id, p.ts_us, p.active FROM polls p JOIN stores s ON s.id = p.store_key "
     "ORDER BY p.ts_us, p.active"
@@ -364,3 +367,56 @@ def test_purge_retired_deletes_only_versions_retired_by_the_given_batch(app, tmp
     with app.app_context(), loader.loading_engine(db.engine).begin() as conn:
         assert writing.purge_retired(conn, 2) == 1
     assert rows(app, everything) == [("Europe/Paris", 2, 3), ("America/Denver", 3, None)]
+
+
+# --------------------------------------------------------------------------- polls in key order
+
+
+def test_a_load_larger_than_the_buffer_is_written_in_key_order_first_duplicate_kept(
+    app, tmp_path, monkeypatch
+):
+    # 240 polls of 6 stores in a scrambled order, every tenth one repeating an earlier
+    # (store, instant) with the other status. A buffer of 7 polls and merge blocks of 1 poll a
+    # run make dozens of runs and steps; the database must still receive the whole load in
+    # (store key, instant) order, and keep of each repeated pair its first row in the file.
+    monkeypatch.setattr(sources, "BATCH_BYTES", 256)
+    monkeypatch.setattr(writing, "POLL_BUFFER_ROWS", 7)
+    monkeypatch.setattr(sorted_runs, "MIN_RUN_BLOCK_ROWS", 1)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the runs are spilled
+    sent: list[pd.DataFrame] = []
+    real_bulk_insert = writing.bulk_insert
+
+    def recorded(conn, table, frame, **options):
+        if table == "polls":
+            sent.append(frame[["store_key", "ts_us"]].copy())
+        return real_bulk_insert(conn, table, frame, **options)
+
+    monkeypatch.setattr(writing, "bulk_insert", recorded)
+    lines, first_status = [], {}
+    for n in range(240):
+        store, minute = f"s{(n * 7) % 6}", (n * 37) % 200
+        if n % 10 == 9:
+            store, minute = lines[n - 5][:2]
+        status = "active" if (n // 3) % 2 else "inactive"
+        if (store, minute) in first_status:
+            status = "inactive" if first_status[(store, minute)] == "active" else "active"
+        first_status.setdefault((store, minute), status)
+        lines.append((store, minute, status))
+    body = "".join(
+        f"{store},{status},2023-01-25 {minute // 60:02d}:{minute % 60:02d}:00 UTC\n"
+        for store, minute, status in lines
+    )
+    summary = load(app, polls=write(tmp_path / "store_status.csv", POLL_HEADER + body))
+
+    keys = pd.concat(sent, ignore_index=True)
+    in_order = keys.sort_values(["store_key", "ts_us"], kind="stable").index
+    assert len(sent) > 3 and list(keys.index) == list(in_order)
+    assert summary.files[0].loaded == len(first_status)
+    assert summary.files[0].duplicates == 240 - len(first_status)
+    stored = rows(app, POLLS_WITH_IDS)
+    expected = [
+        (store, AT_MIDNIGHT + minute * 60_000_000, int(status == "active"))
+        for (store, minute), status in first_status.items()
+    ]
+    assert sorted(stored) == sorted(expected)
+    assert list(tmp_path.glob("sorted-runs-*")) == []

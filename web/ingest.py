@@ -69,6 +69,7 @@ def ingest(kind: str) -> Response:
                 rejects=loader.RejectsTo.MEMORY,
                 lock_wait_ms=current_app.config["INGEST_LOCK_TIMEOUT_MS"],
                 check_first=True,  # check before queueing for the lock, write under it
+                compact_every_seconds=current_app.config["POLLS_COMPACT_SECONDS"],
             )
         except loader.LoadError as exc:
             raise refusal(exc) from exc
