@@ -66,14 +66,18 @@ def fix_snapshot(engine: Engine, as_of_us: int | None) -> Snapshot:
     return Snapshot(batch, now_us, int(last_key))
 
 
-def read_shard(engine: Engine, snapshot: Snapshot, key_low: int, key_high: int) -> ShardInputs:
-    """Everything the engine needs for stores with keys in [key_low, key_high)."""
+def read_shard(
+    engine: Engine, snapshot: Snapshot, key_low: int, key_high: int, since_us: int | None = None
+) -> ShardInputs:
+    """Everything the engine needs for stores with keys in [key_low, key_high): polls from
+    `since_us` (default: the week before `now`) to `now`, and the latest ones before."""
     keys = {"batch": snapshot.batch, "low_key": key_low, "high_key": key_high}
     with engine.connect() as conn, ThreadPoolExecutor(1) as background:
         prepare_session(conn)
         window = None
         if snapshot.now_us is not None:  # the biggest query runs beside the others
-            window = background.submit(read_window, engine, keys, snapshot.now_us)
+            since_us = snapshot.now_us - WEEK_US if since_us is None else since_us
+            window = background.submit(read_window, engine, keys, since_us, snapshot.now_us)
         hours, zones, closures = (
             read_hours(conn, keys),
             read_zones(conn, keys),
@@ -83,7 +87,7 @@ def read_shard(engine: Engine, snapshot: Snapshot, key_low: int, key_high: int) 
         if window is None:
             polls = report.Polls.of()
         else:
-            earlier = read_earlier_polls(conn, keys, hours, zones, closures, snapshot.now_us)
+            earlier = read_earlier_polls(conn, keys, hours, zones, closures, since_us)
             polls = concat_polls([window.result(), *earlier])
     return ShardInputs(report.ReportInputs(polls, hours, zones, closures), external_ids)
 
@@ -189,14 +193,15 @@ def concat_polls(parts: list[report.Polls]) -> report.Polls:
 # --------------------------------------------------------------------------- polls
 
 
-def read_window(engine: Engine, keys: dict, now_us: int) -> report.Polls:
-    """The week's polls, on a connection of its own (it runs beside the other reads)."""
+def read_window(engine: Engine, keys: dict, since_us: int, now_us: int) -> report.Polls:
+    """The polls from `since_us` to `now_us` (a report: the week), on a connection of its own
+    (it runs beside the other reads)."""
     with engine.connect() as conn:
         prepare_session(conn)
         return packed_polls(
             conn,
             f"{IN_SHARD} AND ts_us >= :low AND ts_us <= :high AND batch <= :batch",
-            {**keys, "low": now_us - WEEK_US, "high": now_us},
+            {**keys, "low": since_us, "high": now_us},
         )
 
 
@@ -206,10 +211,9 @@ def read_earlier_polls(
     hours: report.WeeklyHours,
     zones: report.StoreZones,
     closures: report.Closures,
-    now_us: int,
+    low: int,
 ) -> list[report.Polls]:
-    """Each store's latest poll before the week, and its latest evidence before the week."""
-    low = now_us - WEEK_US
+    """Each store's latest poll before `low`, and its latest evidence before `low`."""
     before = latest_polls_before(conn, keys, low)
     context = report.ReportInputs(report.Polls.of(), hours, zones, closures)
     return [before, latest_evidence_before(conn, keys, before, context, low)]

@@ -98,6 +98,7 @@ class StoreKeys:
         self.known.forget_if_beyond(largest)
         self.seen = KnownStores()  # looked up or created by this load, not yet committed
         self.next_key = largest + 1
+        self.given: list[np.ndarray] = []  # the distinct keys of each call: the load's stores
 
     def keys_for(self, store_ids: pa.Array | np.ndarray) -> np.ndarray:
         """Keys of the given ids (an Arrow or object array), creating unknown stores."""
@@ -109,7 +110,12 @@ class StoreKeys:
         if (keys < 0).any():
             self._look_up_or_create(distinct[keys < 0])
             keys[keys < 0] = self.seen.lookup(distinct[keys < 0])
+        self.given.append(keys)
         return keys[encoded.indices.to_numpy(zero_copy_only=False)]
+
+    def used_keys(self) -> np.ndarray:
+        """Every key this load gave out (its stores), distinct and sorted."""
+        return np.unique(np.concatenate([np.zeros(0, dtype=np.int64), *self.given]))
 
     def remember(self) -> None:
         """After the commit: this load's stores are committed, the process may keep them."""

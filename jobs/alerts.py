@@ -1,0 +1,239 @@
+"""Evaluation: after every committed load (and at start-up), bring incidents up to date and
+turn them into alert events, exactly once each.
+
+One evaluation runs at a time (a write to the `alerts` service lock row starts its
+transaction); incidents, events and the evaluated batch commit together, so a process that
+dies mid-way leaves the work to the next evaluation. An event's row has a unique key (rule,
+store, incident start, event) and is inserted with insert-or-ignore: however many processes
+evaluate, however often, each event exists once.
+
+A rule announces an incident (`incident.opened`) once it has held at least `after` of
+business downtime, and its end (`incident.resolved`) once it is resolved. Incidents resolved
+before the rule existed, or before the previous evaluation's `now` (history loaded late, or
+loaded before any evaluation), are not announced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+from flask import Flask, current_app
+from sqlalchemy import Connection, bindparam, insert, select, text, update
+
+import report
+from engine import timestamps
+from jobs import deliveries, incidents, snapshot
+from models import (
+    ALERTS_LOCK,
+    AlertEvent,
+    AlertRule,
+    AlertState,
+    DeliveryStatus,
+    ServiceLock,
+    db,
+    utcnow,
+)
+
+logger = logging.getLogger(__name__)
+
+OPENED, RESOLVED = "incident.opened", "incident.resolved"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one evaluation did."""
+
+    batch: int
+    now_us: int | None
+    stores: int
+    events: int
+
+
+def evaluate(clock: deliveries.Clock = utcnow) -> Evaluation:
+    """Evaluate the stores that may have changed since the last evaluation; commit."""
+    try:
+        return _evaluate(clock)
+    except BaseException:
+        db.session.rollback()
+        raise
+
+
+def _evaluate(clock: deliveries.Clock) -> Evaluation:
+    session = db.session
+    session.execute(
+        update(ServiceLock).where(ServiceLock.name == ALERTS_LOCK).values(uses=ServiceLock.uses + 1)
+    )
+    conn = session.connection()
+    state = session.get(AlertState, 1)
+    fixed = snapshot.fix_snapshot(db.engine, None)
+    if fixed.now_us is None:
+        session.commit()
+        return Evaluation(fixed.batch, None, 0, 0)
+    store_keys = incidents.stores_to_evaluate(conn, state.evaluated_batch, fixed.batch)
+    since_us = read_from(conn, fixed.now_us)
+    found, since = incidents.compute_incidents(
+        db.engine, fixed, store_keys, report.ReportOptions(), since_us
+    )
+    incidents.save_incidents(conn, found, since)
+    bound_us = fixed.now_us if state.now_us is None else state.now_us
+    events = fire_rules(conn, fixed, store_keys, found, since_us, bound_us, clock())
+    state.evaluated_batch, state.now_us = fixed.batch, fixed.now_us
+    session.commit()
+    logger.info(
+        "alerts: batch %d evaluated (%d stores, %d new events)",
+        fixed.batch,
+        store_keys.size,
+        events,
+    )
+    return Evaluation(fixed.batch, fixed.now_us, int(store_keys.size), events)
+
+
+def read_from(conn: Connection, now_us: int) -> int:
+    """Read polls from a week before `now`, or from the oldest open incident if earlier."""
+    oldest_open = incidents.earliest_open_start(conn)
+    since_us = now_us - incidents.READ_BACK_US
+    return since_us if oldest_open is None else min(since_us, oldest_open)
+
+
+def evaluate_and_send(app: Flask | None = None, send: bool = True) -> Evaluation | None:
+    """Evaluate, then (with `send`) have the new events sent; an error is logged, never
+    raised (the load that called it has committed; the next evaluation covers its stores).
+
+    A command leaves the sending to the serving processes (their lease keepers send what is
+    due), so it does not wait on receivers."""
+    app = app or current_app
+    try:
+        result = evaluate(app.extensions.get("alert_clock", utcnow))
+    except Exception:
+        logger.exception("alerts: evaluation failed; the next one covers its stores")
+        return None
+    if send:
+        deliveries.kick(app)
+    return result
+
+
+# --------------------------------------------------------------------------- rules → events
+
+
+def fire_rules(
+    conn: Connection,
+    fixed: snapshot.Snapshot,
+    store_keys: np.ndarray,
+    found: pd.DataFrame,
+    since_us: int,
+    bound_us: int,
+    now: datetime,
+) -> int:
+    """Insert the events every rule owes for the evaluated stores; return how many are new."""
+    rules = list(db.session.scalars(select(AlertRule).order_by(AlertRule.id)))
+    by_stale: dict[int | None, pd.DataFrame] = {None: found}
+    created = 0
+    for rule in rules:
+        if rule.stale_after_us not in by_stale:
+            options = report.ReportOptions(stale_after_us=rule.stale_after_us)
+            by_stale[rule.stale_after_us], _ = incidents.compute_incidents(
+                db.engine, fixed, store_keys, options, since_us
+            )
+        since = bound_us if rule.created_now_us is None else max(bound_us, rule.created_now_us)
+        created += fire_rule(conn, rule, by_stale[rule.stale_after_us], since, fixed, now)
+    return created
+
+
+def owed(frame: pd.DataFrame, after_us: int, since_us: int) -> pd.DataFrame:
+    """Incidents a rule announces: at least `after_us` of business downtime, and open or
+    resolved after `since_us`."""
+    recent = frame["is_open"] | (frame["resolved_us"] > since_us)
+    return frame[(frame["business_us"] >= after_us) & recent]
+
+
+def fire_rule(
+    conn: Connection,
+    rule: AlertRule,
+    frame: pd.DataFrame,
+    since_us: int,
+    fixed: snapshot.Snapshot,
+    now: datetime,
+) -> int:
+    """Insert-or-ignore the rule's events: every opened one before any resolved one, so a
+    store's events are numbered in the order they happened."""
+    due = owed(frame, rule.after_us, since_us)
+    if due.empty:
+        return 0
+    external = external_ids(conn, due["store_key"].to_numpy(np.int64))
+    opened = [event_row(rule, row, OPENED, external, fixed, now) for row in records(due)]
+    resolved_rows = due[~due["is_open"]]
+    resolved = [
+        event_row(rule, row, RESOLVED, external, fixed, now) for row in records(resolved_rows)
+    ]
+    return insert_or_ignore(conn, opened) + insert_or_ignore(conn, resolved)
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    return frame.astype(object).to_dict("records")
+
+
+def event_row(
+    rule: AlertRule,
+    incident: dict,
+    event: str,
+    external: dict[int, str],
+    fixed: snapshot.Snapshot,
+    now: datetime,
+) -> dict:
+    """An event row with the exact body it will send (retries send the same bytes)."""
+    event_id = secrets.token_hex(16)
+    resolved = None if incident["is_open"] else timestamps.format_instant(incident["resolved_us"])
+    body = {
+        "id": event_id,
+        "event": event,
+        "store_id": external[int(incident["store_key"])],
+        "started_at": timestamps.format_instant(int(incident["started_us"])),
+        "resolved_at": resolved,
+        "business_downtime_seconds": int(incident["business_us"]) / 1_000_000,
+        "now": timestamps.format_instant(fixed.now_us),
+    }
+    return {
+        "event_id": event_id,
+        "rule_id": rule.id,
+        "store_key": int(incident["store_key"]),
+        "started_us": int(incident["started_us"]),
+        "event": event,
+        "body": json.dumps(body, separators=(",", ":")),
+        "created_at": now,
+        "status": DeliveryStatus.PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+    }
+
+
+def insert_or_ignore(conn: Connection, rows: list[dict]) -> int:
+    """Insert rows whose unique key is new; the others are left as they are. Returns the
+    number inserted."""
+    if not rows:
+        return 0
+    statement = (
+        insert(AlertEvent)
+        .prefix_with("OR IGNORE", dialect="sqlite")
+        .prefix_with("IGNORE", dialect="mysql")
+    )
+    before = conn.execute(text("SELECT COUNT(*) FROM alert_events")).scalar()
+    conn.execute(statement, rows)
+    return int(conn.execute(text("SELECT COUNT(*) FROM alert_events")).scalar() - before)
+
+
+def external_ids(conn: Connection, store_keys: np.ndarray) -> dict[int, str]:
+    query = text("SELECT id, external_id FROM stores WHERE id IN :keys").bindparams(
+        bindparam("keys", expanding=True)
+    )
+    keys = np.unique(store_keys).tolist()
+    found: dict[int, str] = {}
+    for low in range(0, len(keys), incidents.KEYS_PER_STATEMENT):
+        chunk = keys[low : low + incidents.KEYS_PER_STATEMENT]
+        found.update({int(key): str(ext) for key, ext in conn.execute(query, {"keys": chunk})})
+    return found
