@@ -356,3 +356,42 @@ def test_rule_bodies_are_checked(sqlite_client):
     ]:
         answer = sqlite_client.post("/alerts", json=body)
         assert answer.status_code == 400 and word in answer.get_json()["message"], body
+
+
+def test_an_incident_older_than_the_read_week_keeps_its_exact_start(alert_app):
+    client = alert_app.test_client()
+    upload(client, "/timezones", ZONES)
+    # s1 (open all day: no hours rows here) goes down at 2023-01-10 00:00 (midpoint of the
+    # polls at 2023-01-09 23:00 and 2023-01-10 01:00) and stays down for 13 days.
+    rows = ["s1,active,2023-01-09 23:00:00", "s1,inactive,2023-01-10 01:00:00"]
+    rows += [f"s1,inactive,2023-01-{day:02d} 12:00:00" for day in range(11, 24)]
+    upload(client, "/polls", polls(*rows))
+    found = client.get("/incidents").get_json()["incidents"]
+    # 2023-01-10 00:00 → 2023-01-23 12:00 = 13.5 days = 1,166,400 s, all business time.
+    assert [(i["started_at"], i["business_downtime_seconds"]) for i in found] == [
+        ("2023-01-10T00:00:00.000000Z", 1_166_400.0)
+    ]
+    # Later loads re-read from the open incident's start: still the same one, grown by 1 h.
+    upload(client, "/polls", polls("s1,inactive,2023-01-23 13:00:00"))
+    found = client.get("/incidents").get_json()["incidents"]
+    assert [(i["started_at"], i["business_downtime_seconds"]) for i in found] == [
+        ("2023-01-10T00:00:00.000000Z", 1_170_000.0)
+    ]
+
+
+def test_an_evaluation_reads_the_stores_of_its_batches_and_open_incidents_only(alert_app):
+    client = alert_app.test_client()
+    upload(client, "/timezones", ZONES)
+    upload(
+        client,
+        "/polls",
+        polls(
+            "s1,active,2023-01-23 09:00:00",
+            "s2,active,2023-01-23 09:00:00",
+            "s3,inactive,2023-01-23 09:00:00",
+        ),
+    )
+    upload(client, "/polls", polls("s1,active,2023-01-23 10:00:00"))
+    with alert_app.app_context():
+        # The last upload was evaluated already: nothing new but s3's open incident.
+        assert alerts.evaluate().stores == 1
