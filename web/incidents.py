@@ -11,8 +11,18 @@ from sqlalchemy import bindparam, delete, func, select, text
 import report
 from engine import timestamps
 from jobs import alerts, deliveries, snapshot
-from models import AlertAttempt, AlertEvent, AlertRule, AlertState, Incident, Store, db, utcnow
-from web.arguments import Choice, Integer
+from models import (
+    STORE_ID_MAX_LENGTH,
+    AlertAttempt,
+    AlertEvent,
+    AlertRule,
+    AlertState,
+    Incident,
+    Store,
+    db,
+    utcnow,
+)
+from web.arguments import Choice, Integer, Text
 from web.base import ApiError, bad_request, duration, json_body
 from web.openapi import NULLABLE_TEXT, error, json_response, operation
 
@@ -25,6 +35,9 @@ STATE = Choice(
     choices=("open", "resolved", "all"),
 )
 LIMIT = Integer("limit", "at most this many incidents", minimum=1, maximum=1000, default=100)
+STORE = Text(
+    "store", "only this store's incidents (its id as loaded)", max_length=STORE_ID_MAX_LENGTH
+)
 INCIDENT = {
     "type": "object",
     "required": [
@@ -65,15 +78,17 @@ INCIDENT_LIST = {
 @bp.get("/incidents")
 @operation(
     "Incidents (the report's outages) as of the latest poll: open first, then newest",
-    args=[STATE, LIMIT],
+    args=[STATE, LIMIT, STORE],
     responses={
         "200": json_response("incidents", INCIDENT_LIST),
         "400": error("state or limit is not valid"),
     },
 )
 def list_incidents() -> Response:
-    state, limit = STATE.read(), LIMIT.read()
+    state, limit, store_id = STATE.read(), LIMIT.read(), STORE.read()
     query = select(Incident, Store.external_id).join(Store, Store.id == Incident.store_key)
+    if store_id is not None:
+        query = query.where(Store.external_id == store_id)
     if state != "all":
         query = query.where(Incident.is_open == (state == "open"))
     query = query.order_by(
