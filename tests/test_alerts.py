@@ -10,15 +10,19 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 from sqlalchemy import func, select, update
 
 from jobs import alerts, deliveries
 from models import AlertAttempt, AlertEvent, DeliveryStatus, db, utcnow
+from tests.brokers import broker_url
 from tests.conftest import make_app
+from tests.server import ServerProcess, WorkerProcess, run_cli
 
 CSV = {"Content-Type": "text/csv"}
 SECRET = "s3cret-for-tests"
@@ -395,3 +399,69 @@ def test_an_evaluation_reads_the_stores_of_its_batches_and_open_incidents_only(a
     with alert_app.app_context():
         # The last upload was evaluated already: nothing new but s3's open incident.
         assert alerts.evaluate().stores == 1
+
+
+# --------------------------------------------------------------------------- real processes
+
+
+def wait_for_calls(receiver: Receiver, count: int, timeout: float = 60.0) -> None:
+    """Return once the receiver has `count` calls (they come from other processes: no hook
+    to wait on)."""
+    deadline = time.monotonic() + timeout
+    while len(receiver.calls) < count:
+        assert time.monotonic() < deadline, f"{len(receiver.calls)} calls, not {count}"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_two_api_processes_and_two_celery_workers_send_each_event_once(
+    database_url, receiver, tmp_path
+):
+    broker = broker_url("redis").removesuffix("/0") + "/12"  # a database of its own
+    settings = {"CELERY_BROKER_URL": broker, "ALERT_ALLOW_PRIVATE_URLS": "1"}
+    assert run_cli(database_url, "init-db").returncode == 0
+    apis = [
+        ServerProcess(database_url, tmp_path / f"api{n}", tmp_path / f"api{n}.log", **settings)
+        for n in range(2)
+    ]
+    workers = [
+        WorkerProcess(
+            database_url, broker, tmp_path / f"worker{n}.log", ALERT_ALLOW_PRIVATE_URLS="1"
+        )
+        for n in range(2)
+    ]
+    started = []
+    try:
+        for process in [*apis, *workers]:
+            started.append(process.start())
+        first, second = (api.url for api in apis)
+        for path, body in [("/business_hours", HOURS), ("/timezones", ZONES)]:
+            assert requests.post(f"{first}{path}", data=body, headers=CSV, timeout=30).ok
+        morning = polls("s1,active,2023-01-23 09:00:00", "s1,active,2023-01-23 10:00:00")
+        assert requests.post(f"{first}/polls", data=morning, headers=CSV, timeout=30).ok
+        rule = {"url": receiver.url, "secret": SECRET, "after": "15m"}
+        assert requests.post(f"{second}/alerts", json=rule, timeout=30).status_code == 201
+        down = polls("s1,inactive,2023-01-23 11:00:00")
+        assert requests.post(f"{first}/polls", data=down, headers=CSV, timeout=30).ok
+        wait_for_calls(receiver, 1)
+        back = polls("s1,active,2023-01-23 12:00:00")
+        assert requests.post(f"{second}/polls", data=back, headers=CSV, timeout=30).ok
+        wait_for_calls(receiver, 2)
+        # Both API processes evaluate again (as after a restart): nothing new is owed.
+        again = polls("s1,active,2023-01-23 12:10:00")
+        for url in (first, second):
+            assert requests.post(f"{url}/polls", data=again, headers=CSV, timeout=30).ok
+        rule_id = requests.get(f"{first}/alerts", timeout=30).json()["alerts"][0]["id"]
+        attempts = requests.get(f"{first}/alerts/{rule_id}/deliveries", timeout=30).json()
+        assert [a["event"] for a in attempts["deliveries"]] == [
+            "incident.resolved",
+            "incident.opened",
+        ]
+        assert [body["event"] for body in receiver.bodies()] == [
+            "incident.opened",
+            "incident.resolved",
+        ]
+        assert all(signed(headers, raw) for headers, raw in receiver.calls)
+    finally:
+        for process in started:
+            process.stop()
