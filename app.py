@@ -60,6 +60,7 @@ def create_app(test_config: dict | None = None) -> Flask:
             configure_sqlite(db.engine)
     app.extensions["report_executor"] = build_executor(app)
     app.extensions["alert_runner"] = build_alert_runner(app)
+    app.extensions["alert_evaluator"] = build_alert_evaluator(app)
     base.init_app(app)
     for blueprint in (api, incidents, ingest, pages):
         app.register_blueprint(blueprint.bp)
@@ -79,13 +80,23 @@ def build_executor(app: Flask) -> Executor:
     return ThreadExecutor(app, app.config["REPORT_WORKERS"])
 
 
-def build_alert_runner(app: Flask) -> deliveries.InlineRunner | deliveries.DeliveryRunner:
+def build_alert_runner(app: Flask) -> deliveries.Runner:
     """Who sends alert events: as report steps run (inline, Celery workers, or a thread)."""
     if app.config["REPORTS_INLINE"]:
         return deliveries.InlineRunner()
     if app.config["CELERY_BROKER_URL"]:
         return deliveries.CeleryRunner(app.extensions["celery"])
-    return deliveries.DeliveryRunner(app)
+    return deliveries.BackgroundRounds(app, deliveries.deliver_due, "alert-deliveries")
+
+
+def build_alert_evaluator(app: Flask) -> deliveries.Runner:
+    """Who evaluates after a load: the caller itself (tests), else a thread of this process,
+    so an upload is answered without waiting for the evaluation."""
+    if app.config["REPORTS_INLINE"]:
+        return alerts.InlineEvaluation(app)
+    return deliveries.BackgroundRounds(
+        app, lambda: alerts.evaluate_and_send(app), "alert-evaluation"
+    )
 
 
 def configure_sqlite(engine) -> None:
@@ -133,7 +144,7 @@ def _start_once(app: Flask) -> None:
         init_schema()
         housekeeping.remove_partial_files(app.config["REPORTS_DIR"])
         housekeeping.after_report()
-        alerts.evaluate_and_send(app)  # loads committed while no process was serving
+    alerts.evaluate_soon(app)  # loads committed while no process was serving
     # Upload folders of processes killed mid-upload; this process's own when it exits.
     ingest.remove_stale_upload_folders()
     atexit.unregister(ingest.remove_stale_upload_folders)

@@ -118,6 +118,25 @@ def evaluate_and_send(app: Flask | None = None, send: bool = True) -> Evaluation
     return result
 
 
+def evaluate_soon(app: Flask | None = None) -> None:
+    """Have the committed loads evaluated (and their events sent) by this app's evaluator."""
+    (app or current_app).extensions["alert_evaluator"].kick()
+
+
+class InlineEvaluation:
+    """Evaluates at once in the caller's thread (tests: the upload's answer follows it)."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def kick(self) -> None:
+        with self.app.app_context():
+            evaluate_and_send(self.app)
+
+    def shutdown(self) -> None:
+        pass
+
+
 # --------------------------------------------------------------------------- rules → events
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app
@@ -45,6 +46,14 @@ LEASE = timedelta(seconds=60)  # far beyond one attempt (a 5 s timeout per netwo
 MAX_RESPONSE_BYTES = 64 * 1024
 EVENTS_PER_ROUND = 100
 Clock = Callable[[], datetime]
+
+
+class Runner(Protocol):
+    """Something that has work done when kicked (now, on a thread, or by workers)."""
+
+    def kick(self) -> None: ...
+
+    def shutdown(self) -> None: ...
 
 
 class UnsafeUrl(ValueError):
@@ -255,14 +264,16 @@ def deliver_due(clock: Clock = utcnow, owner: str | None = None) -> int:
 # --------------------------------------------------------------------------- who sends
 
 
-class DeliveryRunner:
-    """Runs `deliver_due` on one background thread of this process; a kick while a round
-    runs makes it run once more, so nothing due is left waiting for the next kick."""
+class BackgroundRounds:
+    """Runs `work` on one background thread of this process, inside the app context; a kick
+    while a round runs makes it run once more, so nothing is left waiting for the next kick.
+    Kicks never wait for the work (a slow receiver or evaluation never holds a request)."""
 
-    def __init__(self, app: Flask, clock: Clock = utcnow) -> None:
+    def __init__(self, app: Flask, work: Callable[[], object], name: str) -> None:
         self.app = app
-        self.clock = clock
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="alerts")
+        self.work = work
+        self.name = name
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix=name)
         self.lock = threading.Lock()
         self.queued = False
 
@@ -278,9 +289,9 @@ class DeliveryRunner:
             self.queued = False
         with self.app.app_context():
             try:
-                deliver_due(self.clock)
-            except Exception:  # the database may be away: the lease keeper kicks again
-                logger.exception("alert deliveries: a round stopped")
+                self.work()
+            except Exception:  # the database may be away: the next kick tries again
+                logger.exception("%s: a round stopped", self.name)
                 db.session.rollback()
 
     def shutdown(self) -> None:

@@ -465,3 +465,28 @@ def test_two_api_processes_and_two_celery_workers_send_each_event_once(
     finally:
         for process in started:
             process.stop()
+
+
+@pytest.mark.slow
+def test_a_served_process_evaluates_and_sends_on_its_own_threads(database_url, receiver, tmp_path):
+    # The default executor: the upload is answered at once; a thread of the API process
+    # evaluates, another sends.
+    assert run_cli(database_url, "init-db").returncode == 0
+    server = ServerProcess(
+        database_url, tmp_path / "api", tmp_path / "api.log", ALERT_ALLOW_PRIVATE_URLS="1"
+    ).start()
+    try:
+        for path, body in [
+            ("/timezones", ZONES),
+            ("/polls", polls("s1,active,2023-01-23 10:00:00")),
+        ]:
+            assert requests.post(f"{server.url}{path}", data=body, headers=CSV, timeout=30).ok
+        rule = {"url": receiver.url, "secret": SECRET, "after": "15m"}
+        assert requests.post(f"{server.url}/alerts", json=rule, timeout=30).status_code == 201
+        down = polls("s1,inactive,2023-01-23 11:00:00")
+        assert requests.post(f"{server.url}/polls", data=down, headers=CSV, timeout=30).ok
+        wait_for_calls(receiver, 1)
+        headers, raw = receiver.calls[0]
+        assert signed(headers, raw) and json.loads(raw)["event"] == "incident.opened"
+    finally:
+        server.stop()

@@ -236,7 +236,7 @@ def create_rule() -> Response:
     )
     db.session.add(rule)
     db.session.commit()
-    alerts.evaluate_and_send(current_app._get_current_object())  # open incidents may be owed
+    alerts.evaluate_soon(current_app._get_current_object())  # open incidents may be owed
     response = jsonify({"id": rule.id})
     response.status_code = 201
     return response

@@ -73,7 +73,7 @@ def ingest(kind: str) -> Response:
         except loader.LoadError as exc:
             raise refusal(exc) from exc
     logger.info("ingest %s: batch %d, %s", kind, summary.batch, summary.files[0])
-    alerts.evaluate_and_send(current_app._get_current_object())
+    alerts.evaluate_soon(current_app._get_current_object())
     return jsonify(counts(summary))
 
 
