@@ -144,7 +144,8 @@ def _start_once(app: Flask) -> None:
         init_schema()
         housekeeping.remove_partial_files(app.config["REPORTS_DIR"])
         housekeeping.after_report()
-    alerts.evaluate_soon(app)  # loads committed while no process was serving
+    if app.config["START_BACKGROUND"]:  # loads committed while no process was serving
+        alerts.evaluate_soon(app)
     # Upload folders of processes killed mid-upload; this process's own when it exits.
     ingest.remove_stale_upload_folders()
     atexit.unregister(ingest.remove_stale_upload_folders)

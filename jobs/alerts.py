@@ -75,30 +75,18 @@ def _evaluate(clock: deliveries.Clock) -> Evaluation:
     if fixed.now_us is None:
         session.commit()
         return Evaluation(fixed.batch, None, 0, 0)
-    store_keys = incidents.stores_to_evaluate(conn, state.evaluated_batch, fixed.batch)
-    since_us = read_from(conn, fixed.now_us)
-    found, since = incidents.compute_incidents(
-        db.engine, fixed, store_keys, report.ReportOptions(), since_us
-    )
+    readings = incidents.plan_readings(conn, state.evaluated_batch, fixed.batch, fixed.now_us)
+    found, since = incidents.compute_readings(db.engine, fixed, readings, report.ReportOptions())
     incidents.save_incidents(conn, found, since)
     bound_us = fixed.now_us if state.now_us is None else state.now_us
-    events = fire_rules(conn, fixed, store_keys, found, since_us, bound_us, clock())
+    events = fire_rules(conn, fixed, readings, found, bound_us, clock())
+    store_count = sum(reading.store_keys.size for reading in readings)
     state.evaluated_batch, state.now_us = fixed.batch, fixed.now_us
     session.commit()
     logger.info(
-        "alerts: batch %d evaluated (%d stores, %d new events)",
-        fixed.batch,
-        store_keys.size,
-        events,
+        "alerts: batch %d evaluated (%d stores, %d new events)", fixed.batch, store_count, events
     )
-    return Evaluation(fixed.batch, fixed.now_us, int(store_keys.size), events)
-
-
-def read_from(conn: Connection, now_us: int) -> int:
-    """Read polls from a week before `now`, or from the oldest open incident if earlier."""
-    oldest_open = incidents.earliest_open_start(conn)
-    since_us = now_us - incidents.READ_BACK_US
-    return since_us if oldest_open is None else min(since_us, oldest_open)
+    return Evaluation(fixed.batch, fixed.now_us, int(store_count), events)
 
 
 def evaluate_and_send(app: Flask | None = None, send: bool = True) -> Evaluation | None:
@@ -143,9 +131,8 @@ class InlineEvaluation:
 def fire_rules(
     conn: Connection,
     fixed: snapshot.Snapshot,
-    store_keys: np.ndarray,
+    readings: list[incidents.Reading],
     found: pd.DataFrame,
-    since_us: int,
     bound_us: int,
     now: datetime,
 ) -> int:
@@ -156,8 +143,8 @@ def fire_rules(
     for rule in rules:
         if rule.stale_after_us not in by_stale:
             options = report.ReportOptions(stale_after_us=rule.stale_after_us)
-            by_stale[rule.stale_after_us], _ = incidents.compute_incidents(
-                db.engine, fixed, store_keys, options, since_us
+            by_stale[rule.stale_after_us], _ = incidents.compute_readings(
+                db.engine, fixed, readings, options
             )
         since = bound_us if rule.created_now_us is None else max(bound_us, rule.created_now_us)
         created += fire_rule(conn, rule, by_stale[rule.stale_after_us], since, fixed, now)

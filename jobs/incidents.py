@@ -2,28 +2,31 @@
 
 The engine (`report.find_incidents`) computes them from the same snapshot reads a report
 makes. An evaluation reads only the stores that may have changed (those a load wrote rows for,
-and those with an open incident, whose downtime grows as `now` moves) and only their recent
-history: polls from a week before `now`, or from the oldest open incident's start if earlier.
-A store whose read history begins inside an outage is read again further back (doubling the
-span) until the outage's start is known, so a stored start is always exact.
+and those with an open incident, whose downtime grows as `now` moves) and only the part of
+their history that may have changed (`plan_readings`). A store whose read history begins inside
+an outage is read again further back (doubling the span) until the outage's start is known, so
+a stored incident is always exact; incidents that begin before where a store was read from are
+left as stored.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, bindparam, insert, select, text
+from sqlalchemy import Connection, Engine, bindparam, insert, text
 
 import report
 from jobs import snapshot
-from models import BatchStore, Incident
+from models import Incident
 
 logger = logging.getLogger(__name__)
 
 READ_BACK_US = snapshot.WEEK_US
 KEYS_PER_STATEMENT = 500
+MAX_LISTED_KEYS = 5000  # far below SQLite's limit of bound values (32,766)
 INCIDENT_COLUMNS = [
     "store_key",
     "started_us",
@@ -35,23 +38,83 @@ INCIDENT_COLUMNS = [
 ]
 
 
-def stores_to_evaluate(conn: Connection, after_batch: int, up_to_batch: int) -> np.ndarray:
-    """Stores written by batches (after_batch, up_to_batch], and stores with an open incident."""
-    written = conn.execute(
-        select(BatchStore.store_key).where(
-            BatchStore.batch > after_batch, BatchStore.batch <= up_to_batch
+@dataclass(frozen=True)
+class Reading:
+    """Stores to evaluate, and from when their polls are read (older ones are unchanged)."""
+
+    store_keys: np.ndarray
+    since_us: int
+
+
+def plan_readings(conn: Connection, after_batch: int, batch: int, now_us: int) -> list[Reading]:
+    """What an evaluation of batches (after_batch, batch] reads, store by store.
+
+    - Stores whose hours, zone or closures changed: the week before `now` (and further back
+      where an incident reaches past it), as everything about them may have changed.
+    - Stores with an open incident: from its start (its downtime grows as `now` moves).
+    - Other stores that got polls: from the batches' earliest new poll. Older incidents of
+      theirs cannot change, except one that still reaches it, which is read further back.
+    """
+    written = keys_of(conn, BATCH_STORES, {"after": after_batch, "batch": batch})
+    reshaped = np.unique(
+        np.concatenate(
+            [
+                keys_of(conn, query, {"after": after_batch, "batch": batch})
+                for query in CHANGED_STORE_ROWS
+            ]
         )
-    ).scalars()
-    still_open = conn.execute(select(Incident.store_key).where(Incident.is_open)).scalars()
-    keys = np.fromiter([*written, *still_open], dtype=np.int64)
-    return np.unique(keys)
+    )
+    open_rows = conn.execute(OPEN_STARTS, {"yes": True}).all()
+    open_keys = np.array([row[0] for row in open_rows], dtype=np.int64)
+    open_starts = np.array([row[1] for row in open_rows], dtype=np.int64)
+    first_new = conn.execute(
+        text("SELECT MIN(min_ts_us) FROM load_batches WHERE id > :after AND id <= :batch"),
+        {"after": after_batch, "batch": batch},
+    ).scalar()
+    week_ago = now_us - READ_BACK_US
+    readings = [Reading(reshaped, week_ago)]
+    still_open = np.setdiff1d(open_keys, reshaped)
+    if still_open.size:
+        oldest = int(open_starts[np.isin(open_keys, still_open)].min())
+        since = oldest if first_new is None else min(oldest, int(first_new))
+        readings.append(Reading(still_open, min(since, now_us)))
+    polled = np.setdiff1d(np.setdiff1d(written, reshaped), open_keys)
+    if polled.size and first_new is not None:
+        readings.append(Reading(polled, min(int(first_new), now_us)))
+    return [reading for reading in readings if reading.store_keys.size]
 
 
-def earliest_open_start(conn: Connection) -> int | None:
-    """The start of the oldest open incident (None when none is open)."""
-    query = text("SELECT MIN(started_us) FROM incidents WHERE is_open = :yes")
-    value = conn.execute(query, {"yes": True}).scalar()
-    return None if value is None else int(value)
+OPEN_STARTS = text(
+    "SELECT store_key, MIN(started_us) FROM incidents WHERE is_open = :yes GROUP BY store_key"
+)
+BATCH_STORES = "SELECT store_key FROM batch_stores WHERE batch > :after AND batch <= :batch"
+CHANGED_STORE_ROWS = [
+    f"SELECT DISTINCT store_key FROM {table} WHERE (batch > :after AND batch <= :batch) "
+    "OR (retired_batch > :after AND retired_batch <= :batch)"
+    for table in ("business_hours", "store_timezones", "closures")
+]
+
+
+def keys_of(conn: Connection, query: str, params: dict) -> np.ndarray:
+    rows = conn.execute(text(query), params).all()
+    return np.unique(np.array([row[0] for row in rows], dtype=np.int64))
+
+
+def compute_readings(
+    engine: Engine,
+    fixed: snapshot.Snapshot,
+    readings: list[Reading],
+    options: report.ReportOptions,
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Incidents of every reading's stores, and where each store's history was read from."""
+    parts = [
+        compute_incidents(engine, fixed, reading.store_keys, options, reading.since_us)
+        for reading in readings
+    ]
+    if not parts:
+        return empty_frame(), pd.Series([], dtype=np.int64)
+    frame = pd.concat([part[0] for part in parts], ignore_index=True)
+    return frame, pd.concat([part[1] for part in parts])
 
 
 def compute_incidents(
@@ -88,7 +151,11 @@ def incidents_from(
 ) -> pd.DataFrame:
     """The engine's incidents of `store_keys`, reading their polls from `since_us`."""
     low, high = int(store_keys.min()), int(store_keys.max()) + 1
-    read = snapshot.read_shard(engine, fixed, low, high, since_us)
+    # A few stores spread over many keys are read by key; a dense set by its key range.
+    listed = store_keys.tolist() if store_keys.size <= MAX_LISTED_KEYS else None
+    if listed is not None and 2 * store_keys.size >= high - low:
+        listed = None
+    read = snapshot.read_shard(engine, fixed, low, high, since_us, listed)
     found = report.find_incidents(read.inputs, fixed.now_us, options)
     frame = pd.DataFrame(
         {

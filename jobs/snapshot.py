@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, bindparam, text
+from sqlalchemy import Connection, Engine, TextClause, bindparam, text
 
 import report
 from engine import timestamps
@@ -67,11 +67,19 @@ def fix_snapshot(engine: Engine, as_of_us: int | None) -> Snapshot:
 
 
 def read_shard(
-    engine: Engine, snapshot: Snapshot, key_low: int, key_high: int, since_us: int | None = None
+    engine: Engine,
+    snapshot: Snapshot,
+    key_low: int,
+    key_high: int,
+    since_us: int | None = None,
+    store_keys: list[int] | None = None,
 ) -> ShardInputs:
-    """Everything the engine needs for stores with keys in [key_low, key_high): polls from
-    `since_us` (default: the week before `now`) to `now`, and the latest ones before."""
+    """Everything the engine needs for stores with keys in [key_low, key_high) (or, given
+    `store_keys`, those stores only): polls from `since_us` (default: the week before `now`)
+    to `now`, and the latest ones before."""
     keys = {"batch": snapshot.batch, "low_key": key_low, "high_key": key_high}
+    if store_keys is not None:
+        keys["keys"] = store_keys
     with engine.connect() as conn, ThreadPoolExecutor(1) as background:
         prepare_session(conn)
         window = None
@@ -98,24 +106,37 @@ def prepare_session(conn: Connection) -> None:
         conn.execute(text(f"SET SESSION group_concat_max_len = {MAX_GROUP_CONCAT_BYTES}"))
 
 
-IN_SHARD = "store_key >= :low_key AND store_key < :high_key"
+def in_shard(keys: dict, column: str = "store_key") -> str:
+    """The rows of the shard's stores: a key range, or a list of keys (`keys["keys"]`)."""
+    if "keys" in keys:
+        return f"{column} IN :keys"
+    return f"{column} >= :low_key AND {column} < :high_key"
+
+
+def statement(sql: str) -> TextClause:
+    """A query whose `IN :keys` (if any) takes a list."""
+    query = text(sql)
+    if "IN :keys" in sql:
+        query = query.bindparams(bindparam("keys", expanding=True))
+    return query
 
 
 def read_hours(conn: Connection, keys: dict) -> report.WeeklyHours:
     columns = ["store_key", "day_of_week", "start_s", "end_s"]
-    matrix = integer_rows(conn, "business_hours", columns, f"{IN_SHARD} AND {VERSION}", keys)
+    where = f"{in_shard(keys)} AND {VERSION}"
+    matrix = integer_rows(conn, "business_hours", columns, where, keys)
     return report.WeeklyHours.of(matrix[:, 0], matrix[:, 1], matrix[:, 2], matrix[:, 3])
 
 
 def read_closures(conn: Connection, keys: dict) -> report.Closures:
     columns = ["store_key", "start_local_s", "end_local_s"]
-    matrix = integer_rows(conn, "closures", columns, f"{IN_SHARD} AND {VERSION}", keys)
+    matrix = integer_rows(conn, "closures", columns, f"{in_shard(keys)} AND {VERSION}", keys)
     return report.Closures.of(matrix[:, 0], matrix[:, 1], matrix[:, 2])
 
 
 def read_zones(conn: Connection, keys: dict) -> report.StoreZones:
-    query = text(
-        f"SELECT store_key, timezone_str FROM store_timezones WHERE {IN_SHARD} AND {VERSION}"
+    query = statement(
+        f"SELECT store_key, timezone_str FROM store_timezones WHERE {in_shard(keys)} AND {VERSION}"
     )
     rows = conn.execute(query, keys).all()
     return report.StoreZones.of(
@@ -124,7 +145,7 @@ def read_zones(conn: Connection, keys: dict) -> report.StoreZones:
 
 
 def read_store_ids(conn: Connection, keys: dict) -> pd.Series:
-    query = text("SELECT id, external_id FROM stores WHERE id >= :low_key AND id < :high_key")
+    query = statement(f"SELECT id, external_id FROM stores WHERE {in_shard(keys, 'id')}")
     rows = conn.execute(query, keys).all()
     return pd.Series(
         np.array([row[1] for row in rows], dtype=object),
@@ -146,11 +167,11 @@ def integer_rows(
     """
     if conn.dialect.name != "mysql":
         sql = f"SELECT {', '.join(columns)} FROM {table} WHERE {where}"
-        rows = conn.execute(text(sql), params).cursor.fetchall()
+        rows = conn.execute(statement(sql), params).cursor.fetchall()
         return np.array(rows, dtype=np.int64).reshape(-1, len(columns))
     row_text = f"CONCAT_WS(',', {', '.join(columns)})"
     sql = f"SELECT GROUP_CONCAT({row_text}) FROM {table} WHERE {where} GROUP BY store_key"
-    values = [row[0] for row in conn.execute(text(sql), params).cursor.fetchall()]
+    values = [row[0] for row in conn.execute(statement(sql), params).cursor.fetchall()]
     return decode_integers(values).reshape(-1, len(columns))
 
 
@@ -200,7 +221,7 @@ def read_window(engine: Engine, keys: dict, since_us: int, now_us: int) -> repor
         prepare_session(conn)
         return packed_polls(
             conn,
-            f"{IN_SHARD} AND ts_us >= :low AND ts_us <= :high AND batch <= :batch",
+            f"{in_shard(keys)} AND ts_us >= :low AND ts_us <= :high AND batch <= :batch",
             {**keys, "low": since_us, "high": now_us},
         )
 
@@ -219,16 +240,17 @@ def read_earlier_polls(
     return [before, latest_evidence_before(conn, keys, before, context, low)]
 
 
-BEFORE_QUERY = text(
+BEFORE_QUERY = (
     "SELECT s.id, (SELECT p.ts_us * 2 + p.active FROM polls p WHERE p.store_key = s.id "
     "AND p.ts_us < :low AND p.batch <= :batch ORDER BY p.ts_us DESC LIMIT 1) "
-    "FROM stores s WHERE s.id >= :low_key AND s.id < :high_key"
+    "FROM stores s WHERE "
 )
 
 
 def latest_polls_before(conn: Connection, keys: dict, low: int) -> report.Polls:
     """Each store's latest poll before `low` (one index seek per store)."""
-    rows = conn.execute(BEFORE_QUERY, {**keys, "low": low}).cursor.fetchall()
+    query = statement(BEFORE_QUERY + in_shard(keys, "s.id"))
+    rows = conn.execute(query, {**keys, "low": low}).cursor.fetchall()
     table = np.array(rows, dtype=object).reshape(-1, 2)
     polled = table[:, 1] != None  # noqa: E711 - elementwise test for SQL NULL
     store_keys, packed = table[polled, 0].astype(np.int64), table[polled, 1].astype(np.int64)

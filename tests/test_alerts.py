@@ -490,3 +490,31 @@ def test_a_served_process_evaluates_and_sends_on_its_own_threads(database_url, r
         assert signed(headers, raw) and json.loads(raw)["event"] == "incident.opened"
     finally:
         server.stop()
+
+
+def test_new_hours_rework_a_stores_incidents_and_later_polls_keep_older_ones(alert_app):
+    client = alert_app.test_client()
+    upload(client, "/timezones", ZONES)
+    upload(
+        client,
+        "/polls",
+        polls(
+            "s1,active,2023-01-23 09:00:00",
+            "s1,inactive,2023-01-23 10:00:00",
+            "s1,active,2023-01-23 11:00:00",
+            "s1,active,2023-01-23 13:00:00",
+        ),
+    )
+    # Open all day: one incident 09:30–10:30 (3600 s).
+    resolved = client.get("/incidents?state=resolved").get_json()["incidents"]
+    assert [(i["started_at"], i["business_downtime_seconds"]) for i in resolved] == [
+        ("2023-01-23T09:30:00.000000Z", 3600.0)
+    ]
+    # A later poll: the older incident is neither read again nor doubled.
+    upload(client, "/polls", polls("s1,active,2023-01-23 14:00:00"))
+    assert client.get("/incidents?state=resolved").get_json()["incidents"] == resolved
+    # Hours 10:15–17:00: the inactive poll at 10:00 lies outside them, so it is no evidence
+    # any more, and no incident is left.
+    hours = "store_id,day,start_time_local,end_time_local\ns1,0,10:15,17:00\n"
+    upload(client, "/business_hours", hours)
+    assert client.get("/incidents?state=all").get_json()["incidents"] == []
