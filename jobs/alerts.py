@@ -167,55 +167,85 @@ def fire_rule(
     now: datetime,
 ) -> int:
     """Insert-or-ignore the rule's events: every opened one before any resolved one, so a
-    store's events are numbered in the order they happened."""
+    store's events are numbered in the order they happened. Events already made are skipped
+    first (the unique key still decides when two processes make one at once)."""
     due = owed(frame, rule.after_us, since_us)
     if due.empty:
         return 0
+    made = existing_events(conn, rule.id, due["store_key"].to_numpy(np.int64))
     external = external_ids(conn, due["store_key"].to_numpy(np.int64))
-    opened = [event_row(rule, row, OPENED, external, fixed, now) for row in records(due)]
-    resolved_rows = due[~due["is_open"]]
-    resolved = [
-        event_row(rule, row, RESOLVED, external, fixed, now) for row in records(resolved_rows)
-    ]
-    return insert_or_ignore(conn, opened) + insert_or_ignore(conn, resolved)
+    created = 0
+    for event, incidents_due in ((OPENED, due), (RESOLVED, due[~due["is_open"]])):
+        key = pd.MultiIndex.from_arrays([incidents_due["store_key"], incidents_due["started_us"]])
+        fresh = incidents_due[~key.isin(made.get(event, []))]
+        created += insert_or_ignore(conn, event_rows(rule, fresh, event, external, fixed, now))
+    return created
 
 
-def records(frame: pd.DataFrame) -> list[dict]:
-    return frame.astype(object).to_dict("records")
+def existing_events(
+    conn: Connection, rule_id: int, store_keys: np.ndarray
+) -> dict[str, list[tuple[int, int]]]:
+    """The (store, incident start) pairs the rule already has an event for, per event."""
+    query = text(
+        "SELECT event, store_key, started_us FROM alert_events "
+        "WHERE rule_id = :rule AND store_key IN :keys"
+    ).bindparams(bindparam("keys", expanding=True))
+    keys = np.unique(store_keys).tolist()
+    made: dict[str, list[tuple[int, int]]] = {}
+    for low in range(0, len(keys), incidents.KEYS_PER_STATEMENT):
+        chunk = keys[low : low + incidents.KEYS_PER_STATEMENT]
+        for event, store_key, started_us in conn.execute(query, {"rule": rule_id, "keys": chunk}):
+            made.setdefault(event, []).append((int(store_key), int(started_us)))
+    return made
 
 
-def event_row(
+def instants(micros: pd.Series) -> np.ndarray:
+    """ISO-8601 UTC texts of epoch µs, as `timestamps.format_instant` writes them."""
+    values = micros.to_numpy(np.int64).astype("datetime64[us]")
+    return np.char.add(np.datetime_as_string(values, unit="us"), "Z")
+
+
+def event_rows(
     rule: AlertRule,
-    incident: dict,
+    due: pd.DataFrame,
     event: str,
     external: dict[int, str],
     fixed: snapshot.Snapshot,
     now: datetime,
-) -> dict:
-    """An event row with the exact body it will send (retries send the same bytes)."""
-    event_id = secrets.token_hex(16)
-    resolved = None if incident["is_open"] else timestamps.format_instant(incident["resolved_us"])
-    body = {
-        "id": event_id,
-        "event": event,
-        "store_id": external[int(incident["store_key"])],
-        "started_at": timestamps.format_instant(int(incident["started_us"])),
-        "resolved_at": resolved,
-        "business_downtime_seconds": int(incident["business_us"]) / 1_000_000,
-        "now": timestamps.format_instant(fixed.now_us),
-    }
-    return {
-        "event_id": event_id,
-        "rule_id": rule.id,
-        "store_key": int(incident["store_key"]),
-        "started_us": int(incident["started_us"]),
-        "event": event,
-        "body": json.dumps(body, separators=(",", ":")),
-        "created_at": now,
-        "status": DeliveryStatus.PENDING,
-        "attempts": 0,
-        "next_attempt_at": now,
-    }
+) -> list[dict]:
+    """Event rows with the exact bodies they will send (retries send the same bytes)."""
+    started = instants(due["started_us"])
+    resolved = instants(due["resolved_us"])
+    now_text = timestamps.format_instant(fixed.now_us)
+    rows = []
+    for index, (store_key, started_us, business_us, is_open) in enumerate(
+        zip(due["store_key"], due["started_us"], due["business_us"], due["is_open"], strict=True)
+    ):
+        event_id = secrets.token_hex(16)
+        body = {
+            "id": event_id,
+            "event": event,
+            "store_id": external[int(store_key)],
+            "started_at": str(started[index]),
+            "resolved_at": None if is_open else str(resolved[index]),
+            "business_downtime_seconds": int(business_us) / 1_000_000,
+            "now": now_text,
+        }
+        rows.append(
+            {
+                "event_id": event_id,
+                "rule_id": rule.id,
+                "store_key": int(store_key),
+                "started_us": int(started_us),
+                "event": event,
+                "body": json.dumps(body, separators=(",", ":")),
+                "created_at": now,
+                "status": DeliveryStatus.PENDING,
+                "attempts": 0,
+                "next_attempt_at": now,
+            }
+        )
+    return rows
 
 
 def insert_or_ignore(conn: Connection, rows: list[dict]) -> int:
