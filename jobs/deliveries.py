@@ -236,12 +236,13 @@ def send_one(event_row: int, owner: str, clock: Clock, allow_private: bool) -> b
         return False
     event = db.session.get(AlertEvent, event_row)
     rule = db.session.get(AlertRule, event.rule_id) if event else None
-    url, secret, body = (rule.url, rule.secret, event.body) if rule and event else (None,) * 3
-    db.session.commit()  # no transaction stays open while the receiver takes its time
-    if url is None:
+    if rule is None or event is None:  # deleted with its rule meanwhile
+        db.session.commit()
         return False
+    url, secret, body, rule_id = rule.url, rule.secret, event.body, rule.id
+    db.session.commit()  # no transaction stays open while the receiver takes its time
     outcome = post(url, body.encode(), secret, allow_private)
-    logger.info("alert event %s to rule %s: %s", event_row, event.rule_id, outcome)
+    logger.info("alert event %s of rule %s: %s", event_row, rule_id, outcome)
     settle(event_row, owner, outcome, clock())
     return True
 
