@@ -518,3 +518,42 @@ def test_new_hours_rework_a_stores_incidents_and_later_polls_keep_older_ones(ale
     hours = "store_id,day,start_time_local,end_time_local\ns1,0,10:15,17:00\n"
     upload(client, "/business_hours", hours)
     assert client.get("/incidents?state=all").get_json()["incidents"] == []
+
+
+def test_incidents_list_open_first_then_newest_start_within_the_limit(alert_app):
+    client = alert_app.test_client()
+    upload(client, "/timezones", "store_id,timezone_str\ns1,UTC\ns2,UTC\ns3,Asia/Kolkata\n")
+    upload(
+        client,
+        "/polls",
+        polls(
+            # s1: down 09:30–10:30, then again from 11:30 (open): two incidents.
+            "s1,active,2023-01-23 09:00:00",
+            "s1,inactive,2023-01-23 10:00:00",
+            "s1,active,2023-01-23 11:00:00",
+            "s1,inactive,2023-01-23 12:00:00",
+            # s2: down 09:15–09:45 (resolved); s3: first poll inactive at 10:00 (open).
+            "s2,active,2023-01-23 09:00:00",
+            "s2,inactive,2023-01-23 09:30:00",
+            "s2,active,2023-01-23 10:00:00",
+            "s3,inactive,2023-01-23 10:00:00",
+        ),
+    )
+    listed = client.get("/incidents?state=all").get_json()
+    assert listed["down_now"] == 2  # open all day (no hours rows): s1 and s3
+    assert [
+        (i["store_id"], i["started_at"][11:19], i["resolved_at"]) for i in listed["incidents"]
+    ] == [
+        ("s1", "11:30:00", None),
+        ("s3", "10:00:00", None),
+        ("s1", "09:30:00", "2023-01-23T10:30:00.000000Z"),
+        ("s2", "09:15:00", "2023-01-23T09:45:00.000000Z"),
+    ]
+    # Local start: Asia/Kolkata is UTC+05:30.
+    assert listed["incidents"][1]["started_local"] == "2023-01-23T15:30:00+05:30"
+    limited = client.get("/incidents?state=all&limit=1").get_json()["incidents"]
+    assert [i["store_id"] for i in limited] == ["s1"]
+    mine = client.get("/incidents?state=resolved&store=s2").get_json()["incidents"]
+    assert [i["store_id"] for i in mine] == ["s2"]
+    for query in ("state=closed", "limit=0", "limit=1001"):
+        assert client.get(f"/incidents?{query}").status_code == 400
