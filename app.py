@@ -19,7 +19,7 @@ from jobs.executors import CeleryExecutor, InlineExecutor, ThreadExecutor
 from jobs.leases import LeaseKeeper
 from jobs.steps import Executor
 from models import db, init_schema
-from web import api, base, incidents, ingest, pages
+from web import api, base, incidents, ingest, keys, pages
 
 if TYPE_CHECKING:
     from waitress.server import MultiSocketServer
@@ -144,6 +144,7 @@ def _start_once(app: Flask) -> None:
         init_schema()
         housekeeping.remove_partial_files(app.config["REPORTS_DIR"])
         housekeeping.after_report()
+        log_authentication(app)
     if app.config["START_BACKGROUND"]:  # loads committed while no process was serving
         alerts.evaluate_soon(app)
     # Upload folders of processes killed mid-upload; this process's own when it exits.
@@ -155,6 +156,19 @@ def _start_once(app: Flask) -> None:
         keeper = LeaseKeeper(app, sweep=sweep)
         app.extensions["lease_keeper"] = keeper
         keeper.start()
+
+
+def log_authentication(app: Flask) -> None:
+    """Say whether requests need a token: with API_TOKEN set or a key created they do."""
+    token = bool(app.config["API_TOKEN"])
+    created = keys.key_cache(app).any_keys()
+    if token or created:
+        given_by = " and ".join(
+            name for name, used in (("API_TOKEN", token), ("API keys", created)) if used
+        )
+        logger.info("authentication required: bearer tokens (%s)", given_by)
+    else:
+        logger.warning("authentication off: no API_TOKEN and no API key; the API is open")
 
 
 def main() -> None:

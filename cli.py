@@ -1,4 +1,4 @@
-"""Command line: `flask --app app init-db | load-data | generate-data | report | worker`.
+"""Command line: `flask --app app init-db | load-data | generate-data | report | worker | keys`.
 
 Thin doors into the same code the service uses: `loader.load`, `jobs.steps.submit_report`; `worker`
 runs Celery workers for the same job steps.
@@ -6,6 +6,7 @@ runs Celery workers for the same job steps.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import textwrap
@@ -28,7 +29,8 @@ from jobs.executors import InlineExecutor
 from jobs.leases import LeaseKeeper
 from jobs.options import ReportRequest
 from loading import generator
-from models import LoadBatch, Report, ReportStatus, db, init_schema
+from models import KeyRole, LoadBatch, Report, ReportStatus, db, init_schema
+from web import keys
 
 ABOUT = """Store Monitor: how long each store was up and down during its business hours over
 the last hour, day and week, from sparse polls. `python app.py` serves the API and the web page;
@@ -134,12 +136,20 @@ FOUND_IN_FOLDER = "in FOLDER"
     help="Closures CSV (store_id,start_local,end_local).",
 )
 @click.option(
+    "--groups",
+    type=INPUT_FILE,
+    show_default=FOUND_IN_FOLDER,
+    help="Store groups CSV (group_id,store_id).",
+)
+@click.option(
     "--skip-invalid", is_flag=True, help="Load valid rows; write the others to *.rejects.csv."
 )
 @click.option("--if-empty", is_flag=True, help="Do nothing if the database already holds polls.")
-def load_data_command(folder, polls, hours, timezones, closures, skip_invalid, if_empty) -> None:
-    """Load a folder of CSVs (polls, hours, time zones, closures; .csv or .csv.gz) in one
-    transaction."""
+def load_data_command(
+    folder, polls, hours, timezones, closures, groups, skip_invalid, if_empty
+) -> None:
+    """Load a folder of CSVs (polls, hours, time zones, closures, store groups; .csv or .csv.gz)
+    in one transaction."""
     init_schema()
     if if_empty and db.session.execute(db.select(db.func.count()).select_from(LoadBatch)).scalar():
         click.echo("database already loaded; nothing to do (--if-empty)")
@@ -153,6 +163,7 @@ def load_data_command(folder, polls, hours, timezones, closures, skip_invalid, i
             hours=hours,
             timezones=timezones,
             closures=closures,
+            groups=groups,
             skip_invalid=skip_invalid,
             progress=progress,
         )
@@ -219,17 +230,29 @@ parse_as_of = option_parser(timestamps.parse_iso_instant)
 )
 @click.option("--outages", is_flag=True, help="Add outage counts and the longest outage.")
 @click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    callback=lambda _ctx, _param, value: tuple(value) or None,
+    show_default="every store",
+    help="Cover only this group's stores (repeat for several).",
+)
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     show_default="none: only REPORTS_DIR",
     help="Also copy the CSV here.",
 )
 def report_command(
-    as_of: int | None, stale_after: int | None, outages: bool, out: Path | None
+    as_of: int | None,
+    stale_after: int | None,
+    outages: bool,
+    groups: tuple[str, ...] | None,
+    out: Path | None,
 ) -> None:
     """Compute a report now, with the same job code as the API; print its id and path."""
     init_schema()
-    request = ReportRequest(as_of, report.ReportOptions(stale_after, outages))
+    request = ReportRequest(as_of, report.ReportOptions(stale_after, outages), groups)
     keeper = LeaseKeeper(current_app._get_current_object(), sweep=False)
     keeper.start()  # renews this command's leases, so no server or worker takes its shards
     try:
@@ -288,10 +311,64 @@ def worker_command(concurrency: int | None, loglevel: str) -> None:
     celery_app.worker_main(arguments)
 
 
+@click.group("keys", cls=AppGroup, short_help="Create, list and revoke API keys.")
+def keys_group() -> None:
+    """API keys: an admin does everything; a reader sees its groups' reports and stores; a
+    poller only pushes data. Once a key exists, every API request needs one (or API_TOKEN)."""
+
+
+@keys_group.command("create", cls=ServiceCommand, short_help="Create a key; print its token once.")
+@with_appcontext
+@click.argument("name")
+@click.option(
+    "--role", required=True, type=click.Choice([str(role) for role in KeyRole]), help="Its role."
+)
+@click.option("--group", "groups", multiple=True, help="A reader's group (repeat for several).")
+def keys_create_command(name: str, role: str, groups: tuple[str, ...]) -> None:
+    """Create a key; its token is printed alone on the last line, this once only."""
+    init_schema()
+    try:
+        token = keys.create_key(name, KeyRole(role), groups)
+    except keys.KeyRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    scope = f" of {', '.join(sorted(set(groups)))}" if groups else ""
+    click.echo(f"key {name!r} created: {role}{scope}. Its token (shown this once only):")
+    click.echo(token)
+
+
+@keys_group.command("list", cls=ServiceCommand, short_help="List the keys (never a token).")
+@with_appcontext
+def keys_list_command() -> None:
+    """Name, role, groups, created, last used and revoked of every key (never a token)."""
+    init_schema()
+    click.echo("name\trole\tgroups\tcreated\tlast_used\trevoked")
+    for key in keys.list_keys():
+        groups = ",".join(json.loads(key.groups)) or "-"
+        moments = [key.created_at, key.last_used_at, key.revoked_at]
+        shown = [
+            moment.isoformat(timespec="seconds") + "Z" if moment else "-" for moment in moments
+        ]
+        click.echo("\t".join([key.name, key.role, groups, *shown]))
+
+
+@keys_group.command("revoke", cls=ServiceCommand, short_help="Revoke a key.")
+@with_appcontext
+@click.argument("name")
+def keys_revoke_command(name: str) -> None:
+    """Revoke a key: every API process refuses it within API_KEY_CACHE_SECONDS."""
+    init_schema()
+    try:
+        keys.revoke_key(name)
+    except keys.KeyRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"key {name!r} revoked")
+
+
 COMMANDS = (
     init_db_command,
     load_data_command,
     generate_data_command,
     report_command,
     worker_command,
+    keys_group,
 )

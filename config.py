@@ -55,8 +55,17 @@ SETTINGS: dict[str, Setting] = {
     "API_TOKEN": Setting(
         str,
         None,
-        help="when set, every JSON endpoint but `/healthz` and `/openapi.json` needs "
-        "`Authorization: Bearer <token>` (scheme in any letter case)",
+        help="an admin token: when set, every JSON endpoint but `/healthz` and `/openapi.json` "
+        "needs `Authorization: Bearer <token>` (scheme in any letter case) with it or with a "
+        "key's token (`flask keys create`; a key also turns authentication on)",
+    ),
+    "API_KEY_CACHE_SECONDS": Setting(
+        int,
+        2,
+        0,
+        5,
+        help="how long an API process trusts what it read of a key (`flask keys`); a revoked "
+        "key is refused by every process within this many seconds",
     ),
     # Report jobs
     "REPORT_WORKERS": Setting(
@@ -73,6 +82,14 @@ SETTINGS: dict[str, Setting] = {
         0,
         100_000,
         help="reports allowed to wait beyond `REPORT_WORKERS`; beyond that, 429",
+    ),
+    "REPORT_QUEUE_PER_KEY": Setting(
+        int,
+        4,
+        1,
+        100_000,
+        help="queued + running reports one API key may have; beyond that, 429 for that key "
+        "only (the admin `API_TOKEN` is counted only in the total)",
     ),
     "REPORT_SHARD_STORES": Setting(
         int,

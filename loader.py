@@ -1,9 +1,10 @@
-"""Load polls, business hours, time zones and closures: validated, all-or-nothing, idempotent.
+"""Load polls, hours, time zones, closures and store groups: validated, all-or-nothing, idempotent.
 
 One load is one database transaction: every row of every input is checked before it commits,
 and any error (without `skip_invalid`) rolls everything back. Polls are appended (the first
 poll of a store at an instant is kept); hours, time zones and closures replace the rows of the
-stores present in their file, as new versions. The work is done by `sources` (reading),
+stores present in their file, as new versions, and store groups the members of the groups
+present in theirs. The work is done by `sources` (reading),
 `validation` (checks), `writing` (the database) and `rejects` (rows set aside); this module
 runs a load through them and sums it up.
 
@@ -39,8 +40,10 @@ from loading.sources import (
     find_sources,
     stream_chunks,
 )
+from loading.stores import StoreKeys, known_stores
 from loading.validation import (
     CLOSURES,
+    GROUPS,
     HOURS,
     MAX_COUNTED_ERRORS,
     MAX_LISTED_ERRORS,
@@ -52,8 +55,17 @@ from loading.validation import (
     check_chunk,
     row_errors,
 )
-from loading.writing import PollWriter, StoreKeys, VersionedRows, known_stores
-from models import BatchStore, BusinessHours, Closure, DataState, LoadBatch, StoreTimezone, utcnow
+from loading.writing import PollWriter, VersionedRows
+from models import (
+    BatchStore,
+    BusinessHours,
+    Closure,
+    DataState,
+    LoadBatch,
+    StoreGroupMember,
+    StoreTimezone,
+    utcnow,
+)
 
 __all__ = [
     "FileSummary",
@@ -70,8 +82,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Zones and hours first: a failure there is found before the long polls file is read.
-LOAD_ORDER = [TIMEZONES, HOURS, CLOSURES, POLLS]
-STORE_ROW_MODELS = {TIMEZONES: StoreTimezone, HOURS: BusinessHours, CLOSURES: Closure}
+LOAD_ORDER = [GROUPS, TIMEZONES, HOURS, CLOSURES, POLLS]
+STORE_ROW_MODELS = {
+    TIMEZONES: StoreTimezone,
+    HOURS: BusinessHours,
+    CLOSURES: Closure,
+    GROUPS: StoreGroupMember,
+}
 NO_SCHEMA = "schema not initialised: run `flask --app app init-db` first"
 LOCKED = "another load is writing; try again when it has finished"
 # What a lock wait that ran out says: SQLite's busy timeout, MySQL/MariaDB error 1205.
@@ -136,13 +153,20 @@ def load(
     hours: Path | str | None = None,
     timezones: Path | str | None = None,
     closures: Path | str | None = None,
+    groups: Path | str | None = None,
     skip_invalid: bool = False,
     progress: ProgressCallback | None = None,
 ) -> LoadSummary:
     """Load a folder and/or single files in one transaction; raise LoadError and change nothing
     on invalid input (unless `skip_invalid`, which loads the valid rows and writes the others to
     a ``*.rejects.csv`` file next to the input)."""
-    files = {POLLS: polls, HOURS: hours, TIMEZONES: timezones, CLOSURES: closures}
+    files = {
+        POLLS: polls,
+        HOURS: hours,
+        TIMEZONES: timezones,
+        CLOSURES: closures,
+        GROUPS: groups,
+    }
     return load_sources(
         engine,
         collect_sources(folder, files),
@@ -441,7 +465,8 @@ def _write_store_rows(
     conn: Connection, item: _FileLoad, keys: StoreKeys, values: Iterable[dict], batch: int
 ) -> None:
     """Hours, time zones, closures: the input's stores get exactly its rows, each distinct
-    row once (one zone per store: the last row of a store wins)."""
+    row once (one zone per store: the last row of a store wins); store groups: the input's
+    groups get exactly its stores (a store with no data yet is created, as a poll would)."""
     model = STORE_ROW_MODELS[item.kind]
     rows = VersionedRows(conn, model, batch, item.source.label, last_wins=item.kind == TIMEZONES)
     for part in values:

@@ -1,4 +1,5 @@
-"""Database schema: stores, polls, business hours, time zones, closures, loads and reports.
+"""Database schema: stores, polls, business hours, time zones, closures, store groups, loads,
+reports and API keys.
 
 One schema for SQLite and MySQL/MariaDB. External store ids (64-bit integers or UUIDs, at most
 64 characters) live only in `stores`, compared byte for byte on every engine; the big `polls`
@@ -6,8 +7,8 @@ table uses a compact integer key. Instants are int64 microseconds since the Unix
 exact, zone-free, fast to read.
 
 Versions: every row a load writes carries its `batch`. Polls are only ever added; hours, time
-zones and closures are replaced by marking the old rows `retired_batch` instead of deleting
-them, so a report reading "as of batch W" sees exactly the rows with
+zones, closures and group memberships are replaced by marking the old rows `retired_batch`
+instead of deleting them, so a report reading "as of batch W" sees exactly the rows with
 `batch <= W AND (retired_batch IS NULL OR retired_batch > W)`, whatever loaded since.
 """
 
@@ -39,8 +40,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 STORE_ID_MAX_LENGTH = 64
+GROUP_ID_MAX_LENGTH = 64
+KEY_NAME_MAX_LENGTH = 64
 TIMEZONE_MAX_LENGTH = 64
-SCHEMA_VERSION = 7  # raise when a table changes; init-db refuses other versions
+SCHEMA_VERSION = 8  # raise when a table changes; init-db refuses other versions
 # MySQL/MariaDB compare text with the database's default collation, which ignores case and
 # accents (utf8mb4_general_ci): store ids must be binary there. SQLite compares bytes already.
 EXACT_TEXT = String(STORE_ID_MAX_LENGTH).with_variant(
@@ -122,6 +125,23 @@ class Closure(db.Model):
     store_key: Mapped[int] = mapped_column(Integer)
     start_local_s: Mapped[int] = mapped_column(BigInteger)
     end_local_s: Mapped[int] = mapped_column(BigInteger)
+    batch: Mapped[int] = mapped_column(Integer)
+    retired_batch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class StoreGroupMember(db.Model):
+    """A store's membership of a group (a set of stores one owner is responsible for),
+    versioned like hours: a load that names a group replaces the group's whole membership."""
+
+    __tablename__ = "store_groups"
+    __table_args__ = (
+        Index("ix_store_groups_group_version", "group_id", "retired_batch"),
+        Index("ix_store_groups_store", "store_key"),
+    )
+    VERSIONED_BY: ClassVar[str] = "group_id"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    group_id: Mapped[str] = mapped_column(EXACT_TEXT)
+    store_key: Mapped[int] = mapped_column(Integer)
     batch: Mapped[int] = mapped_column(Integer)
     retired_batch: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
@@ -212,6 +232,10 @@ class Report(JobStep, db.Model):
     created_at: Mapped[datetime] = mapped_column(MOMENT, default=utcnow, index=True)
     file_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The groups whose stores it covers (a JSON list, also one `report_groups` row each);
+    # NULL: every store. `created_by` is the name of the key that asked for it.
+    scope: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(KEY_NAME_MAX_LENGTH), nullable=True)
 
     @classmethod
     def report_key(cls) -> Any:
@@ -257,6 +281,14 @@ class ReportShard(JobStep, db.Model):
         return [cls.report_id == report_id, cls.shard == shard]
 
 
+class ReportGroup(db.Model):
+    """One group of a scoped report: a reader sees a report when all its groups are its own."""
+
+    __tablename__ = "report_groups"
+    report_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    group_id: Mapped[str] = mapped_column(EXACT_TEXT, primary_key=True)
+
+
 STEP_MODELS = (ReportShard, Report)  # shards, then reports: the lock order of every step
 
 
@@ -289,6 +321,35 @@ class ServiceLock(db.Model):
     __tablename__ = "service_locks"
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     uses: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class KeyRole(enum.StrEnum):
+    """What an API key may do: everything, read its groups' reports, or only push data."""
+
+    ADMIN = "admin"
+    READER = "reader"
+    POLLER = "poller"
+
+
+class ApiKey(db.Model):
+    """A named API key: its role, its groups (readers), and the SHA-256 of its token (the
+    token itself is shown once, when created, and stored nowhere)."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(
+        String(KEY_NAME_MAX_LENGTH).with_variant(
+            mysql.VARCHAR(KEY_NAME_MAX_LENGTH, charset="utf8mb4", collation="utf8mb4_bin"),
+            "mysql",
+        ),
+        unique=True,
+    )
+    role: Mapped[str] = mapped_column(String(16))
+    groups: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of group ids
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(MOMENT, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
 
 
 TRIGGER_LOCK = "trigger"  # serialises counting and creating reports

@@ -1,4 +1,4 @@
-"""Uptime/downtime report engine: the pure computation behind every report (SPEC.md).
+"""Uptime/downtime report engine: the pure computation behind every report (docs/spec.md).
 
 Inputs are typed columns keyed by store: polls (epoch µs, active flag), weekly business hours
 (weekday, seconds after local midnight), IANA zones and closures (local wall seconds). Output:
@@ -132,13 +132,13 @@ class ReportInputs:
 
 @dataclass(frozen=True)
 class ReportOptions:
-    """SPEC "Report options": unknown time beyond `stale_after_us`, outage counts."""
+    """docs/spec.md §8 "Options": unknown time beyond `stale_after_us`, outage counts."""
 
     stale_after_us: int | None = None
     outages: bool = False
 
     def columns(self) -> list[str]:
-        """The report's columns in SPEC's order for these options."""
+        """The report's columns in the spec's order for these options."""
         columns = list(BASE_COLUMNS)
         if self.stale_after_us is not None:
             columns += UNKNOWN_COLUMNS
@@ -148,7 +148,7 @@ class ReportOptions:
 
 
 def default_now(polls: Polls) -> int | None:
-    """SPEC's default `now`: the latest poll (None without polls)."""
+    """the spec's default `now`: the latest poll (None without polls)."""
     return int(polls.ts_us.max()) if polls.ts_us.size else None
 
 
@@ -264,7 +264,7 @@ def _zones_by_code(zones: StoreZones, stores: np.ndarray) -> np.ndarray:
 
 
 def _weekly_rows(hours: WeeklyHours, stores: np.ndarray) -> dict[str, np.ndarray]:
-    """Hours rows of the given stores, sorted by code, with SPEC's end-of-period rules.
+    """Hours rows of the given stores, sorted by code, with the spec's end-of-period rules.
 
     start = end (as written) is 24 hours; otherwise an end of 23:59:59 or 24:00 is the end of
     the day; an end before the start crosses midnight.
@@ -426,7 +426,7 @@ class Evidence:
 
 
 def select_evidence(polls: StorePolls, business: Intervals, stale_ticks: int | None) -> Evidence:
-    """SPEC rules 1 and 2: polls inside business hours (all polls if a store has none there),
+    """The spec's rules 1 and 2: polls inside business hours (all polls if a store has none there),
     each owning the time up to the midpoints with its neighbours."""
     inside = business.contains(polls.codes, polls.ticks)
     any_inside = np.zeros(polls.stores.size, dtype=bool)
@@ -632,7 +632,7 @@ class StoreState:
 
 
 def build_state(inputs: ReportInputs, now_us: int, options: ReportOptions) -> StoreState:
-    """Run SPEC's rules up to the status timeline and the week's business clock."""
+    """Run the spec's rules up to the status timeline and the week's business clock."""
     polls = prepare_polls(inputs.polls, now_us)
     now_tick = now_us * TICKS_PER_US
     week_start = now_tick - WINDOWS_US["week"] * TICKS_PER_US
@@ -688,7 +688,7 @@ def report_frame(state: StoreState, options: ReportOptions) -> pd.DataFrame:
 
 
 def outage_columns(state: StoreState, stale_ticks: int | None) -> dict[str, np.ndarray]:
-    """Per window: how many outages have business time in it, and the longest (SPEC)."""
+    """Per window: how many outages have business time in it, and the longest (docs/spec.md)."""
     outages = find_outages(state.evidence, stale_ticks)
     recent = outages.ends > state.week_start_tick
     codes, starts, ends = outages.codes[recent], outages.starts[recent], outages.ends[recent]

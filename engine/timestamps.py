@@ -118,7 +118,7 @@ def parse_local_times(values: TextColumn, end_of_day: bool = False) -> np.ndarra
     """Parse ``HH:MM:SS`` or ``HH:MM`` wall times to seconds after midnight; invalid → -1.
 
     With `end_of_day`, ``24:00`` and ``24:00:00`` are accepted as 86400 (the end of the day):
-    SPEC allows them for the end of a business period only.
+    docs/spec.md allows them for the end of a business period only.
     """
     parts = pc.extract_regex(arrow_strings(values), _TIME_PATTERN)
     hours, minutes, seconds = (_field_as_int(parts, name) for name in ("h", "m", "s"))

@@ -16,7 +16,16 @@ from sqlalchemy import delete, func, select
 
 from jobs.results import report_path
 from loading import writing
-from models import ACTIVE_STATES, LoadBatch, Report, ReportResult, ReportShard, db, utcnow
+from models import (
+    ACTIVE_STATES,
+    LoadBatch,
+    Report,
+    ReportGroup,
+    ReportResult,
+    ReportShard,
+    db,
+    utcnow,
+)
 
 logger = logging.getLogger(__name__)
 PARTIAL_FILE_AGE_SECONDS = 3600
@@ -41,6 +50,7 @@ def delete_reports(report_ids: list[str], reports_dir: str | None = None) -> Non
         for model, column in (
             (ReportShard, ReportShard.report_id),
             (ReportResult, ReportResult.report_id),
+            (ReportGroup, ReportGroup.report_id),
             (Report, Report.id),
         ):
             db.session.execute(delete(model).where(column.in_(chunk)))

@@ -155,7 +155,7 @@ def incidents_from(
     listed = store_keys.tolist() if store_keys.size <= MAX_LISTED_KEYS else None
     if listed is not None and 2 * store_keys.size >= high - low:
         listed = None
-    read = snapshot.read_shard(engine, fixed, low, high, since_us, listed)
+    read = snapshot.read_shard(engine, fixed, low, high, since_us=since_us, store_keys=listed)
     found = report.find_incidents(read.inputs, fixed.now_us, options)
     frame = pd.DataFrame(
         {

@@ -17,10 +17,13 @@ REPORT_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 
 @dataclass(frozen=True)
 class ReportRequest:
-    """What a user asks for: an optional `as_of` and the report options."""
+    """What a user asks for: an optional `as_of`, the report options, the groups whose stores
+    it covers (None: every store) and the key asking (None: the admin token or no key)."""
 
     as_of_us: int | None = None
     options: report.ReportOptions = field(default_factory=report.ReportOptions)
+    groups: tuple[str, ...] | None = None
+    created_by: str | None = None
 
 
 def new_report_id() -> str:
@@ -40,6 +43,15 @@ def options_json(options: report.ReportOptions) -> str:
 def options_of(row: Report) -> report.ReportOptions:
     stored = json.loads(row.options or "{}")
     return report.ReportOptions(stored.get("stale_after_us"), bool(stored.get("outages")))
+
+
+def scope_json(groups: tuple[str, ...] | None) -> str | None:
+    """The scope as the report row stores it: the sorted group ids, or None (every store)."""
+    return None if groups is None else json.dumps(sorted(set(groups)))
+
+
+def scope_of(row: Report) -> tuple[str, ...] | None:
+    return None if row.scope is None else tuple(json.loads(row.scope))
 
 
 def describe_options(row: Report) -> dict[str, Any]:

@@ -12,6 +12,11 @@ before it, and each store's latest poll inside business hours before it (searche
 in doubling spans only for stores that need it). Rows come back packed, one text value per
 store (`GROUP_CONCAT`), so a few thousand rows cross the driver instead of millions and are
 decoded by numpy in one call.
+
+A scoped report (one covering the stores of some groups) reads only its stores: a shard first
+reads which of its keys the groups held as of the report's batch, then every read names those
+keys (index lookups: a key range holding 100 stores among 14,000 would be read whole), so its
+rows for a store are the rows an unscoped report gives that store.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ WEEK_US = report.WINDOWS_US["week"]
 FIRST_LOOKBACK_US = timestamps.US_PER_DAY
 MAX_GROUP_CONCAT_BYTES = 4_294_967_295
 KEYS_PER_QUERY = 500
+# Stores of a scoped report's shard: each read names them all (SQLite binds at most 32,766).
+MAX_SCOPED_SHARD_STORES = 4000
 VERSION = "batch <= :batch AND (retired_batch IS NULL OR retired_batch > :batch)"
 
 
@@ -71,17 +78,22 @@ def read_shard(
     snapshot: Snapshot,
     key_low: int,
     key_high: int,
+    groups: tuple[str, ...] | None = None,
     since_us: int | None = None,
     store_keys: list[int] | None = None,
 ) -> ShardInputs:
-    """Everything the engine needs for stores with keys in [key_low, key_high) (or, given
-    `store_keys`, those stores only): polls from `since_us` (default: the week before `now`)
-    to `now`, and the latest ones before."""
-    keys = {"batch": snapshot.batch, "low_key": key_low, "high_key": key_high}
+    """Everything the engine needs for stores with keys in [key_low, key_high) (and, given
+    `groups`, members of one of them as of the snapshot's batch; given `store_keys`, those
+    stores only): polls from `since_us` (default: the week before `now`) to `now`, and the
+    latest ones before."""
+    keys: dict = {"batch": snapshot.batch, "low_key": key_low, "high_key": key_high}
     if store_keys is not None:
-        keys["keys"] = store_keys
+        keys["store_keys"] = store_keys
     with engine.connect() as conn, ThreadPoolExecutor(1) as background:
         prepare_session(conn)
+        if groups is not None:
+            members = shard_members(conn, keys, groups)
+            keys["store_keys"] = sorted(set(members) & set(keys.get("store_keys", members)))
         window = None
         if snapshot.now_us is not None:  # the biggest query runs beside the others
             since_us = snapshot.now_us - WEEK_US if since_us is None else since_us
@@ -106,25 +118,51 @@ def prepare_session(conn: Connection) -> None:
         conn.execute(text(f"SET SESSION group_concat_max_len = {MAX_GROUP_CONCAT_BYTES}"))
 
 
+MEMBERS = (
+    "SELECT g.store_key FROM store_groups g WHERE g.group_id IN :groups "
+    "AND g.batch <= :batch AND (g.retired_batch IS NULL OR g.retired_batch > :batch)"
+)
+
+
 def in_shard(keys: dict, column: str = "store_key") -> str:
-    """The rows of the shard's stores: a key range, or a list of keys (`keys["keys"]`)."""
-    if "keys" in keys:
-        return f"{column} IN :keys"
-    return f"{column} >= :low_key AND {column} < :high_key"
+    """The condition on `column` for the shard's stores: its key range, and for a scoped
+    report, the keys of its stores."""
+    where = f"{column} >= :low_key AND {column} < :high_key"
+    if "store_keys" in keys:
+        where += f" AND {column} IN :store_keys"
+    return where
 
 
 def statement(sql: str) -> TextClause:
-    """A query whose `IN :keys` (if any) takes a list."""
+    """A text query whose list parameters (`:groups`, `:keys`, `:store_keys`) expand to their
+    values."""
     query = text(sql)
-    if "IN :keys" in sql:
-        query = query.bindparams(bindparam("keys", expanding=True))
-    return query
+    lists = [name for name in ("groups", "keys", "store_keys") if f":{name}" in sql]
+    return query.bindparams(*(bindparam(name, expanding=True) for name in lists))
+
+
+def shard_members(conn: Connection, keys: dict, groups: tuple[str, ...]) -> list[int]:
+    """The keys in the shard's range of the stores of `groups` as of its batch (at most
+    MAX_SCOPED_SHARD_STORES: the shards of a scoped report are planned so)."""
+    sql = (
+        f"SELECT DISTINCT store_key FROM ({MEMBERS}) members "
+        "WHERE store_key >= :low_key AND store_key < :high_key"
+    )
+    rows = conn.execute(statement(sql), {**keys, "groups": list(groups)}).all()
+    return sorted(int(row[0]) for row in rows)
+
+
+def scope_store_keys(engine: Engine, batch: int, groups: tuple[str, ...]) -> np.ndarray:
+    """The sorted keys of the stores in any of `groups` as of `batch`."""
+    sql = f"SELECT DISTINCT store_key FROM ({MEMBERS}) members ORDER BY store_key"
+    with engine.connect() as conn:
+        rows = conn.execute(statement(sql), {"groups": list(groups), "batch": batch}).all()
+    return np.array([row[0] for row in rows], dtype=np.int64)
 
 
 def read_hours(conn: Connection, keys: dict) -> report.WeeklyHours:
     columns = ["store_key", "day_of_week", "start_s", "end_s"]
-    where = f"{in_shard(keys)} AND {VERSION}"
-    matrix = integer_rows(conn, "business_hours", columns, where, keys)
+    matrix = integer_rows(conn, "business_hours", columns, f"{in_shard(keys)} AND {VERSION}", keys)
     return report.WeeklyHours.of(matrix[:, 0], matrix[:, 1], matrix[:, 2], matrix[:, 3])
 
 
@@ -190,10 +228,7 @@ def packed_polls(conn: Connection, where: str, params: dict) -> report.Polls:
         "SELECT store_key, COUNT(*), GROUP_CONCAT(ts_us * 2 + active) FROM polls "
         f"WHERE {where} GROUP BY store_key"
     )
-    statement = text(sql)
-    if "IN :keys" in where:
-        statement = statement.bindparams(bindparam("keys", expanding=True))
-    rows = conn.execute(statement, params).cursor.fetchall()
+    rows = conn.execute(statement(sql), params).cursor.fetchall()
     if not rows:
         return report.Polls.of()
     keys, counts, packed_lists = zip(*rows, strict=True)
@@ -221,7 +256,7 @@ def read_window(engine: Engine, keys: dict, since_us: int, now_us: int) -> repor
         prepare_session(conn)
         return packed_polls(
             conn,
-            f"{in_shard(keys)} AND ts_us >= :low AND ts_us <= :high AND batch <= :batch",
+            f"{in_shard(keys)} AND ts_us >= :low AND ts_us <= :high AND polls.batch <= :batch",
             {**keys, "low": since_us, "high": now_us},
         )
 

@@ -43,7 +43,7 @@ from flask import current_app
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
 from jobs.errors import QueueFull
-from jobs.options import ReportRequest, options_json
+from jobs.options import ReportRequest, options_json, scope_json
 from jobs.retries import with_database_retries
 from models import (
     ACTIVE_STATES,
@@ -51,6 +51,7 @@ from models import (
     TRIGGER_LOCK,
     JobStep,
     Report,
+    ReportGroup,
     ReportResult,
     ReportShard,
     ReportStatus,
@@ -103,10 +104,26 @@ def active_reports(conn: Connection) -> int:
     return conn.execute(query).scalar()
 
 
+def active_reports_of(conn: Connection, key_name: str) -> int:
+    """Reports queued or running that the key named `key_name` asked for."""
+    query = (
+        select(func.count())
+        .select_from(Report)
+        .where(Report.status.in_(ACTIVE_STATES), Report.created_by == key_name)
+    )
+    return conn.execute(query).scalar()
+
+
 def create_report(
-    conn: Connection, report_id: str, request: ReportRequest, owner: str | None, capacity: int
+    conn: Connection,
+    report_id: str,
+    request: ReportRequest,
+    owner: str | None,
+    capacity: int,
+    per_key: int | None = None,
 ) -> None:
-    """— → Queued, if fewer than `capacity` reports are active (QueueFull otherwise).
+    """— → Queued, if fewer than `capacity` reports are active, and fewer than `per_key` of
+    the asking key's (QueueFull otherwise), with its groups.
 
     On `conn`, in the caller's transaction, which starts with a write to the trigger lock row:
     two triggers count one after the other, never both below the limit at once.
@@ -119,6 +136,7 @@ def create_report(
     active = active_reports(conn)
     if active >= capacity:
         raise QueueFull(f"{active} reports are queued or running")
+    refuse_beyond_key_limit(conn, request.created_by, per_key)
     conn.execute(
         insert(Report).values(
             id=report_id,
@@ -128,8 +146,21 @@ def create_report(
             created_at=utcnow(),
             owner=owner,
             lease_expires_at=queued_lease(owner),
+            scope=scope_json(request.groups),
+            created_by=request.created_by,
         )
     )
+    for group in sorted(set(request.groups or ())):
+        conn.execute(insert(ReportGroup).values(report_id=report_id, group_id=group))
+
+
+def refuse_beyond_key_limit(conn: Connection, key_name: str | None, per_key: int | None) -> None:
+    """QueueFull when the key already has `per_key` reports queued or running."""
+    if key_name is None or per_key is None:
+        return
+    mine = active_reports_of(conn, key_name)
+    if mine >= per_key:
+        raise QueueFull(f"key {key_name!r} has {mine} reports queued or running")
 
 
 def claim_start(report_id: str, owner: str) -> bool:

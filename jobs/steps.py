@@ -1,7 +1,9 @@
 """The steps of a report job: submit, start, run a shard, assemble. Any process runs any step.
 
 A report is a `reports` row split into shards, each a `report_shards` row over a contiguous
-range of store keys; every change of their state is a transition of `jobs.states`.
+range of store keys (for a report scoped to groups, a range holding at most
+REPORT_SHARD_STORES of the groups' stores, and only those are read); every change of their
+state is a transition of `jobs.states`.
 
 1. `submit_report`: check room (queued + running reports, counted in the database), create the
    Queued row and hand `start_report` to the executor.
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 from flask import current_app
 from sqlalchemy import select
@@ -34,7 +37,7 @@ from sqlalchemy.exc import OperationalError
 import report
 from jobs import housekeeping, results, snapshot, states
 from jobs.errors import BrokerUnavailable, QueueFull, ServiceBusy
-from jobs.options import ReportRequest, new_report_id, options_of
+from jobs.options import ReportRequest, new_report_id, options_of, scope_of
 from jobs.retries import LOCK_RETRIES, short_reason, transient_kind, with_database_retries
 from loading.lock_waits import LockWaitTimeout, bounded_lock_wait, writers_in_turn
 from models import ReportShard, ReportStatus, db
@@ -70,7 +73,8 @@ def submit_report(request: ReportRequest, worker: Executor | None = None) -> str
     """Create a Queued report if there is room, then hand its start to the executor (the
     app's, unless another is given: the `report` command runs the steps inline).
 
-    QueueFull when `REPORT_WORKERS + REPORT_QUEUE` reports are already queued or running;
+    QueueFull when `REPORT_WORKERS + REPORT_QUEUE` reports are already queued or running, or
+    REPORT_QUEUE_PER_KEY of the asking key's;
     ServiceBusy (nothing created) when the database is locked or the broker does not answer.
     """
     worker = worker or app_executor()
@@ -93,7 +97,7 @@ def create_queued_report(request: ReportRequest, owner: str | None) -> str:
     (whoever holds it: a load, report steps, another process) before ServiceBusy. On
     MySQL/MariaDB a deadlock with another transaction is tried again.
     """
-    refuse_when_full()
+    refuse_when_full(request.created_by)
     report_id = new_report_id()
     sqlite = db.engine.dialect.name == "sqlite"
     wait_ms = settings()["TRIGGER_LOCK_TIMEOUT_MS"] if sqlite else None
@@ -103,7 +107,9 @@ def create_queued_report(request: ReportRequest, owner: str | None) -> str:
             with writers_in_turn(db.engine, wait_ms):
                 left_ms = None if wait_ms is None else time_left_ms(wait_ms, queued)
                 with db.engine.connect() as conn, bounded_lock_wait(conn, left_ms), conn.begin():
-                    states.create_report(conn, report_id, request, owner, report_capacity())
+                    states.create_report(
+                        conn, report_id, request, owner, report_capacity(), per_key_limit()
+                    )
             return report_id
         except LockWaitTimeout as exc:
             raise ServiceBusy(BUSY_MESSAGE) from exc
@@ -123,12 +129,18 @@ def report_capacity() -> int:
     return settings()["REPORT_WORKERS"] + settings()["REPORT_QUEUE"]
 
 
-def refuse_when_full() -> None:
-    """QueueFull when the queue is full as of now (a read: no lock taken, none waited for)."""
+def per_key_limit() -> int:
+    return settings()["REPORT_QUEUE_PER_KEY"]
+
+
+def refuse_when_full(key_name: str | None = None) -> None:
+    """QueueFull when the queue, or the asking key's share of it, is full as of now (a read:
+    no lock taken, none waited for)."""
     with db.engine.connect() as conn:
         active = states.active_reports(conn)
-    if active >= report_capacity():
-        raise QueueFull(f"{active} reports are queued or running")
+        if active >= report_capacity():
+            raise QueueFull(f"{active} reports are queued or running")
+        states.refuse_beyond_key_limit(conn, key_name, per_key_limit())
 
 
 # --------------------------------------------------------------------------- 2. start
@@ -140,13 +152,20 @@ def start_report(report_id: str, owner: str, worker: Executor) -> None:
         logger.info("report %s: already started or owned elsewhere", report_id)
         return
     row = states.fresh_report(report_id)
-    requested, attempts = row.requested_as_of_us, row.attempts
+    requested, attempts, groups = row.requested_as_of_us, row.attempts, scope_of(row)
     db.session.commit()  # end the read: on SQLite a write transaction must begin with a write
     if attempts > settings()["REPORT_MAX_ATTEMPTS"]:
         give_up(report_id, f"gave up after {attempts - 1} attempts to start it")
         return
     fixed = with_database_retries(lambda: snapshot.fix_snapshot(db.engine, requested), report_id)
-    ranges = shard_ranges(fixed, settings()["REPORT_SHARD_STORES"])
+    per_shard = settings()["REPORT_SHARD_STORES"]
+    if groups is None:
+        ranges = shard_ranges(fixed, per_shard)
+    else:
+        members = with_database_retries(
+            lambda: snapshot.scope_store_keys(db.engine, fixed.batch, groups), report_id
+        )
+        ranges = scope_ranges(fixed, members, min(per_shard, snapshot.MAX_SCOPED_SHARD_STORES))
     if not states.plan_shards(report_id, owner, worker.owner, (fixed.now_us, fixed.batch), ranges):
         return
     logger.info(
@@ -163,6 +182,19 @@ def shard_ranges(fixed: snapshot.Snapshot, stores_per_shard: int) -> list[tuple[
         return []
     bounds = [*range(1, fixed.last_store_key + 1, stores_per_shard), fixed.last_store_key + 1]
     return list(pairwise(bounds))
+
+
+def scope_ranges(
+    fixed: snapshot.Snapshot, members: np.ndarray, stores_per_shard: int
+) -> list[tuple[int, int]]:
+    """Store-key ranges [low, high) each holding at most `stores_per_shard` of the scope's
+    stores (sorted keys `members`): a shard reads only those."""
+    if fixed.now_us is None or members.size == 0:
+        return []
+    firsts = members[::stores_per_shard]
+    lasts = members[stores_per_shard - 1 :: stores_per_shard]
+    highs = [*(int(key) + 1 for key in lasts), int(members[-1]) + 1][: firsts.size]
+    return [(int(low), high) for low, high in zip(firsts, highs, strict=True)]
 
 
 def send_shards(report_id: str, worker: Executor, count: int) -> None:
@@ -200,6 +232,7 @@ class ShardWork:
     now_us: int | None
     options: report.ReportOptions
     attempts: int
+    groups: tuple[str, ...] | None = None
 
     @property
     def label(self) -> str:
@@ -279,6 +312,7 @@ def shard_work(report_id: str, shard: int) -> ShardWork | None:
             row.as_of_us,
             options_of(row),
             piece.attempts,
+            scope_of(row),
         )
     db.session.commit()  # end the read: on SQLite a write transaction must begin with a write
     return work
@@ -287,7 +321,7 @@ def shard_work(report_id: str, shard: int) -> ShardWork | None:
 def compute_shard(work: ShardWork) -> pd.DataFrame:
     """The report rows of the shard's stores, with their external ids."""
     fixed = snapshot.Snapshot(work.batch, work.now_us, work.key_high - 1)
-    read = snapshot.read_shard(db.engine, fixed, work.key_low, work.key_high)
+    read = snapshot.read_shard(db.engine, fixed, work.key_low, work.key_high, work.groups)
     frame = report.compute_report(read.inputs, work.now_us, work.options)
     if work.now_us is None or frame.empty:
         return frame

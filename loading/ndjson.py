@@ -53,7 +53,7 @@ def _usual_line(order: tuple[str, ...]) -> str:
     return f"^\\{{{_SPACE}" + f"{_SPACE},{_SPACE}".join(fields) + f"{_SPACE}\\}}$"
 
 
-# The order pollers write (json.dumps of a dict built in SPEC's order) first, then the others
+# The order pollers write (json.dumps of a dict built in the spec's order) first, then the others
 # (a serializer that sorts keys writes status, store_id, timestamp_utc).
 USUAL_LINES = [_usual_line(order) for order in itertools.permutations(COLUMNS)]
 RejectedCallback = Callable[[pa.Table], None]

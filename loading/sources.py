@@ -34,6 +34,7 @@ from engine import arrays
 from engine.timestamps import quoted
 from loading.validation import (
     CLOSURES,
+    GROUPS,
     HOURS,
     POLLS,
     REQUIRED_COLUMNS,
@@ -47,6 +48,7 @@ FILE_PATTERNS = {
     HOURS: ["menu_hours.csv", "Menu hours.csv", "business_hours.csv"],
     TIMEZONES: ["timezones.csv", "store_timezone.csv", "store_timezones.csv", "bq-results-*.csv"],
     CLOSURES: ["closures.csv"],
+    GROUPS: ["store_groups.csv"],
 }
 # Hours name their weekday column `dayOfWeek` (the original files) or `day`.
 COLUMN_ALIASES = {HOURS: {"dayOfWeek": "day"}}

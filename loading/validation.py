@@ -17,19 +17,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine import timestamps
-from models import STORE_ID_MAX_LENGTH
+from models import GROUP_ID_MAX_LENGTH, STORE_ID_MAX_LENGTH
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-POLLS, HOURS, TIMEZONES, CLOSURES = "polls", "hours", "timezones", "closures"
+POLLS, HOURS, TIMEZONES, CLOSURES, GROUPS = "polls", "hours", "timezones", "closures", "groups"
 REQUIRED_COLUMNS = {
     POLLS: ["store_id", "status", "timestamp_utc"],
     HOURS: ["store_id", "day", "start_time_local", "end_time_local"],
     TIMEZONES: ["store_id", "timezone_str"],
     CLOSURES: ["store_id", "start_local", "end_local"],
+    GROUPS: ["group_id", "store_id"],
 }
+GROUP_ID_PATTERN = rf"^[A-Za-z0-9._-]{{1,{GROUP_ID_MAX_LENGTH}}}$"
 REJECTED_COLUMNS = ["line", "column", "value", "reason"]
 MAX_LISTED_ERRORS = 20
 # Without skip_invalid a load stops reading an input at this many invalid rows: the answer
@@ -208,11 +210,29 @@ def check_closures(columns: dict[str, pa.Array]) -> tuple[Values, list[Problem]]
     return values, problems
 
 
+def check_groups(columns: dict[str, pa.Array]) -> tuple[Values, list[Problem]]:
+    """A group id is 1–64 letters, digits, `-`, `_` or `.` (it appears in URLs and keys)."""
+    group_ids = trimmed(columns["group_id"])
+    store_ids = trimmed(columns["store_id"])
+    valid = _as_bools(pc.match_substring_regex(group_ids, GROUP_ID_PATTERN))
+    problems = [
+        (
+            "group_id",
+            ~valid,
+            f"group_id is not 1 to {GROUP_ID_MAX_LENGTH} letters, digits, '-', '_' or '.'",
+        ),
+        *store_id_problems(store_ids),
+    ]
+    names = np.asarray(group_ids.to_numpy(zero_copy_only=False), dtype=object)
+    return {"store_id": store_ids, "group_id": names}, problems
+
+
 CHECKS: dict[str, Callable[[dict[str, pa.Array]], tuple[Values, list[Problem]]]] = {
     POLLS: check_polls,
     HOURS: check_hours,
     TIMEZONES: check_timezones,
     CLOSURES: check_closures,
+    GROUPS: check_groups,
 }
 
 

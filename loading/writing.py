@@ -1,4 +1,4 @@
-"""Write checked rows into the open load transaction: stores, polls, versioned store rows.
+"""Write checked rows into the open load transaction: polls and versioned store rows.
 
 Polls are only appended (a poll already present for its store and instant is skipped: the
 first loaded is kept). Business hours, time zones and closures are versioned, never deleted by
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,140 +23,15 @@ from sqlalchemy.orm import aliased
 from engine import arrays
 from engine.timestamps import quoted
 from loading.validation import LoadError
-from models import BusinessHours, Closure, Store, StoreTimezone
+from models import BusinessHours, Closure, Store, StoreGroupMember, StoreTimezone
 
 POLL_BUFFER_ROWS = 1_000_000
 EXECUTEMANY_ROWS = 50_000
 IN_LIST_SIZE = 500
 DUPLICATE_KEY = 1062  # MySQL/MariaDB warning: a row skipped by IGNORE for its key
 SHOWN_WARNINGS = 5
-VERSIONED_MODELS = (BusinessHours, StoreTimezone, Closure)
-VersionedModel = type[BusinessHours] | type[StoreTimezone] | type[Closure]
-
-
-# --------------------------------------------------------------------------- stores
-
-
-class KnownStores:
-    """External id → key of the stores committed to one database, remembered by this process.
-
-    A store's key never changes once committed, so a load needs to look up in the database only
-    the ids this process has not seen: uploads of the same stores every hour then cost no query.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.index = pd.Index([], dtype=object)
-        self.keys = np.zeros(0, dtype=np.int64)
-
-    def lookup(self, ids: np.ndarray) -> np.ndarray:
-        """Each id's key, or -1 when not known here."""
-        with self.lock:
-            index, keys = self.index, self.keys
-        position = index.get_indexer(ids)
-        return np.where(position >= 0, keys[np.maximum(position, 0)] if keys.size else -1, -1)
-
-    def forget_if_beyond(self, largest_key: int) -> None:
-        """Forget everything if a remembered key is beyond the database's largest: the
-        database was restored to an earlier state, and its keys may now mean other stores."""
-        with self.lock:
-            if self.keys.size and int(self.keys.max()) > largest_key:
-                self.index, self.keys = pd.Index([], dtype=object), np.zeros(0, dtype=np.int64)
-
-    def remember(self, ids: np.ndarray, keys: np.ndarray) -> None:
-        if ids.size == 0:
-            return
-        with self.lock:
-            fresh = self.index.get_indexer(ids) < 0
-            self.index = self.index.append(pd.Index(ids[fresh], dtype=object))
-            self.keys = np.concatenate([self.keys, keys[fresh]])
-
-
-_KNOWN: dict[str, KnownStores] = {}
-_KNOWN_LOCK = threading.Lock()
-
-
-def known_stores(database: str) -> KnownStores:
-    """The remembered stores of the database named `database` (its `data_state.instance_id`)."""
-    with _KNOWN_LOCK:
-        return _KNOWN.setdefault(database, KnownStores())
-
-
-class StoreKeys:
-    """Maps external store ids to compact keys within one load, creating stores as new ids
-    appear; `remember()` after the commit makes this load's stores known to the process.
-
-    Ids are compared exactly (Python string equality, the binary column in the database):
-    `abc`, `ABC` and `ábc` are three stores whatever the database's default collation.
-    """
-
-    def __init__(self, conn: Connection, known: KnownStores) -> None:
-        self.conn = conn
-        largest = int(conn.execute(select(func.max(Store.id))).scalar() or 0)
-        self.known = known
-        self.known.forget_if_beyond(largest)
-        self.seen = KnownStores()  # looked up or created by this load, not yet committed
-        self.next_key = largest + 1
-        self.given: list[np.ndarray] = []  # the distinct keys of each call: the load's stores
-
-    def keys_for(self, store_ids: pa.Array | np.ndarray) -> np.ndarray:
-        """Keys of the given ids (an Arrow or object array), creating unknown stores."""
-        encoded = pa.array(store_ids, type=pa.string()).dictionary_encode()
-        distinct = np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
-        keys = self.known.lookup(distinct)
-        unknown = keys < 0
-        keys[unknown] = self.seen.lookup(distinct[unknown])
-        if (keys < 0).any():
-            self._look_up_or_create(distinct[keys < 0])
-            keys[keys < 0] = self.seen.lookup(distinct[keys < 0])
-        self.given.append(keys)
-        return keys[encoded.indices.to_numpy(zero_copy_only=False)]
-
-    def used_keys(self) -> np.ndarray:
-        """Every key this load gave out (its stores), distinct and sorted."""
-        return np.unique(np.concatenate([np.zeros(0, dtype=np.int64), *self.given]))
-
-    def remember(self) -> None:
-        """After the commit: this load's stores are committed, the process may keep them."""
-        self.known.remember(self.seen.index.to_numpy(dtype=object), self.seen.keys)
-
-    def _look_up_or_create(self, ids: np.ndarray) -> None:
-        found_ids, found_keys = self._stored(ids)
-        self.seen.remember(found_ids, found_keys)
-        new_ids = ids[pd.Index(found_ids, dtype=object).get_indexer(ids) < 0]
-        if new_ids.size:
-            self.seen.remember(new_ids, self._add(new_ids))
-
-    def _stored(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Those of `ids` already in the database, with their keys (exact comparison)."""
-        found_ids, found_keys = [], []
-        for start in range(0, ids.size, IN_LIST_SIZE):
-            chunk = ids[start : start + IN_LIST_SIZE].tolist()
-            rows = self.conn.execute(
-                select(Store.id, Store.external_id).where(Store.external_id.in_(chunk))
-            ).all()
-            wanted = set(chunk)
-            for key, external_id in rows:
-                if external_id in wanted:  # byte for byte, whatever the column compares
-                    found_ids.append(external_id)
-                    found_keys.append(key)
-        return np.array(found_ids, dtype=object), np.array(found_keys, dtype=np.int64)
-
-    def _add(self, new_ids: np.ndarray) -> np.ndarray:
-        """Insert new stores with plain INSERTs: a duplicate id fails loudly, never silently
-        (LOAD DATA LOCAL would skip it with a warning and leave polls without a store)."""
-        keys = np.arange(self.next_key, self.next_key + new_ids.size, dtype=np.int64)
-        new_rows = pd.DataFrame({"id": keys, "external_id": new_ids.astype(str)})
-        try:
-            insert_rows(self.conn, Store.__tablename__, new_rows)
-        except self.conn.dialect.loaded_dbapi.IntegrityError as exc:
-            raise LoadError(
-                "database",
-                f"a new store id equals one already stored ({exc}): the stores.external_id "
-                "column must compare bytes exactly; nothing was loaded",
-            ) from exc
-        self.next_key += new_ids.size
-        return keys
+VERSIONED_MODELS = (BusinessHours, StoreTimezone, Closure, StoreGroupMember)
+VersionedModel = type[BusinessHours] | type[StoreTimezone] | type[Closure] | type[StoreGroupMember]
 
 
 # --------------------------------------------------------------------------- polls
@@ -301,6 +175,8 @@ def _refuse_changed_rows(cursor, table: str, sent: int, inserted: int) -> None:
 # Hours rows or closures of one store: more is no business week, but a broken or hostile input
 # (each would be stored and read by every report).
 MAX_ROWS_PER_STORE = 1000
+# Stores of one group: every store of loop-full ten times over.
+MAX_STORES_PER_GROUP = 200_000
 
 
 @dataclass
@@ -313,7 +189,11 @@ class VersionCounts:
 
 
 class VersionedRows:
-    """Writes one input's hours, zones or closures as versions of `batch`, in bounded memory.
+    """Writes one input's hours, zones, closures or group memberships as versions of `batch`,
+    in bounded memory.
+
+    Rows are versioned per owner: a store (hours, zones, closures) or a group (`VERSIONED_BY`
+    of the model names the column); "store" below means that owner.
 
     Each chunk is inserted as it comes, each row once: repeats within the chunk are dropped,
     and so are rows already inserted by an earlier chunk (looked up for the stores seen
@@ -328,12 +208,13 @@ class VersionedRows:
         self, conn: Connection, model: VersionedModel, batch: int, label: str, last_wins: bool
     ) -> None:
         self.conn, self.model, self.batch, self.label = conn, model, batch, label
+        self.owner = owner_column(model)
         names = [column.name for column in model.__table__.columns]
-        self.values = [name for name in names if name not in _VERSION_COLUMNS]
-        self.key = ["store_key"] if last_wins else ["store_key", *self.values]
+        self.values = [name for name in names if name not in (*_VERSION_COLUMNS, self.owner)]
+        self.key = [self.owner] if last_wins else [self.owner, *self.values]
         self.last_wins = last_wins
-        self.limit = 1 if last_wins else MAX_ROWS_PER_STORE
-        self.stores = np.zeros(0, dtype=np.int64)  # with rows of this batch, sorted
+        self.limit = 1 if last_wins else _row_limit(model)
+        self.stores = np.zeros(0, dtype=object)  # owners with rows of this batch, sorted
         self.spanning = False  # whether a store's rows came in more than one chunk
         self.received = 0
         self.kept = 0  # rows of this batch in the table
@@ -342,14 +223,15 @@ class VersionedRows:
         """Insert a chunk of rows (`store_key` and the model's value columns)."""
         self.received += len(rows)
         fresh = rows.drop_duplicates(self.key, keep="last")
-        per_store = fresh.groupby("store_key").size()
+        per_store = fresh.groupby(self.owner).size()
         if len(per_store) and per_store.max() > self.limit:
-            self._refuse(int(per_store.idxmax()))
-        seen = fresh["store_key"].isin(self.stores).to_numpy()
+            self._refuse(per_store.idxmax())
+        seen = fresh[self.owner].isin(self.stores).to_numpy()
         if seen.any():
             self.spanning = True
             fresh = self._without_earlier_rows(fresh, seen)
-        self.stores = np.union1d(self.stores, fresh["store_key"].to_numpy())
+        owners = fresh[self.owner].to_numpy(dtype=object)
+        self.stores = np.union1d(self.stores, owners).astype(object)
         self.kept += bulk_insert(
             self.conn, self.model.__tablename__, fresh.assign(batch=self.batch)
         )
@@ -357,7 +239,7 @@ class VersionedRows:
     def _without_earlier_rows(self, fresh: pd.DataFrame, seen: np.ndarray) -> pd.DataFrame:
         """The chunk's rows but those an earlier chunk inserted; a zone instead deletes its
         store's earlier zone (the last row of a store wins)."""
-        earlier = self._batch_rows(np.unique(fresh["store_key"].to_numpy()[seen]))
+        earlier = self._batch_rows(np.unique(fresh[self.owner].to_numpy(dtype=object)[seen]))
         if self.last_wins:
             for start in range(0, len(earlier), IN_LIST_SIZE):
                 ids = earlier["id"].iloc[start : start + IN_LIST_SIZE].tolist()
@@ -369,30 +251,30 @@ class VersionedRows:
 
     def _batch_rows(self, store_keys: np.ndarray) -> pd.DataFrame:
         """The rows this batch inserted for the given stores: id, key and values."""
-        model = self.model
-        columns = [model.id, *(getattr(model, name) for name in ["store_key", *self.values])]
+        model, owner = self.model, getattr(self.model, self.owner)
+        columns = [model.id, *(getattr(model, name) for name in [self.owner, *self.values])]
         found = []
         for start in range(0, store_keys.size, IN_LIST_SIZE):
             keys = store_keys[start : start + IN_LIST_SIZE].tolist()
-            query = select(*columns).where(model.batch == self.batch, model.store_key.in_(keys))
+            query = select(*columns).where(model.batch == self.batch, owner.in_(keys))
             found += self.conn.execute(query).cursor.fetchall()  # plain tuples: fast to frame
         return pd.DataFrame(found, columns=[column.key for column in columns])
 
     def settle(self) -> VersionCounts:
         """Finish the input's versions in the database; return what its rows came to."""
-        model, batch = self.model, self.batch
+        model, batch, owner = self.model, self.batch, getattr(self.model, self.owner)
         if self.spanning and not self.last_wins:  # each chunk was checked on its own
             self._refuse_crowded_stores()
         unchanged = self.conn.execute(
             delete(model).where(
-                model.batch == batch, model.store_key.in_(select(self._unchanged_stores().c.key))
+                model.batch == batch, owner.in_(select(self._unchanged_stores().c.key))
             )
         ).rowcount
-        replaced = select(model.store_key).where(model.batch == batch).group_by(model.store_key)
+        replaced = select(owner.label("owner")).where(model.batch == batch).group_by(owner)
         self.conn.execute(
             update(model)
             .where(model.retired_batch.is_(None), model.batch < batch)
-            .where(model.store_key.in_(select(replaced.subquery("replaced").c.store_key)))
+            .where(owner.in_(select(replaced.subquery("replaced").c.owner)))
             .values(retired_batch=batch)
         )
         return VersionCounts(self.kept - unchanged, unchanged, self.received - self.kept)
@@ -400,52 +282,60 @@ class VersionedRows:
     def _unchanged_stores(self) -> Subquery:
         """Stores whose new rows (a set, once repeats are gone) are exactly their current
         rows: as many current rows as new ones, and every new one among them."""
-        model, batch = self.model, self.batch
+        model, batch, name = self.model, self.batch, self.owner
         new, current = aliased(model), aliased(model)
         same_row = exists().where(
-            current.store_key == new.store_key,
+            getattr(current, name) == getattr(new, name),
             current.batch < batch,
             current.retired_batch.is_(None),
             *(getattr(current, name) == getattr(new, name) for name in self.values),
         )
+        new_owner, owner = getattr(new, name).label("owner"), getattr(model, name)
         counted = {
-            "new_rows": select(new.store_key, func.count().label("rows")).where(new.batch == batch),
-            "current_rows": select(model.store_key, func.count().label("rows")).where(
+            "new_rows": select(new_owner, func.count().label("rows")).where(new.batch == batch),
+            "current_rows": select(owner.label("owner"), func.count().label("rows")).where(
                 model.batch < batch,
                 model.retired_batch.is_(None),
-                model.store_key.in_(select(new.store_key).where(new.batch == batch)),
+                owner.in_(select(getattr(new, name)).where(new.batch == batch)),
             ),
-            "found_rows": select(new.store_key, func.count().label("rows")).where(
+            "found_rows": select(new_owner, func.count().label("rows")).where(
                 new.batch == batch, same_row
             ),
         }
         new_rows, now_rows, found_rows = (
-            query.group_by(query.selected_columns[0]).subquery(name)
-            for name, query in counted.items()
+            query.group_by(query.selected_columns[0]).subquery(label)
+            for label, query in counted.items()
         )
         return (
-            select(new_rows.c.store_key.label("key"))
-            .join(now_rows, now_rows.c.store_key == new_rows.c.store_key)
-            .join(found_rows, found_rows.c.store_key == new_rows.c.store_key)
+            select(new_rows.c.owner.label("key"))
+            .join(now_rows, now_rows.c.owner == new_rows.c.owner)
+            .join(found_rows, found_rows.c.owner == new_rows.c.owner)
             .where(now_rows.c.rows == new_rows.c.rows, found_rows.c.rows == new_rows.c.rows)
             .subquery("unchanged")
         )
 
     def _refuse_crowded_stores(self) -> None:
         model = self.model
+        owner = getattr(model, self.owner)
         crowded = self.conn.execute(
-            select(model.store_key)
+            select(owner)
             .where(model.batch == self.batch)
-            .group_by(model.store_key)
+            .group_by(owner)
             .having(func.count() > self.limit)
             .limit(1)
         ).scalar()
         if crowded is not None:
-            self._refuse(int(crowded))
+            self._refuse(crowded)
 
-    def _refuse(self, store_key: int) -> None:
-        external_id = self.conn.scalar(select(Store.external_id).where(Store.id == store_key))
+    def _refuse(self, owner: object) -> None:
         what = _ROWS_CALLED[self.model.__tablename__]
+        if self.owner != "store_key":
+            raise LoadError(
+                self.label,
+                f"group {quoted(str(owner))} has more than {self.limit} {what}, the most a "
+                "group may have; nothing was loaded",
+            )
+        external_id = self.conn.scalar(select(Store.external_id).where(Store.id == int(owner)))
         raise LoadError(
             self.label,
             f"store {quoted(str(external_id))} has more than {self.limit} {what}, the most a "
@@ -453,12 +343,22 @@ class VersionedRows:
         )
 
 
-_VERSION_COLUMNS = ("id", "store_key", "batch", "retired_batch")
+_VERSION_COLUMNS = ("id", "batch", "retired_batch")
 _ROWS_CALLED = {
     BusinessHours.__tablename__: "different business-hours rows",
     Closure.__tablename__: "different closures",
     StoreTimezone.__tablename__: "time zone",
+    StoreGroupMember.__tablename__: "stores",
 }
+
+
+def owner_column(model: VersionedModel) -> str:
+    """The column whose rows are replaced together: a store's, or a group's."""
+    return getattr(model, "VERSIONED_BY", "store_key")
+
+
+def _row_limit(model: VersionedModel) -> int:
+    return MAX_STORES_PER_GROUP if model is StoreGroupMember else MAX_ROWS_PER_STORE
 
 
 def purge_retired(conn: Connection, before_batch: int) -> int:

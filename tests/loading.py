@@ -15,6 +15,7 @@ TABLES = [
     "business_hours",
     "store_timezones",
     "closures",
+    "store_groups",
     "load_batches",
     "data_state",
 ]

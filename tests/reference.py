@@ -49,7 +49,7 @@ def parse_hms(text: str) -> int:
 
 
 def period_seconds(start_text: str, end_text: str) -> tuple[int, int]:
-    """SPEC: start = end as written is 24 h; else 23:59:59/24:00 end the day; end < start
+    """docs/spec.md: start = end as written is 24 h; else 23:59:59/24:00 end the day; end < start
     crosses midnight."""
     start, end = parse_hms(start_text), parse_hms(end_text)
     if start == end:
@@ -207,7 +207,7 @@ def round_units(micros: Fraction, unit: int) -> float:
 
 
 def report_row(measures: dict, stale_after_us=None, outages=False) -> tuple:
-    """The report row in SPEC's column order for these options."""
+    """The report row in the spec's column order for these options."""
     row = [round_units(measures[f"uptime_{n}"], UNITS[n]) for n in WINDOWS]
     row += [round_units(measures[f"downtime_{n}"], UNITS[n]) for n in WINDOWS]
     if stale_after_us is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import pathlib
 import socket
 import sqlite3
 import subprocess
@@ -26,6 +27,7 @@ from loading import ndjson, sources
 from models import Report, db
 from tests.conftest import SAMPLE, make_app
 from tests.loading import contents
+from tests.server import ServerProcess, run_cli
 from web import ingest
 
 CSV = {"Content-Type": "text/csv"}
@@ -541,18 +543,15 @@ def test_upload_folders_carry_their_process_and_are_removed_when_it_is_gone(
     assert ingest.remove_stale_upload_folders(also_own=True) == 1
 
 
-@pytest.mark.slow
-def test_a_server_stopped_mid_upload_leaves_no_folder_after_its_restart(tmp_path):
-    # The upload waits for the SQLite write lock, which this test holds, so its folder is
-    # there when the server gets SIGTERM (no cleanup runs). The next server removes it.
-    from tests.server import ServerProcess, run_cli
-
+def stop_mid_upload(tmp_path, name: str, stop) -> tuple[pathlib.Path, ServerProcess]:
+    """Start a server, post an upload that waits for the SQLite write lock (this test holds
+    it), stop the server with `stop` while the upload's folder exists; return that folder."""
     url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    assert run_cli(url, "init-db").returncode == 0
     temp = tmp_path / "tmp"
-    temp.mkdir()
+    temp.mkdir(exist_ok=True)
     settings = {"TMPDIR": str(temp), "INGEST_LOCK_TIMEOUT_MS": "60000"}
-    server = ServerProcess(url, tmp_path / "reports", tmp_path / "1.log", **settings).start()
+    server = ServerProcess(url, tmp_path / "reports", tmp_path / f"{name}.log", **settings)
+    server.start()
     holder = sqlite3.connect(tmp_path / "db.sqlite3", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     body = (POLL_HEADER + GOOD).encode()
@@ -565,15 +564,36 @@ def test_a_server_stopped_mid_upload_leaves_no_folder_after_its_restart(tmp_path
         assert len(left) == 1 and left[0].name.startswith(
             f"store-monitor-upload-{server.process.pid}-"
         )
-        server.stop()
+        stop(server)
     holder.execute("ROLLBACK")
     holder.close()
-    assert left[0].exists()  # SIGTERM: nothing removed it
-    again = ServerProcess(url, tmp_path / "reports", tmp_path / "2.log", **settings).start()
+    return left[0], server
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_upload_leaves_no_folder_after_its_restart(tmp_path):
+    assert run_cli(f"sqlite:///{tmp_path / 'db.sqlite3'}", "init-db").returncode == 0
+    folder, server = stop_mid_upload(tmp_path, "1", ServerProcess.kill)
+    assert folder.exists()  # SIGKILL: nothing could remove it
+    again = ServerProcess(
+        server.environment["DATABASE_URL"],
+        tmp_path / "reports",
+        tmp_path / "2.log",
+        TMPDIR=str(tmp_path / "tmp"),
+    ).start()
     try:
-        assert not left[0].exists()
+        assert not folder.exists()
     finally:
         again.stop()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_server_cleanly_and_removes_its_upload_folder(tmp_path):
+    assert run_cli(f"sqlite:///{tmp_path / 'db.sqlite3'}", "init-db").returncode == 0
+    folder, server = stop_mid_upload(tmp_path, "1", ServerProcess.stop)
+    assert server.process.returncode == 0
+    assert not folder.exists()
+    assert "stopped" in (tmp_path / "1.log").read_text()
 
 
 # Bodies that took the server to gigabytes before, and a large valid one.
@@ -612,8 +632,6 @@ UPLOAD_MEMORY_BOUND_MB = 300  # growth of the server's peak RSS over its own at 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="peak RSS from /proc")
 def test_the_memory_of_an_upload_is_bounded_whatever_its_body(tmp_path):
-    from tests.server import ServerProcess, run_cli
-
     url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
     assert run_cli(url, "init-db").returncode == 0
     server = ServerProcess(url, tmp_path / "reports", tmp_path / "server.log").start()

@@ -437,7 +437,7 @@ def test_a_closure_across_the_epoch_loads_and_counts(app, tmp_path):
     assert lines[1] == "s,0.00,0.00,0.00,60.00,22.00,166.00"
 
 
-# --------------------------------------------------------------------------- SPEC points
+# --------------------------------------------------------------------------- the spec's points
 
 
 def test_status_is_read_in_any_letter_case_with_spaces_around(app, tmp_path):

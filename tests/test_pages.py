@@ -20,13 +20,14 @@ import loader
 from jobs import results
 from models import Report, ReportResult, ReportStatus, db
 from tests.conftest import ROOT, SAMPLE, make_app
+from tests.owners import NORTH, SOUTH, groups_csv, owners_groups
 from tests.server import ServerProcess, run_cli, wait_for_report
 from web import pages, timelines
 
 HOUR_US = 3_600_000_000
 FULL_OPTIONS = {"stale_after": "2h", "outages": True}
 
-# The SPEC's worked example (store Shop-W, open Monday 09:00–12:00 UTC, polls 10:14 active
+# The spec's worked example (store Shop-W, open Monday 09:00–12:00 UTC, polls 10:14 active
 # and 11:15 inactive, now Monday 12:00) and a store open 24×7 with one poll, whose id needs
 # URL-encoding ("/", a space, "ü").
 EXAMPLE_POLLS = """store_id,status,timestamp_utc
@@ -97,6 +98,7 @@ def store_path(store_id: str, **query: str) -> str:
 # --------------------------------------------------------------------------- timeline
 
 
+@pytest.mark.slow  # every store of the sample, one request each
 @pytest.mark.parametrize("options", [{}, FULL_OPTIONS], ids=["plain", "stale-and-outages"])
 def test_timeline_totals_equal_the_report_row_of_every_store(loaded_app, options):
     client = loaded_app.test_client()
@@ -176,7 +178,7 @@ def test_timeline_of_the_worked_example(example_client):
     assert [(b["start"], b["end_local"]) for b in week["business"]] == [
         ("2023-01-23T09:00:00.000000Z", "2023-01-23T12:00:00+00:00")
     ]
-    # SPEC's options example: known 09:44–10:44 (active) and 10:45–11:45 (inactive).
+    # the spec's options example: known 09:44–10:44 (active) and 10:45–11:45 (inactive).
     assert [(s["start_us"], s["end_us"], s["status"]) for s in week["segments"]] == [
         (us("2023-01-16 12:00"), us("2023-01-23 09:44"), "unknown"),
         (us("2023-01-23 09:44"), us("2023-01-23 10:44"), "active"),
@@ -451,7 +453,7 @@ def test_summary_of_the_example_is_computed_by_hand(example_client):
     report_id = example_report(example_client)
     summary = example_client.get(f"/reports/{report_id}/summary").get_json()
     assert summary["stores"] == 2 and summary["options"]["stale_after"] == "PT30M"
-    # Shop-W (SPEC example): hour up 0, down 45, unknown 15 min; day and week 1, 1, 1 h.
+    # Shop-W (the spec's example): hour up 0, down 45, unknown 15 min; day and week 1, 1, 1 h.
     # shop/x ü (24×7, one active poll at 11:00, known 10:30–11:30): hour up 30, unknown 30
     # min; day up 1, unknown 23 h; week up 1, unknown 167 h.
     assert summary["windows"] == {
@@ -1330,3 +1332,71 @@ def test_the_reports_page_shows_who_is_down_now_and_the_store_page_marks_its_inc
     finally:
         tab.close()
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def owners_server(tmp_path_factory):
+    """The sample with the north and south groups, a reader key of each and an admin key."""
+    folder = tmp_path_factory.mktemp("owners")
+    url = f"sqlite:///{folder / 'web.sqlite3'}"
+    assert run_cli(url, "load-data", str(SAMPLE)).returncode == 0
+    groups_file = folder / "store_groups.csv"
+    groups_file.write_text(groups_csv(owners_groups()))
+    assert run_cli(url, "load-data", "--groups", str(groups_file)).returncode == 0
+    tokens = {}
+    for name, extra in (
+        ("owner-north", ["--role", "reader", "--group", NORTH]),
+        ("owner-south", ["--role", "reader", "--group", SOUTH]),
+        ("ops", ["--role", "admin"]),
+    ):
+        created = run_cli(url, "keys", "create", name, *extra)
+        assert created.returncode == 0, created.stderr
+        tokens[name] = created.stdout.splitlines()[-1]
+    server = ServerProcess(url, folder / "reports", folder / "server.log").start()
+    yield server, tokens
+    server.stop()
+
+
+def sign_in(page, token: str) -> None:
+    page.locator("#token-dialog").wait_for(state="visible")
+    page.get_by_label("Token", exact=True).fill(token)
+    page.get_by_role("button", name="Use this token").click()
+
+
+@pytest.mark.slow
+def test_a_reader_sees_its_name_and_scope_and_only_its_reports(tab, owners_server):
+    server, tokens = owners_server
+    south = {"Authorization": f"Bearer {tokens['owner-south']}"}
+    theirs = requests.post(f"{server.url}/trigger_report", headers=south, timeout=10).json()
+    page = tab.page
+    page.goto(f"{server.url}/")
+    sign_in(page, tokens["owner-north"])
+    page.get_by_role("button", name="Start report").click()
+    page.locator("#reports-body tr .status-Complete").wait_for()
+    assert page.inner_text("#identity") == f"owner-north · reader · {NORTH}"
+    rows = page.locator("#reports-body tr")
+    assert rows.count() == 1
+    assert page.locator("#reports-body tr td[data-label='Stores of']").inner_text() == NORTH
+    assert page.locator("#reports-body tr td[data-label='By']").inner_text() == "owner-north"
+    assert theirs["report_id"][:8] not in page.inner_text("#reports-body")
+    options = page.locator("#group option").all_inner_texts()
+    assert options == [f"All my groups ({NORTH})", f"Group {NORTH}"]
+    assert tab.errors == [], tab.errors
+
+
+@pytest.mark.slow
+def test_an_admin_picks_the_group_a_report_covers(tab, owners_server):
+    server, tokens = owners_server
+    page = tab.page
+    page.goto(f"{server.url}/")
+    sign_in(page, tokens["ops"])
+    page.locator("#group-field").wait_for(state="visible")
+    assert page.inner_text("#identity") == "ops · admin · every store"
+    page.get_by_label("Stores", exact=True).select_option(SOUTH)
+    page.get_by_role("button", name="Start report").click()
+    # The south owner's report is listed too (an admin sees every report): wait for the one
+    # this admin started, of south.
+    by_admin = page.locator("td[data-label='By']", has_text="ops")
+    scope = page.locator("td[data-label='Stores of']", has_text=SOUTH)
+    page.locator("#reports-body tr", has=by_admin).filter(has=scope).first.wait_for()
+    assert tab.errors == [], tab.errors

@@ -1,4 +1,4 @@
-"""The report engine against SPEC: hand-computed cases, a reference, properties, full data.
+"""The report engine against docs/spec.md: hand-computed cases, a reference, properties, full data.
 
 Inputs are written as text here and converted with the standard library (never with the
 service's own parsers), so every expected number is independent of the code under test.
@@ -339,7 +339,7 @@ def test_integer_store_keys_above_2_53_stay_exact():
 
 
 def test_duplicate_instants_keep_the_first_poll():
-    # Two polls of one store at the same instant: the first given wins (SPEC). 24×7.
+    # Two polls of one store at the same instant: the first given wins (docs/spec.md). 24×7.
     first_active = run(
         [("s", "active", f"{MONDAY} 12:00"), ("s", "inactive", f"{MONDAY} 12:00")], zones=UTC
     )
@@ -370,9 +370,10 @@ def test_memory_does_not_grow_with_the_distance_to_now():
 
 
 def test_options_spec_worked_example():
-    # SPEC "Worked example (options)": stale 30 min, outages. Known 09:44–10:44 (active) and
-    # 10:45–11:45 (inactive). hour: up 0, down 45, unknown 15 min. day = week (only this
-    # Monday's 09–12 is in either window): up 1, down 1, unknown 1 h. One outage 10:45–11:45.
+    # docs/spec.md §8 "Worked example with both options": stale 30 min, outages.
+    # Known 09:44–10:44 (active) and 10:45–11:45 (inactive). hour: up 0, down 45, unknown
+    # 15 min. day = week (only this Monday's 09–12 is in either window): up 1, down 1,
+    # unknown 1 h. One outage 10:45–11:45.
     got = run(
         [("s", "active", f"{MONDAY} 10:14"), ("s", "inactive", f"{MONDAY} 11:15")],
         [("s", 0, "09:00", "12:00")],

@@ -3,11 +3,13 @@ versioned hours, time zones and closures, and the purge of old versions."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import Engine, event
 
 import loader
-from loading import sources, writing
+from loading import sources, stores, writing
 from models import db
 from tests.loading import (
     CLOSURES_HEADER,
@@ -88,6 +90,108 @@ def test_ids_differing_in_case_over_three_loads_keep_every_poll_with_its_store(a
         ("ABC", AT_11_00, 0),
         ("zzz", AT_11_30, 1),
     ]
+
+
+# A store's id → key, compared exactly: ids that differ only in case or accents among many.
+MANY_IDS = [f"s{number}" for number in range(10)] + ["abc", "ABC", "ábc"]
+STORE_KEYS = "SELECT external_id, id FROM stores"
+POLLS_BY_ID = (
+    "SELECT s.external_id, p.ts_us, p.active FROM polls p JOIN stores s ON s.id = p.store_key"
+)
+HOUR_US = 3_600_000_000
+
+
+def polls_at_hours(ids: list[str], hours: range) -> tuple[str, list[tuple]]:
+    """A polls CSV with a poll of each id at each hour from 2023-01-25 10:00 UTC (the hour
+    first, so an id's polls are far apart), and the rows it must store: (id, ts_us, active)."""
+    lines, expected = [], []
+    for hour in hours:
+        for number, store_id in enumerate(ids):
+            active = (number + hour) % 2
+            lines.append(f"{store_id},{'active' if active else 'inactive'},")
+            lines[-1] += f"2023-01-25 {10 + hour:02d}:00:00 UTC\n"
+            expected.append((store_id, AT_10_00 + hour * HOUR_US, active))
+    return POLL_HEADER + "".join(lines), sorted(expected)
+
+
+@pytest.fixture
+def store_memory(monkeypatch) -> list[tuple[int, int]]:
+    """Small bounds on the stores remembered, lookups of 2 ids, reads of 64 bytes (a chunk
+    of about two rows); returns (bound, size) of a store memory after each remember()."""
+    monkeypatch.setattr(stores, "KNOWN_STORES_LIMIT", 4)
+    monkeypatch.setattr(stores, "LOAD_STORES_LIMIT", 3)
+    monkeypatch.setattr(stores, "LOOKUP_ROWS", 2)
+    monkeypatch.setattr(sources, "BATCH_BYTES", 64)
+    sizes: list[tuple[int, int]] = []
+    remember = stores.KnownStores.remember
+
+    def remember_and_measure(self, ids, keys) -> None:
+        remember(self, ids, keys)
+        sizes.append((self.limit, len(self.index)))
+
+    monkeypatch.setattr(stores.KnownStores, "remember", remember_and_measure)
+    return sizes
+
+
+def test_a_load_of_more_stores_than_remembered_gives_every_id_one_key(app, tmp_path, store_memory):
+    polls, expected = polls_at_hours(MANY_IDS, range(3))
+    load(app, polls=write(tmp_path / "polls1.csv", polls))
+    first_keys = dict(rows(app, STORE_KEYS))
+    assert sorted(first_keys) == sorted(MANY_IDS)  # 13 stores, each id once
+    assert sorted(rows(app, POLLS_BY_ID)) == expected
+    # Again with 5 new ids among them: stored ids keep their keys, new ones get new keys.
+    more_ids = [*MANY_IDS[::-1], "Ábc", "s10", "s11", "s12", "s13"]
+    more_polls, more_expected = polls_at_hours(more_ids, range(3, 5))
+    summary = load(app, polls=write(tmp_path / "polls2.csv", more_polls))
+    assert summary.files[0].loaded == 36  # 18 ids × 2 hours
+    keys = dict(rows(app, STORE_KEYS))
+    assert sorted(keys) == sorted(more_ids)
+    assert {store_id: keys[store_id] for store_id in MANY_IDS} == first_keys
+    assert sorted(keys.values()) == list(range(1, 19))
+    assert scalar(app, ORPHAN_POLLS) == 0
+    assert sorted(rows(app, POLLS_BY_ID)) == sorted(expected + more_expected)
+    assert all(size <= bound for bound, size in store_memory)
+    assert (3, 3) in store_memory  # the loads' own memory was full, and started over
+
+
+def test_the_known_stores_start_over_when_full_and_keep_the_newest():
+    known = stores.KnownStores(3)
+    known.remember(np.array(["a", "b"], dtype=object), np.array([1, 2]))
+    known.remember(np.array(["b", "c"], dtype=object), np.array([2, 3]))
+    assert len(known.index) == 3
+    known.remember(np.array(["d", "e"], dtype=object), np.array([4, 5]))
+    assert known.lookup(np.array(["a", "c", "d", "e"], dtype=object)).tolist() == [-1, -1, 4, 5]
+    known.remember(np.array(list("fghij"), dtype=object), np.arange(6, 11))
+    assert known.lookup(np.array(list("efghij"), dtype=object)).tolist() == [-1, -1, -1, 8, 9, 10]
+
+
+def test_a_process_remembers_stores_of_a_few_databases_only():
+    remembered = [stores.known_stores(f"test-database-{number}") for number in range(6)]
+    again = [stores.known_stores(f"test-database-{number}") for number in range(6)]
+    assert [a is b for a, b in zip(remembered, again, strict=True)] == [False] * 6
+    assert stores.known_stores("test-database-5") is again[5]
+
+
+def test_stores_loaded_again_cost_no_lookup(app, tmp_path):
+    # The stores of an hourly upload (14 k in the full data) are remembered by the process:
+    # only the first load of them asks the database for their ids.
+    ids = [f"store-{number}" for number in range(3000)]
+    lookups = [0, 0, 0]  # queries of each load that look ids up
+    hour = 0
+
+    def count_lookups(_conn, _cursor, statement, *_args) -> None:
+        if "external_id" in statement and "stores" in statement:
+            lookups[hour] += 1
+
+    event.listen(Engine, "before_cursor_execute", count_lookups)
+    try:
+        for hour in range(3):
+            polls, _ = polls_at_hours(ids, range(hour, hour + 1))
+            load(app, polls=write(tmp_path / f"polls{hour}.csv", polls))
+    finally:
+        event.remove(Engine, "before_cursor_execute", count_lookups)
+    assert lookups == [1, 0, 0]  # 3,000 new ids: one query (LOOKUP_ROWS at a time)
+    assert scalar(app, "SELECT COUNT(*) FROM polls") == 9000
 
 
 def test_rows_the_database_would_change_fail_the_load(app):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime
 from typing import Any
 
@@ -13,15 +14,20 @@ import report
 from engine import timestamps
 from jobs import results, steps
 from jobs.errors import QueueFull, ReportNotFound, ServiceBusy
-from jobs.options import ReportRequest, describe_options
+from jobs.options import ReportRequest, describe_options, scope_of
 from jobs.workers import workers_seen
-from models import ACTIVE_STATES, Report, ReportStatus, db
+from loading.validation import GROUP_ID_PATTERN
+from models import ACTIVE_STATES, GROUP_ID_MAX_LENGTH, KeyRole, Report, ReportStatus, db
+from web import access
 from web import openapi as openapi_document
 from web.arguments import Choice, Integer
 from web.base import (
     RETRY_AFTER_SECONDS,
     ApiError,
+    allowed_to,
+    authentication_required,
     bad_request,
+    current_principal,
     duration,
     error_response,
     instant,
@@ -39,19 +45,22 @@ from web.openapi import (
 )
 
 logger = logging.getLogger(__name__)
+GROUP_ID_RULE = f"1 to {GROUP_ID_MAX_LENGTH} letters, digits, '-', '_' or '.'"
 bp = Blueprint("api", __name__)
-TRIGGER_FIELDS = {"as_of", "stale_after", "outages"}
+TRIGGER_FIELDS = {"as_of", "stale_after", "outages", "group"}
 
 
 # --------------------------------------------------------------------------- trigger
 
 
-TRIGGER_EXAMPLE = '{"as_of": "2023-01-25T18:00:00Z", "stale_after": "2h", "outages": true}'
+TRIGGER_EXAMPLE = (
+    '{"as_of": "2023-01-25T18:00:00Z", "stale_after": "2h", "outages": true, "group": "north"}'
+)
 
 
 def parse_trigger_body() -> ReportRequest:
     """The report asked for: `as_of` (ISO-8601), `stale_after` (duration), `outages` (a JSON
-    true or false)."""
+    true or false), `group` (whose stores it covers; see `access.report_scope`)."""
     body = json_body(TRIGGER_EXAMPLE) or {}
     unknown = sorted(set(body) - TRIGGER_FIELDS)
     if unknown:
@@ -65,7 +74,15 @@ def parse_trigger_body() -> ReportRequest:
             else None,
             outages=parse_outages(body.get("outages", False)),
         ),
+        groups=access.report_scope(parse_group(body["group"]) if "group" in body else None),
+        created_by=current_principal().name,
     )
+
+
+def parse_group(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(GROUP_ID_PATTERN, value):
+        raise bad_request(f"group must be a group id ({GROUP_ID_RULE})")
+    return value
 
 
 def parse_outages(value: Any) -> bool:
@@ -105,6 +122,14 @@ TRIGGER_BODY = {
             ),
         },
         "outages": {"type": "boolean", "description": "add outage counts and lengths"},
+        "group": {
+            "type": "string",
+            "pattern": GROUP_ID_PATTERN,
+            "description": (
+                "cover only this group's stores (a reader's own group; default: a reader's "
+                "groups, an admin's every store)"
+            ),
+        },
     },
 }
 ACCEPTED = {
@@ -125,11 +150,13 @@ ACCEPTED = {
             headers={"Location": {"schema": {"type": "string"}}},
         ),
         "400": error("the body is not a JSON object with valid fields"),
+        "404": error("no such group (or not one of the key's groups)"),
         "413": error("the body is too large"),
-        "429": error("too many reports queued or running", RETRY_AFTER),
+        "429": error("too many reports queued or running (or of this key)", RETRY_AFTER),
         "503": error("the database is busy or the task queue does not answer", RETRY_AFTER),
     },
 )
+@allowed_to(KeyRole.READER)
 def trigger_report() -> Response:
     requested = parse_trigger_body()
     try:
@@ -157,7 +184,7 @@ def find_report(report_id: str) -> Report:
     if not is_report_id(report_id):
         raise ApiError(404, "not_found", "no report with this id (ids are 32 hexadecimal digits)")
     row = db.session.get(Report, report_id)
-    if row is None:
+    if row is None or not access.sees_report(row):
         raise ApiError(404, "not_found", f"no report with id {report_id}")
     return row
 
@@ -208,6 +235,7 @@ def wanted_format() -> str:
         "422": json_response("the report failed", FAILED),
     },
 )
+@allowed_to(KeyRole.READER)
 def get_report(report_id: str) -> Response:
     row = find_report(report_id)
     form = wanted_format()
@@ -293,6 +321,8 @@ def describe(row: Report, workers: int | None = None) -> dict[str, Any]:
         "finished_at": _time(row.finished_at),
         "row_count": row.row_count,
         "error": row.error,
+        "scope": None if row.scope is None else list(scope_of(row) or ()),
+        "created_by": row.created_by,
     }
     if workers == 0 and row.status in ACTIVE_STATES:
         described["warning"] = NO_WORKER_WARNING
@@ -338,11 +368,60 @@ REPORT_LIST = {
         "400": error("limit is not an integer from 1 to 1000"),
     },
 )
+@allowed_to(KeyRole.READER)
 def list_reports() -> Response:
     limit = LIMIT.read()
-    rows = db.session.scalars(select(Report).order_by(Report.created_at.desc()).limit(limit))
+    newest = select(Report).order_by(Report.created_at.desc()).limit(limit)
+    rows = db.session.scalars(access.visible_reports(newest))
     workers = broker_workers_seen()
     return jsonify({"reports": [describe(row, workers) for row in rows]})
+
+
+WHOAMI = {
+    "type": "object",
+    "required": ["name", "role", "groups", "authentication_required"],
+    "properties": {
+        "name": {
+            "type": ["string", "null"],
+            "description": "the key's name (null: API_TOKEN, or no authentication)",
+        },
+        "role": {"type": "string", "enum": ["admin", "reader", "poller"]},
+        "groups": {
+            "type": ["array", "null"],
+            "items": {"type": "string"},
+            "description": "a reader's groups (null: every store)",
+        },
+        "report_groups": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "the groups a report may be asked for (an admin: the first 1000)",
+        },
+        "authentication_required": {"type": "boolean"},
+    },
+}
+
+
+@bp.get("/whoami")
+@operation(
+    "Who the bearer token is: its key's name, role and groups (what the page shows)",
+    responses={"200": json_response("the caller", WHOAMI)},
+)
+@allowed_to(KeyRole.READER, KeyRole.POLLER)
+def whoami() -> Response:
+    principal = current_principal()
+    if principal.role == KeyRole.ADMIN:
+        report_groups = access.current_groups()
+    else:
+        report_groups = list(principal.groups or ())
+    return jsonify(
+        {
+            "name": principal.name,
+            "role": str(principal.role),
+            "groups": None if principal.groups is None else list(principal.groups),
+            "report_groups": report_groups,
+            "authentication_required": authentication_required(),
+        }
+    )
 
 
 @bp.get("/openapi.json")

@@ -12,13 +12,16 @@ import hmac
 import json
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from engine import timestamps
 from jobs.options import REPORT_ID_PATTERN
+from models import KeyRole
+from web import keys
 
 logger = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5
@@ -80,24 +83,90 @@ def handle_unexpected(exc: Exception) -> Response:
 # --------------------------------------------------------------------------- authentication
 
 
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for: a key's name (None for API_TOKEN, or when nothing is required),
+    its role, and the groups whose stores it may see (None: every store)."""
+
+    name: str | None
+    role: KeyRole
+    groups: tuple[str, ...] | None
+
+
+ADMIN = Principal(None, KeyRole.ADMIN, None)  # API_TOKEN, or nothing required
+NOBODY = Principal(None, KeyRole.READER, ())  # sees nothing: no check has run
+
+
+def authentication_required() -> bool:
+    """With API_TOKEN set or any key created (`flask keys create`)."""
+    return bool(current_app.config.get("API_TOKEN")) or keys.key_cache(current_app).any_keys()
+
+
 def require_token() -> None:
-    """With API_TOKEN set, every endpoint but health, the API description and the web
-    page's static files needs `Authorization: Bearer <token>` (scheme in any letter case)."""
-    token = current_app.config.get("API_TOKEN")
-    if not token or request.endpoint in PUBLIC_ENDPOINTS or is_public(request.endpoint):
+    """Once a token is set or a key exists, every endpoint but health, the API description and
+    the web page's shell and static files needs `Authorization: Bearer <token>` (scheme in any
+    letter case): API_TOKEN (admin) or a key's token, whose role must allow the endpoint."""
+    if request.endpoint in PUBLIC_ENDPOINTS or is_public(request.endpoint):
         return
-    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
-    matches = hmac.compare_digest(given.strip().encode(), token.encode())
-    if scheme.lower() != "bearer" or not matches:
+    if not authentication_required():
+        g.principal = ADMIN
+        return
+    principal = principal_of(bearer_token())
+    if principal is None:
         raise ApiError(
             401, "unauthorized", "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
         )
+    if principal.role != KeyRole.ADMIN and principal.role not in roles_of(request.endpoint):
+        raise ApiError(
+            403, "forbidden", f"a {principal.role} key may not use {request.method} {request.path}"
+        )
+    g.principal = principal
+
+
+def bearer_token() -> str | None:
+    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+    return given.strip() if scheme.lower() == "bearer" and given.strip() else None
+
+
+def principal_of(token: str | None) -> Principal | None:
+    """Who the token is: API_TOKEN (compared in constant time), a key, or nobody."""
+    if token is None:
+        return None
+    admin_token = current_app.config.get("API_TOKEN")
+    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
+        return ADMIN
+    found = keys.key_cache(current_app).find(token)
+    if found is None:
+        return None
+    groups = found.groups if found.role == KeyRole.READER else None
+    return Principal(found.name, found.role, groups)
+
+
+def current_principal() -> Principal:
+    """Who this request acts for, as `require_token` found; nobody (no store, no report) where
+    it did not look (the open shells and assets)."""
+    return g.get("principal", NOBODY)
 
 
 def public(view):
     """Mark a view that serves no data (a page shell, an asset) as open without the token."""
     view.public = True
     return view
+
+
+def allowed_to(*roles: KeyRole):
+    """Let keys of `roles` use a view besides admins (every other view is admin-only)."""
+
+    def mark(view):
+        view.roles = frozenset(roles)
+        return view
+
+    return mark
+
+
+def roles_of(endpoint: str | None) -> frozenset[KeyRole]:
+    view = current_app.view_functions.get(endpoint or "")
+    return getattr(view, "roles", frozenset())
 
 
 def is_public(endpoint: str | None) -> bool:

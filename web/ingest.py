@@ -1,9 +1,9 @@
-"""HTTP ingestion: pollers and back-office tools push polls, hours, zones and closures.
+"""HTTP ingestion: pollers and back-office tools push polls, hours, zones, closures, groups.
 
-`POST /polls`, `/business_hours`, `/timezones`, `/closures` take the same CSV formats as
-`flask load-data` (polls also NDJSON, one `{"store_id", "status", "timestamp_utc"}` object a
-line), optionally gzip-compressed. One request is one load through the same code path as the
-command line (`loader.load_sources`): same checks, same messages, same idempotence, one batch
+`POST /polls`, `/business_hours`, `/timezones`, `/closures`, `/store_groups` take the same CSV
+formats as `flask load-data` (polls also NDJSON, one `{"store_id", "status", "timestamp_utc"}`
+object a line), optionally gzip-compressed. One request is one load through the same code path
+as the command line (`loader.load_sources`): same checks, same messages, same idempotence, one batch
 committed entirely or not at all, so a report sees it all or none of it.
 
 A body is decoded once, as its Content-Encoding says, into a file of at most INGEST_MAX_BYTES
@@ -30,10 +30,10 @@ from flask import Blueprint, Response, current_app, jsonify, request
 import loader
 from jobs import alerts
 from loading.sources import CSV, NDJSON
-from loading.validation import CLOSURES, HOURS, POLLS, REQUIRED_COLUMNS, TIMEZONES
-from models import db
+from loading.validation import CLOSURES, GROUPS, HOURS, POLLS, REQUIRED_COLUMNS, TIMEZONES
+from models import KeyRole, db
 from web import openapi
-from web.base import RETRY_AFTER_SECONDS, ApiError, flag_arg
+from web.base import RETRY_AFTER_SECONDS, ApiError, allowed_to, flag_arg
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("ingest", __name__)
@@ -43,6 +43,7 @@ ENDPOINTS = {
     "/business_hours": HOURS,
     "/timezones": TIMEZONES,
     "/closures": CLOSURES,
+    "/store_groups": GROUPS,
 }
 CSV_TYPE, NDJSON_TYPE = "text/csv", "application/x-ndjson"
 COPY_BYTES = 1 << 20
@@ -240,7 +241,7 @@ def _view_for(kind: str):
     view.__name__ = f"post_{kind}"
     view.__doc__ = f"Store a body of {kind} rows."
     view.openapi = _openapi_operation(kind)
-    return view
+    return allowed_to(KeyRole.POLLER)(view)
 
 
 # --------------------------------------------------------------------------- API description
@@ -335,6 +336,7 @@ EXAMPLE_PATTERNS = {
         f"^store_id,day,start_time_local,end_time_local\\n({_ID},[0-6],{_TIME},{_TIME}\\n){{1,5}}$"
     ),
     TIMEZONES: f"^store_id,timezone_str\\n({_ID},(UTC|America/Chicago|Asia/Tokyo)\\n){{1,5}}$",
+    GROUPS: f"^group_id,store_id\\n([A-Za-z0-9._-]{{1,20}},{_ID}\\n){{1,5}}$",
     CLOSURES: (
         "^store_id,start_local,end_local\\n"
         f"({_ID},2023-01-1[0-9] {_TIME},2023-01-2[0-9] {_TIME}\\n){{1,5}}$"

@@ -42,7 +42,10 @@ def json_response(description: str, schema: dict[str, Any], **extra: Any) -> dic
 
 
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
-UNAUTHORIZED = {"401": error("API_TOKEN is set and the bearer token is missing or wrong")}
+UNAUTHORIZED = {
+    "401": error("API_TOKEN is set or a key exists, and the bearer token is missing or wrong"),
+    "403": error("the key's role may not use this endpoint"),
+}
 NOT_ALLOWED = {"405": error("method not allowed")}
 COMMON_ERRORS = {**UNAUTHORIZED, **NOT_ALLOWED}
 REPORT_ID_PARAMETER = {
@@ -84,6 +87,15 @@ REPORT_SUMMARY = {
         "finished_at": NULLABLE_TEXT,
         "row_count": {"type": ["integer", "null"]},
         "error": NULLABLE_TEXT,
+        "scope": {
+            "type": ["array", "null"],
+            "items": {"type": "string"},
+            "description": "the groups whose stores the report covers (null: every store)",
+        },
+        "created_by": {
+            "type": ["string", "null"],
+            "description": "the key that asked for it (null: API_TOKEN, or no key)",
+        },
         "warning": {
             "type": "string",
             "description": (
@@ -199,10 +211,13 @@ def document(app: Flask) -> dict[str, Any]:
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "needed when the service runs with API_TOKEN set",
+                    "description": (
+                        "API_TOKEN or a key's token (`flask keys create`): needed when "
+                        "API_TOKEN is set or a key exists"
+                    ),
                 }
             },
         },
-        # The token is needed only when API_TOKEN is set: bearer, or nothing.
+        # A token is needed only when API_TOKEN is set or a key exists: bearer, or nothing.
         "security": [{"bearer": []}, {}],
     }

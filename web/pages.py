@@ -2,7 +2,8 @@
 
 Pages are HTML shells (templates/) with light JavaScript (static/) that read the JSON
 endpoints below; the shells and assets hold no data and are open without the token, every
-JSON endpoint needs it when API_TOKEN is set.
+JSON endpoint needs it when API_TOKEN is set or a key exists (and shows a reader key only its
+groups' reports and stores).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from urllib.parse import urlencode
 from flask import (
     Blueprint,
     Response,
-    current_app,
     jsonify,
     redirect,
     render_template,
@@ -27,12 +27,12 @@ from engine import timestamps
 from jobs import results, snapshot
 from jobs.errors import ReportNotFound
 from jobs.options import options_as_written, options_of
-from models import ACTIVE_STATES, STORE_ID_MAX_LENGTH, Report, ReportStatus, db
-from web import openapi, timelines
+from models import ACTIVE_STATES, STORE_ID_MAX_LENGTH, KeyRole, Report, ReportStatus, db
+from web import access, openapi, timelines
 from web import tables as report_tables
 from web.api import TRIGGER_BODY, TRIGGER_FIELDS, find_report, report_heading
 from web.arguments import Choice, Duration, Flag, Instant, Integer, Text
-from web.base import ApiError, public
+from web.base import ApiError, allowed_to, authentication_required, public
 from web.openapi import REPORT_ID_PARAMETER, TEXT, operation
 
 bp = Blueprint("web", __name__)
@@ -86,7 +86,7 @@ def page_constants() -> dict[str, Any]:
 
 def page(template: str, **context: Any) -> Response:
     """A page shell: whether a token is needed (never the token itself), no data."""
-    token_required = bool(current_app.config.get("API_TOKEN"))
+    token_required = authentication_required()
     shell = render_template(
         template, token_required=token_required, constants=page_constants(), **context
     )
@@ -229,6 +229,7 @@ SUMMARY = object_of(
     path=[REPORT_ID_PARAMETER],
     responses={"200": openapi.json_response("the summary", SUMMARY), **NOT_COMPLETE},
 )
+@allowed_to(KeyRole.READER)
 def report_summary(report_id: str) -> Response:
     row = finished_report(report_id)
     table = report_table(row)
@@ -309,6 +310,7 @@ STORE_ROWS = object_of(
         ),
     },
 )
+@allowed_to(KeyRole.READER)
 def report_stores(report_id: str) -> Response:
     asked = stores_query()
     row = finished_report(report_id)
@@ -490,6 +492,7 @@ TIMELINE = object_of(
         "409": openapi.error("the report has not started yet"),
     },
 )
+@allowed_to(KeyRole.READER)
 def store_timeline() -> Response:
     """A store's week (`?id=<store id>`, like its page: any text is one parameter)."""
     store_id = request.args.get("id")
@@ -499,7 +502,7 @@ def store_timeline() -> Response:
     key = None
     if len(store_id) <= STORE_ID_MAX_LENGTH:
         key = timelines.store_key(db.engine, store_id)
-    if key is None:
+    if key is None or not access.sees_store(key):
         raise ApiError(404, "not_found", f"no store with id {store_id!r}")
     week = timelines.store_week(db.engine, fixed, key, store_id, options)
     if week is None:

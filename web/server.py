@@ -21,6 +21,7 @@ import errno
 import heapq
 import json
 import logging
+import signal
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -312,11 +313,19 @@ def serve(app: Flask) -> None:
 
 
 def run(server: ProtectedServer | MultiSocketServer) -> None:
-    """Serve until the process is stopped, saying where."""
+    """Serve until the process is stopped, saying where. Ctrl-C and SIGTERM (`kill`, a
+    service manager) both stop it cleanly: requests get a few seconds to finish and the exit
+    handlers run (they remove this process's upload folders)."""
+    signal.signal(signal.SIGTERM, _interrupt)
     if isinstance(server, MultiSocketServer):
         addresses = server.effective_listen
     else:
         addresses = [(server.effective_host, server.effective_port)]
     for host, port in addresses:
         logger.info("serving on http://%s:%s", host, port)
-    server.run()
+    server.run()  # returns once interrupted, after waitress's own shutdown
+    logger.info("stopped")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -97,7 +97,7 @@ def truncated(timeline: report.Timeline, hours: np.ndarray) -> dict[str, bool]:
 
 
 def zone_of(zones: report.StoreZones, key: int) -> tuple[str, bool]:
-    """The store's zone, and whether it is SPEC's default (no zone row)."""
+    """The store's zone, and whether it is the spec's default (no zone row)."""
     mine = np.flatnonzero(np.asarray(zones.store) == key)
     if mine.size == 0:
         return report.DEFAULT_TIMEZONE, True

@@ -56,13 +56,39 @@ document.getElementById("token-dialog").addEventListener("cancel", (event) => {
 
 document.getElementById("token-change")?.addEventListener("click", async () => {
   sessionStorage.removeItem(TOKEN_KEY);
-  await askForToken("Enter the service's API token.");
+  await askForToken("Enter the service's API token or your key.");
   window.location.reload();
 });
 
+let identity = null;
+
+/** Who the tab's token is (its key's name, role and groups), asked once per page. */
+export function whoAmI() {
+  identity ??= getJSON("/whoami");
+  return identity;
+}
+
+/** What a caller or a report covers: its groups, or every store. */
+export function describeScope(groups) {
+  return groups ? groups.join(", ") : "every store";
+}
+
+async function showIdentity() {
+  const shown = document.getElementById("identity");
+  try {
+    const caller = await whoAmI();
+    if (!caller.authentication_required) return;
+    const name = caller.name ?? "API_TOKEN";
+    shown.textContent = `${name} · ${caller.role} · ${describeScope(caller.groups)}`;
+    shown.hidden = false;
+  } catch {
+    shown.hidden = true; // the page's own requests say what went wrong
+  }
+}
+
 /** fetch() with the bearer token; asks for the token first if needed, again if refused. */
 export async function request(path, init = {}) {
-  let message = "This service needs its API token.";
+  let message = "This service needs an API token or key.";
   for (;;) {
     if (tokenNeeded && !storedToken()) await askForToken(message);
     const sent = storedToken();
@@ -72,7 +98,7 @@ export async function request(path, init = {}) {
     if (response.status !== 401) return response;
     if (storedToken() === sent) sessionStorage.removeItem(TOKEN_KEY);
     tokenNeeded = true;
-    message = sent ? "That token was refused. Enter the service's API token." : message;
+    message = sent ? "That token was refused. Enter the service's API token or key." : message;
   }
 }
 
@@ -266,3 +292,5 @@ export function onResize(render) {
     }, 150);
   });
 }
+
+showIdentity();

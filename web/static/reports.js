@@ -4,6 +4,7 @@ import {
   ACTIVE_STATUSES,
   announce,
   describeOptions,
+  describeScope,
   downloadLink,
   formatCount,
   formatInstant,
@@ -13,6 +14,7 @@ import {
   shortId,
   showError,
   storePath,
+  whoAmI,
 } from "./common.js";
 
 const FAST_POLL_MS = 1000;
@@ -38,6 +40,7 @@ triggerForm.addEventListener("submit", async (event) => {
   if (fields.as_of.value.trim()) wanted.as_of = fields.as_of.value.trim();
   if (fields.stale_after.value.trim()) wanted.stale_after = fields.stale_after.value.trim();
   if (fields.outages.checked) wanted.outages = true;
+  if (fields.group.value) wanted.group = fields.group.value;
   try {
     const answer = await postJSON("/trigger_report", wanted);
     announce(`Report ${shortId(answer.report_id)} is ${answer.status.toLowerCase()}.`);
@@ -105,6 +108,8 @@ function createRow(item) {
     h("td", { "data-label": "Progress" }, progress, " ", h("span", { class: "progress-text" })),
     h("td", { "data-label": "As of" }, formatInstant(item.as_of)),
     h("td", { "data-label": "Options" }, describeOptions(item.options)),
+    h("td", { "data-label": "Stores of" }, describeScope(item.scope)),
+    h("td", { "data-label": "By" }, item.created_by ?? "—"),
     h("td", { class: "number stores-cell", "data-label": "Stores" }),
     h("td", { class: "links-cell", "data-label": "Open or download" }),
   );
@@ -195,8 +200,28 @@ function minutes(seconds) {
   return `${formatCount(Math.round(seconds / 60))} min`;
 }
 
+/** Let the caller pick the group a report covers, when there is a choice to make. */
+async function offerGroups() {
+  let caller;
+  try {
+    caller = await whoAmI();
+  } catch {
+    return; // the list's own request says what went wrong
+  }
+  const groups = caller.report_groups || [];
+  if (!groups.length) return;
+  const all = caller.groups ? `All my groups (${describeScope(caller.groups)})` : "Every store";
+  const select = document.getElementById("group");
+  select.replaceChildren(
+    h("option", { value: "" }, all),
+    ...groups.map((group) => h("option", { value: group }, `Group ${group}`)),
+  );
+  document.getElementById("group-field").hidden = false;
+}
+
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden) refresh();
 });
 
+offerGroups();
 refresh();
