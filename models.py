@@ -396,9 +396,9 @@ class Incident(db.Model):
 
 
 class AlertRule(db.Model):
-    """A webhook: where to POST, the secret that signs each body, and after how much business
-    downtime an incident is announced. `created_now_us` is the data's `now` when it was made:
-    incidents resolved before that are never announced."""
+    """A webhook: where to POST, the secret that signs each body, after how much business
+    downtime an incident is announced, and which stores it watches. `created_now_us` is the
+    data's `now` when it was made: incidents resolved before that are never announced."""
 
     __tablename__ = "alert_rules"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -408,6 +408,10 @@ class AlertRule(db.Model):
     stale_after_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = mapped_column(MOMENT, default=utcnow)
     created_now_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The groups whose stores it watches (a JSON list; NULL: every store) and the name of the
+    # key that made it (NULL: an admin token or no authentication): a reader sees its own.
+    scope: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(KEY_NAME_MAX_LENGTH), nullable=True)
 
 
 class DeliveryStatus(enum.StrEnum):

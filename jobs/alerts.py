@@ -29,11 +29,13 @@ from sqlalchemy import Connection, bindparam, insert, select, text, update
 import report
 from engine import timestamps
 from jobs import deliveries, incidents, snapshot
+from jobs.options import scope_of
 from models import (
     ALERTS_LOCK,
     AlertEvent,
     AlertRule,
     AlertState,
+    ApiKey,
     DeliveryStatus,
     ServiceLock,
     db,
@@ -137,18 +139,44 @@ def fire_rules(
     now: datetime,
 ) -> int:
     """Insert the events every rule owes for the evaluated stores; return how many are new."""
-    rules = list(db.session.scalars(select(AlertRule).order_by(AlertRule.id)))
+    rules = active_rules()
     by_stale: dict[int | None, pd.DataFrame] = {None: found}
+    by_scope: dict[tuple[str, ...], np.ndarray] = {}
     created = 0
     for rule in rules:
         if rule.stale_after_us not in by_stale:
-            options = report.ReportOptions(stale_after_us=rule.stale_after_us)
+            staled = report.ReportOptions(stale_after_us=rule.stale_after_us)
             by_stale[rule.stale_after_us], _ = incidents.compute_readings(
-                db.engine, fixed, readings, options
+                db.engine, fixed, readings, staled
             )
+        frame = in_scope(by_stale[rule.stale_after_us], scope_of(rule), fixed, by_scope)
         since = bound_us if rule.created_now_us is None else max(bound_us, rule.created_now_us)
-        created += fire_rule(conn, rule, by_stale[rule.stale_after_us], since, fixed, now)
+        created += fire_rule(conn, rule, frame, since, fixed, now)
     return created
+
+
+def active_rules() -> list[AlertRule]:
+    """The rules to fire: all but those of keys revoked since (their owner is gone)."""
+    revoked = select(ApiKey.name).where(ApiKey.revoked_at.is_not(None))
+    query = select(AlertRule).where(
+        AlertRule.created_by.is_(None) | AlertRule.created_by.not_in(revoked)
+    )
+    return list(db.session.scalars(query.order_by(AlertRule.id)))
+
+
+def in_scope(
+    frame: pd.DataFrame,
+    groups: tuple[str, ...] | None,
+    fixed: snapshot.Snapshot,
+    known: dict[tuple[str, ...], np.ndarray],
+) -> pd.DataFrame:
+    """The incidents of the stores a rule watches: those of its groups as of the evaluated
+    batch, read as a scoped report reads them (`known` keeps each scope's stores once)."""
+    if groups is None:
+        return frame
+    if groups not in known:
+        known[groups] = snapshot.scope_store_keys(db.engine, fixed.batch, groups)
+    return frame[frame["store_key"].isin(known[groups])]
 
 
 def owed(frame: pd.DataFrame, after_us: int, since_us: int) -> pd.DataFrame:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, TextClause, bindparam, text
+from sqlalchemy import Connection, Engine, Integer, TextClause, TextualSelect, bindparam, text
 
 import report
 from engine import timestamps
@@ -152,12 +152,19 @@ def shard_members(conn: Connection, keys: dict, groups: tuple[str, ...]) -> list
     return sorted(int(row[0]) for row in rows)
 
 
+def scope_members(groups: tuple[str, ...], batch: int) -> TextualSelect:
+    """The keys of the stores in any of `groups` as of `batch` (repeated when in several):
+    what a scope covers, for reports, incidents and alert rules alike. A query, so that a
+    listing may filter by it (a group may hold more stores than one statement binds)."""
+    query = statement(MEMBERS).bindparams(groups=list(groups), batch=batch)
+    return query.columns(store_key=Integer)
+
+
 def scope_store_keys(engine: Engine, batch: int, groups: tuple[str, ...]) -> np.ndarray:
     """The sorted keys of the stores in any of `groups` as of `batch`."""
-    sql = f"SELECT DISTINCT store_key FROM ({MEMBERS}) members ORDER BY store_key"
     with engine.connect() as conn:
-        rows = conn.execute(statement(sql), {"groups": list(groups), "batch": batch}).all()
-    return np.array([row[0] for row in rows], dtype=np.int64)
+        rows = conn.execute(scope_members(groups, batch)).all()
+    return np.unique(np.array([row[0] for row in rows], dtype=np.int64))
 
 
 def read_hours(conn: Connection, keys: dict) -> report.WeeklyHours:

@@ -19,10 +19,12 @@ import requests
 from sqlalchemy import func, select, update
 
 from jobs import alerts, deliveries
-from models import AlertAttempt, AlertEvent, DeliveryStatus, db, utcnow
+from models import AlertAttempt, AlertEvent, DeliveryStatus, KeyRole, db, utcnow
 from tests.brokers import broker_url
 from tests.conftest import make_app
+from tests.owners import bearer, groups_csv
 from tests.server import ServerProcess, WorkerProcess, run_cli
+from web import keys
 
 CSV = {"Content-Type": "text/csv"}
 SECRET = "s3cret-for-tests"
@@ -322,6 +324,8 @@ def test_rules_listed_without_secret_and_deleted(alert_app, receiver):
             "url": receiver.url,
             "after": "PT15M",
             "stale_after": "PT2H",
+            "groups": None,
+            "created_by": None,
             "created_at": listed[0]["created_at"],
         }
     ]
@@ -356,7 +360,8 @@ def test_rule_bodies_are_checked(sqlite_client):
         ({"url": "http://x.test", "secret": "x"}, "after"),
         ({"url": "http://x.test", "secret": "", "after": "1m"}, "secret"),
         ({"url": "http://x.test", "secret": "x", "after": "soon"}, "after"),
-        ({"url": "http://x.test", "secret": "x", "after": "1m", "group": "G"}, "group"),
+        ({"url": "http://x.test", "secret": "x", "after": "1m", "group": "no spaces"}, "group"),
+        ({"url": "http://x.test", "secret": "x", "after": "1m", "owner": "G"}, "owner"),
     ]:
         answer = sqlite_client.post("/alerts", json=body)
         assert answer.status_code == 400 and word in answer.get_json()["message"], body
@@ -557,3 +562,119 @@ def test_incidents_list_open_first_then_newest_start_within_the_limit(alert_app)
     assert [i["store_id"] for i in mine] == ["s2"]
     for query in ("state=closed", "limit=0", "limit=1001"):
         assert client.get(f"/incidents?{query}").status_code == 400
+
+
+# --------------------------------------------------------------------------- scopes
+
+
+@pytest.fixture
+def two_owners(alert_app):
+    """s1 in group a, s2 in group b, both open on Monday; a reader key of each and an admin
+    key: (client, tokens)."""
+    with alert_app.app_context():
+        tokens = {
+            "reader-a": keys.create_key("reader-a", KeyRole.READER, ("a",)),
+            "reader-b": keys.create_key("reader-b", KeyRole.READER, ("b",)),
+            "admin": keys.create_key("admin", KeyRole.ADMIN, ()),
+        }
+    client = alert_app.test_client()
+    admin = bearer(tokens["admin"])
+    for path, body in (
+        ("/business_hours", HOURS),
+        ("/timezones", ZONES),
+        ("/store_groups", groups_csv({"a": ["s1"], "b": ["s2"]})),
+        ("/polls", polls("s1,active,2023-01-23 09:00:00", "s2,active,2023-01-23 09:00:00")),
+    ):
+        answer = client.post(path, data=body.encode(), headers={**CSV, **admin})
+        assert answer.status_code == 200, answer.get_json()
+    return client, tokens
+
+
+def add_rule(client, token: str, url: str, **rule) -> int:
+    answer = client.post(
+        "/alerts",
+        json={"url": url, "secret": SECRET, "after": "15m", **rule},
+        headers=bearer(token),
+    )
+    assert answer.status_code == 201, answer.get_json()
+    return answer.get_json()["id"]
+
+
+def both_go_down(client, tokens) -> None:
+    """s1 and s2 inactive at 11:00: an incident each from the midpoint 10:00."""
+    answer = client.post(
+        "/polls",
+        data=polls("s1,inactive,2023-01-23 11:00:00", "s2,inactive,2023-01-23 11:00:00").encode(),
+        headers={**CSV, **bearer(tokens["admin"])},
+    )
+    assert answer.status_code == 200, answer.get_json()
+
+
+def test_a_rule_fires_only_for_the_stores_of_its_scope(two_owners):
+    client, tokens = two_owners
+    of_a, of_b, of_all, of_admin_b = Receiver(), Receiver(), Receiver(), Receiver()
+    try:
+        add_rule(client, tokens["reader-a"], of_a.url, group="a")
+        add_rule(client, tokens["reader-b"], of_b.url)  # no group: the reader's groups
+        add_rule(client, tokens["admin"], of_all.url)  # no group: every store
+        add_rule(client, tokens["admin"], of_admin_b.url, group="b")
+        both_go_down(client, tokens)
+        assert [body["store_id"] for body in of_a.bodies()] == ["s1"]
+        assert [body["store_id"] for body in of_b.bodies()] == ["s2"]
+        assert sorted(body["store_id"] for body in of_all.bodies()) == ["s1", "s2"]
+        assert [body["store_id"] for body in of_admin_b.bodies()] == ["s2"]
+    finally:
+        for receiver in (of_a, of_b, of_all, of_admin_b):
+            receiver.stop()
+
+
+def test_a_reader_sees_neither_the_other_owners_incidents_nor_its_rules(two_owners, receiver):
+    client, tokens = two_owners
+    rule_a = add_rule(client, tokens["reader-a"], receiver.url)
+    rule_b = add_rule(client, tokens["reader-b"], receiver.url, group="b")
+    both_go_down(client, tokens)
+    as_a, as_b, as_admin = (bearer(tokens[name]) for name in ("reader-a", "reader-b", "admin"))
+
+    def incidents(headers: dict, query: str = "") -> tuple[int, list[str]]:
+        answer = client.get(f"/incidents?state=all{query}", headers=headers).get_json()
+        return answer["down_now"], [item["store_id"] for item in answer["incidents"]]
+
+    assert incidents(as_a) == (1, ["s1"])
+    assert incidents(as_a, "&store=s2")[1] == []
+    assert incidents(as_b) == (1, ["s2"])
+    assert incidents(as_admin)[0] == 2
+    assert incidents(as_admin, "&group=a") == (1, ["s1"])
+    foreign = client.get("/incidents?group=b", headers=as_a)
+    assert foreign.status_code == 404  # as for a group that does not exist
+    assert (
+        foreign.get_json()["error"] == client.get("/incidents?group=x", headers=as_a).json["error"]
+    )
+
+    def rule_ids(headers: dict) -> list[int]:
+        return [rule["id"] for rule in client.get("/alerts", headers=headers).get_json()["alerts"]]
+
+    assert rule_ids(as_a) == [rule_a]
+    assert rule_ids(as_b) == [rule_b]
+    assert rule_ids(as_admin) == [rule_a, rule_b]
+    listed = client.get("/alerts", headers=as_a).get_json()["alerts"][0]
+    assert (listed["groups"], listed["created_by"]) == (["a"], "reader-a")
+    assert client.get(f"/alerts/{rule_b}/deliveries", headers=as_a).status_code == 404
+    assert client.get(f"/alerts/{rule_a}/deliveries", headers=as_a).status_code == 200
+    assert client.delete(f"/alerts/{rule_b}", headers=as_a).status_code == 404
+    assert rule_ids(as_b) == [rule_b]  # still there
+    refused = client.post(
+        "/alerts",
+        json={"url": receiver.url, "secret": SECRET, "after": "15m", "group": "b"},
+        headers=as_a,
+    )
+    assert refused.status_code == 404
+    assert client.delete(f"/alerts/{rule_b}", headers=as_b).status_code == 204
+
+
+def test_a_revoked_readers_rules_fire_no_more(two_owners, receiver):
+    client, tokens = two_owners
+    add_rule(client, tokens["reader-a"], receiver.url)
+    with client.application.app_context():
+        keys.revoke_key("reader-a")
+    both_go_down(client, tokens)
+    assert receiver.calls == []

@@ -1,29 +1,40 @@
-"""HTTP API of incidents and alert rules: what is down, and the webhooks told about it."""
+"""HTTP API of incidents and alert rules: what is down, and the webhooks told about it.
+
+Both are scoped as reports are (`web.access`): a reader sees the incidents of its groups'
+stores and its own rules only; anything else is answered as if it did not exist (404).
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
 from flask import Blueprint, Response, current_app, jsonify
-from sqlalchemy import bindparam, delete, func, select, text
+from sqlalchemy import Select, bindparam, delete, func, select, text
 
 import report
 from engine import timestamps
 from jobs import alerts, deliveries, snapshot
+from jobs.options import scope_of
 from models import (
+    GROUP_ID_MAX_LENGTH,
     STORE_ID_MAX_LENGTH,
     AlertAttempt,
     AlertEvent,
     AlertRule,
     AlertState,
+    DataState,
     Incident,
+    KeyRole,
     Store,
     db,
     utcnow,
 )
-from web.arguments import Choice, Integer, Text
-from web.base import ApiError, bad_request, duration, json_body
+from web import access
+from web.api import GROUP_ID_PATTERN, GROUP_ID_RULE, parse_group
+from web.arguments import Choice, Integer, Matching, Text
+from web.base import ApiError, allowed_to, bad_request, current_principal, duration, json_body
 from web.openapi import NULLABLE_TEXT, error, json_response, operation
 
 bp = Blueprint("incidents", __name__)
@@ -37,6 +48,15 @@ STATE = Choice(
 LIMIT = Integer("limit", "at most this many incidents", minimum=1, maximum=1000, default=100)
 STORE = Text(
     "store", "only this store's incidents (its id as loaded)", max_length=STORE_ID_MAX_LENGTH
+)
+GROUP = Matching(
+    "group",
+    "only incidents of this group's stores (a reader's own group; default: a reader's groups, "
+    "an admin's every store)",
+    max_length=GROUP_ID_MAX_LENGTH,
+    min_length=1,
+    pattern=GROUP_ID_PATTERN,
+    what=f"a group id ({GROUP_ID_RULE})",
 )
 INCIDENT = {
     "type": "object",
@@ -78,15 +98,19 @@ INCIDENT_LIST = {
 @bp.get("/incidents")
 @operation(
     "Incidents (the report's outages) as of the latest poll: open first, then newest",
-    args=[STATE, LIMIT, STORE],
+    args=[STATE, LIMIT, STORE, GROUP],
     responses={
         "200": json_response("incidents", INCIDENT_LIST),
-        "400": error("state or limit is not valid"),
+        "400": error("state, limit or group is not valid"),
+        "404": error("no such group (or not one of the key's groups)"),
     },
 )
+@allowed_to(KeyRole.READER)
 def list_incidents() -> Response:
-    state, limit, store_id = STATE.read(), LIMIT.read(), STORE.read()
+    state, limit, store_id, group = STATE.read(), LIMIT.read(), STORE.read(), GROUP.read()
+    scope = access.report_scope(group)
     query = select(Incident, Store.external_id).join(Store, Store.id == Incident.store_key)
+    query = within(query, scope)
     if store_id is not None:
         query = query.where(Store.external_id == store_id)
     if state != "all":
@@ -96,7 +120,9 @@ def list_incidents() -> Response:
     ).limit(limit)
     rows = db.session.execute(query).all()
     down = db.session.scalar(
-        select(func.count(func.distinct(Incident.store_key))).where(Incident.down_now)
+        within(select(func.count(func.distinct(Incident.store_key))), scope).where(
+            Incident.down_now
+        )
     )
     evaluated = db.session.get(AlertState, 1)
     zones = store_zones([row.Incident.store_key for row in rows])
@@ -107,6 +133,14 @@ def list_incidents() -> Response:
             "incidents": [describe_incident(row.Incident, row.external_id, zones) for row in rows],
         }
     )
+
+
+def within(query: Select, scope: tuple[str, ...] | None) -> Select:
+    """`query` of incidents, limited to the stores of `scope` now (None: every store)."""
+    if scope is None:
+        return query
+    batch = db.session.scalar(select(DataState.last_batch).where(DataState.id == 1)) or 0
+    return query.where(Incident.store_key.in_(snapshot.scope_members(scope, batch)))
 
 
 def describe_incident(row: Incident, store_id: str, zones: dict[int, str]) -> dict[str, Any]:
@@ -139,7 +173,7 @@ def _instant(micros: int | None) -> str | None:
 
 # --------------------------------------------------------------------------- rules
 
-RULE_FIELDS = {"url", "secret", "after", "stale_after"}
+RULE_FIELDS = {"url", "secret", "after", "stale_after", "group"}
 RULE_EXAMPLE = '{"url": "https://example.com/hook", "secret": "…", "after": "15m"}'
 DURATION_PATTERN = (
     "^([1-9][0-9]{0,3}[sm]|[1-9][0-9]{0,2}h|[1-9][0-9]?d"
@@ -173,16 +207,30 @@ RULE_BODY = {
             "pattern": DURATION_PATTERN,
             "description": "unknown time beyond this ends an incident (as the report option)",
         },
+        "group": {
+            "type": "string",
+            "pattern": GROUP_ID_PATTERN,
+            "description": (
+                "watch only this group's stores (a reader's own group; default: a reader's "
+                "groups, an admin's every store)"
+            ),
+        },
     },
 }
 RULE = {
     "type": "object",
-    "required": ["id", "url", "after", "stale_after", "created_at"],
+    "required": ["id", "url", "after", "stale_after", "groups", "created_by", "created_at"],
     "properties": {
         "id": {"type": "integer"},
         "url": {"type": "string"},
         "after": {"type": "string"},
         "stale_after": NULLABLE_TEXT,
+        "groups": {
+            "type": ["array", "null"],
+            "items": {"type": "string"},
+            "description": "the groups whose stores it watches (null: every store)",
+        },
+        "created_by": {**NULLABLE_TEXT, "description": "the name of the key that made it"},
         "created_at": {"type": "string"},
     },
 }
@@ -206,9 +254,11 @@ RULE_ID_PARAMETER = {
             {"type": "object", "required": ["id"], "properties": {"id": RULE["properties"]["id"]}},
         ),
         "400": error("the body is not a valid rule, or the URL is refused"),
+        "404": error("no such group (or not one of the key's groups)"),
         "413": error("the body is too large"),
     },
 )
+@allowed_to(KeyRole.READER)
 def create_rule() -> Response:
     body = json_body(RULE_EXAMPLE)
     if body is None:
@@ -222,6 +272,7 @@ def create_rule() -> Response:
         raise bad_request("after is required (a duration such as 15m)")
     after_us = duration("after", body["after"])
     stale_us = duration("stale_after", body["stale_after"]) if "stale_after" in body else None
+    scope = access.report_scope(parse_group(body["group"]) if "group" in body else None)
     try:
         deliveries.check_url(url, bool(current_app.config["ALERT_ALLOW_PRIVATE_URLS"]))
     except deliveries.UnsafeUrl as exc:
@@ -233,6 +284,8 @@ def create_rule() -> Response:
         stale_after_us=stale_us,
         created_at=utcnow(),
         created_now_us=snapshot.fix_snapshot(db.engine, None).now_us,
+        scope=None if scope is None else json.dumps(list(scope)),
+        created_by=current_principal().name,
     )
     db.session.add(rule)
     db.session.commit()
@@ -258,10 +311,12 @@ RULE_LIST = {
 
 @bp.get("/alerts")
 @operation(
-    "The alert rules (never their secrets)", responses={"200": json_response("rules", RULE_LIST)}
+    "The alert rules the key sees: a reader's own, every rule for an admin (never their secrets)",
+    responses={"200": json_response("rules", RULE_LIST)},
 )
+@allowed_to(KeyRole.READER)
 def list_rules() -> Response:
-    rules = db.session.scalars(select(AlertRule).order_by(AlertRule.id))
+    rules = db.session.scalars(visible_rules(select(AlertRule)).order_by(AlertRule.id))
     return jsonify({"alerts": [describe_rule(rule) for rule in rules]})
 
 
@@ -272,12 +327,24 @@ def describe_rule(rule: AlertRule) -> dict[str, Any]:
         "url": rule.url,
         "after": timestamps.format_duration(rule.after_us),
         "stale_after": None if stale is None else timestamps.format_duration(stale),
+        "groups": None if rule.scope is None else list(scope_of(rule) or ()),
+        "created_by": rule.created_by,
         "created_at": rule.created_at.isoformat(timespec="seconds") + "Z",
     }
 
 
+def visible_rules(query: Select) -> Select:
+    """`query` of rules, limited to those the key sees: a reader its own, an admin all."""
+    principal = current_principal()
+    if principal.groups is None:
+        return query
+    return query.where(AlertRule.created_by == principal.name, AlertRule.created_by.is_not(None))
+
+
 def find_rule(rule_id: int) -> AlertRule:
-    rule = db.session.get(AlertRule, rule_id) if rule_id <= MAX_RULE_ID else None
+    """The rule, if the key sees it; another owner's is answered as a missing one."""
+    query = visible_rules(select(AlertRule).where(AlertRule.id == rule_id))
+    rule = db.session.scalar(query) if rule_id <= MAX_RULE_ID else None
     if rule is None:
         raise ApiError(404, "not_found", f"no alert rule with id {rule_id}")
     return rule
@@ -289,6 +356,7 @@ def find_rule(rule_id: int) -> AlertRule:
     path=[RULE_ID_PARAMETER],
     responses={"204": {"description": "deleted"}, "404": error("no rule with this id")},
 )
+@allowed_to(KeyRole.READER)
 def delete_rule(rule_id: int) -> Response:
     find_rule(rule_id)
     db.session.execute(delete(AlertAttempt).where(AlertAttempt.rule_id == rule_id))
@@ -333,6 +401,7 @@ ATTEMPT_LIST = {
         "404": error("no rule with this id"),
     },
 )
+@allowed_to(KeyRole.READER)
 def list_deliveries(rule_id: int) -> Response:
     find_rule(rule_id)
     limit = ATTEMPTS.read()
