@@ -14,12 +14,12 @@ from sqlalchemy import event
 
 import cli
 import config
-from jobs import housekeeping
+from jobs import alerts, deliveries, housekeeping
 from jobs.executors import CeleryExecutor, InlineExecutor, ThreadExecutor
 from jobs.leases import LeaseKeeper
 from jobs.steps import Executor
 from models import db, init_schema
-from web import api, base, ingest, keys, pages
+from web import api, base, incidents, ingest, keys, pages
 
 if TYPE_CHECKING:
     from waitress.server import MultiSocketServer
@@ -59,8 +59,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         if db.engine.dialect.name == "sqlite":
             configure_sqlite(db.engine)
     app.extensions["report_executor"] = build_executor(app)
+    app.extensions["alert_runner"] = build_alert_runner(app)
+    app.extensions["alert_evaluator"] = build_alert_evaluator(app)
     base.init_app(app)
-    for blueprint in (api, ingest, pages):
+    for blueprint in (api, incidents, ingest, pages):
         app.register_blueprint(blueprint.bp)
     app.before_request(lambda: start_service(app))
     cli.register(app)
@@ -76,6 +78,25 @@ def build_executor(app: Flask) -> Executor:
 
         return CeleryExecutor(celery_init_app(app))
     return ThreadExecutor(app, app.config["REPORT_WORKERS"])
+
+
+def build_alert_runner(app: Flask) -> deliveries.Runner:
+    """Who sends alert events: as report steps run (inline, Celery workers, or a thread)."""
+    if app.config["REPORTS_INLINE"]:
+        return deliveries.InlineRunner()
+    if app.config["CELERY_BROKER_URL"]:
+        return deliveries.CeleryRunner(app.extensions["celery"])
+    return deliveries.BackgroundRounds(app, deliveries.deliver_due, "alert-deliveries")
+
+
+def build_alert_evaluator(app: Flask) -> deliveries.Runner:
+    """Who evaluates after a load: the caller itself (tests), else a thread of this process,
+    so an upload is answered without waiting for the evaluation."""
+    if app.config["REPORTS_INLINE"]:
+        return alerts.InlineEvaluation(app)
+    return deliveries.BackgroundRounds(
+        app, lambda: alerts.evaluate_and_send(app), "alert-evaluation"
+    )
 
 
 def configure_sqlite(engine) -> None:
@@ -124,6 +145,8 @@ def _start_once(app: Flask) -> None:
         housekeeping.remove_partial_files(app.config["REPORTS_DIR"])
         housekeeping.after_report()
         log_authentication(app)
+    if app.config["START_BACKGROUND"]:  # loads committed while no process was serving
+        alerts.evaluate_soon(app)
     # Upload folders of processes killed mid-upload; this process's own when it exits.
     ingest.remove_stale_upload_folders()
     atexit.unregister(ingest.remove_stale_upload_folders)

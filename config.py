@@ -165,6 +165,15 @@ SETTINGS: dict[str, Setting] = {
         help="seconds a step's send to the broker may take, tries included, before a trigger "
         "answers 503",
     ),
+    # Alerts
+    "ALERT_ALLOW_PRIVATE_URLS": Setting(
+        int,
+        0,
+        0,
+        1,
+        help="1: webhooks may call private, loopback and link-local addresses (a local "
+        "receiver, tests); 0: such URLs are refused when a rule is created and when it is sent",
+    ),
     # HTTP
     "MAX_CONTENT_LENGTH": Setting(
         int,

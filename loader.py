@@ -58,6 +58,7 @@ from loading.validation import (
 )
 from loading.writing import PollWriter, VersionedRows
 from models import (
+    BatchStore,
     BusinessHours,
     Closure,
     DataState,
@@ -387,6 +388,7 @@ def _write_all(
                 for item in file_loads
             ]
             _record_batch(conn, batch, started, file_loads, spans)
+            _record_batch_stores(conn, batch, keys)
         keys.remember()
     except LockWaitTimeout as exc:
         raise LoadError("database", LOCKED) from exc
@@ -499,6 +501,20 @@ def _write_store_rows(
     item.summary.loaded += counts.inserted
     item.summary.unchanged += counts.unchanged
     item.summary.duplicates += counts.duplicates
+
+
+def _record_batch_stores(conn: Connection, batch: int, keys: StoreKeys) -> None:
+    """Which stores this batch wrote rows for: the ones whose incidents may have changed."""
+    store_keys = keys.used_keys()
+    for low in range(0, store_keys.size, BATCH_STORES_PER_INSERT):
+        rows = [
+            {"batch": batch, "store_key": int(key)}
+            for key in store_keys[low : low + BATCH_STORES_PER_INSERT]
+        ]
+        conn.execute(insert(BatchStore), rows)
+
+
+BATCH_STORES_PER_INSERT = 10_000
 
 
 def _record_batch(

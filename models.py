@@ -43,7 +43,7 @@ STORE_ID_MAX_LENGTH = 64
 GROUP_ID_MAX_LENGTH = 64
 KEY_NAME_MAX_LENGTH = 64
 TIMEZONE_MAX_LENGTH = 64
-SCHEMA_VERSION = 7  # raise when a table changes; init-db refuses other versions
+SCHEMA_VERSION = 8  # raise when a table changes; init-db refuses other versions
 # MySQL/MariaDB compare text with the database's default collation, which ignores case and
 # accents (utf8mb4_general_ci): store ids must be binary there. SQLite compares bytes already.
 EXACT_TEXT = String(STORE_ID_MAX_LENGTH).with_variant(
@@ -353,7 +353,123 @@ class ApiKey(db.Model):
 
 
 TRIGGER_LOCK = "trigger"  # serialises counting and creating reports
-SERVICE_LOCKS = (TRIGGER_LOCK,)
+ALERTS_LOCK = "alerts"  # serialises evaluations of incidents and alert rules
+SERVICE_LOCKS = (TRIGGER_LOCK, ALERTS_LOCK)
+
+
+class BatchStore(db.Model):
+    """A store a load batch wrote rows for: what an evaluation of incidents looks at."""
+
+    __tablename__ = "batch_stores"
+    __table_args__: ClassVar[dict] = {"sqlite_with_rowid": False}
+    batch: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    store_key: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+
+
+class AlertState(db.Model):
+    """Single row: the last load batch whose stores incidents and alerts were evaluated for."""
+
+    __tablename__ = "alert_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    evaluated_batch: Mapped[int] = mapped_column(Integer, default=0)
+    now_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class Incident(db.Model):
+    """An outage of a store as of the last evaluation (docs/spec.md, "Incidents"), in µs.
+
+    Rows of a store are rewritten by each evaluation that covers it; `first_poll_us` tells
+    which part of its history an evaluation read again."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        Index("ix_incidents_open_started", "is_open", "started_us"),
+        Index("ix_incidents_started", "started_us"),
+    )
+    store_key: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    started_us: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    first_poll_us: Mapped[int] = mapped_column(BigInteger)
+    resolved_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    business_us: Mapped[int] = mapped_column(BigInteger)
+    is_open: Mapped[bool] = mapped_column(Boolean)
+    down_now: Mapped[bool] = mapped_column(Boolean)
+
+
+class AlertRule(db.Model):
+    """A webhook: where to POST, the secret that signs each body, after how much business
+    downtime an incident is announced, and which stores it watches. `created_now_us` is the
+    data's `now` when it was made: incidents resolved before that are never announced."""
+
+    __tablename__ = "alert_rules"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    secret: Mapped[str] = mapped_column(String(256))
+    after_us: Mapped[int] = mapped_column(BigInteger)
+    stale_after_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(MOMENT, default=utcnow)
+    created_now_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The groups whose stores it watches (a JSON list; NULL: every store) and the name of the
+    # key that made it (NULL: an admin token or no authentication): a reader sees its own.
+    scope: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(KEY_NAME_MAX_LENGTH), nullable=True)
+
+
+class DeliveryStatus(enum.StrEnum):
+    """An event's delivery: Pending (due at `next_attempt_at`), Delivered, or Failed (given up
+    after the retry period)."""
+
+    PENDING = "Pending"
+    DELIVERED = "Delivered"
+    FAILED = "Failed"
+
+
+DELIVERY_STATUS = SqlEnum(
+    DeliveryStatus,
+    native_enum=False,
+    create_constraint=False,
+    length=16,
+    values_callable=lambda states: [state.value for state in states],
+)
+
+
+class AlertEvent(db.Model):
+    """One announcement of a rule about an incident, with the exact body it sends.
+
+    The unique key (rule, store, incident start, event) makes it exist once, whichever
+    processes evaluate and however often; `id` orders a rule's events of a store. While a
+    process sends it, it holds a lease (`owner`, `lease_expires_at`), as report steps do."""
+
+    __tablename__ = "alert_events"
+    __table_args__ = (
+        Index("ux_alert_events_once", "rule_id", "store_key", "started_us", "event", unique=True),
+        Index("ix_alert_events_due", "status", "next_attempt_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(32), unique=True)
+    rule_id: Mapped[int] = mapped_column(Integer)
+    store_key: Mapped[int] = mapped_column(Integer)
+    started_us: Mapped[int] = mapped_column(BigInteger)
+    event: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(MOMENT)
+    status: Mapped[DeliveryStatus] = mapped_column(DELIVERY_STATUS, default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(MOMENT)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(MOMENT, nullable=True)
+
+
+class AlertAttempt(db.Model):
+    """One try at sending an event: the receiver's status code, or why there was none."""
+
+    __tablename__ = "alert_attempts"
+    __table_args__ = (Index("ix_alert_attempts_event", "event_row"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_row: Mapped[int] = mapped_column(Integer)
+    rule_id: Mapped[int] = mapped_column(Integer, index=True)
+    attempted_at: Mapped[datetime] = mapped_column(MOMENT)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class SchemaError(click.ClickException):
@@ -366,6 +482,7 @@ def init_schema() -> None:
     _refuse_old_layout()
     db.create_all()
     missing = [] if db.session.get(DataState, 1) else [DataState(id=1, last_batch=0)]
+    missing += [] if db.session.get(AlertState, 1) else [AlertState(id=1, evaluated_batch=0)]
     missing += [
         ServiceLock(name=name, uses=0)
         for name in SERVICE_LOCKS

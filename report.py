@@ -518,6 +518,7 @@ class Outages:
     codes: np.ndarray
     starts: np.ndarray
     ends: np.ndarray
+    first_polls: np.ndarray  # tick of each outage's first evidence poll
 
 
 def find_outages(evidence: Evidence, stale_ticks: int | None) -> Outages:
@@ -534,8 +535,78 @@ def find_outages(evidence: Evidence, stale_ticks: int | None) -> Outages:
     starts_run = inactive & ~continues
     ends_run = inactive & ~np.r_[continues[1:], False]
     return Outages(
-        codes[starts_run], evidence.known_starts[starts_run], evidence.known_ends[ends_run]
+        codes[starts_run],
+        evidence.known_starts[starts_run],
+        evidence.known_ends[ends_run],
+        ticks[starts_run],
     )
+
+
+# --------------------------------------------------------------------------- incidents
+
+
+@dataclass(frozen=True)
+class Incidents:
+    """Every outage of the data seen as an incident at `now` (docs/spec.md), in µs.
+
+    `started_us` is where the outage starts, or its first poll when nothing is known before
+    that poll (the first poll owns all earlier time); `resolved_us` is where it ends (-1 while
+    open); `business_us` is its business time up to its end or `now`; `down_now` marks an open
+    incident whose store is inside business hours (minus closures) at `now`. Sorted by store
+    code, then start.
+    """
+
+    stores: np.ndarray
+    started_us: np.ndarray
+    resolved_us: np.ndarray
+    first_poll_us: np.ndarray
+    business_us: np.ndarray
+    is_open: np.ndarray
+    down_now: np.ndarray
+
+
+def find_incidents(
+    inputs: ReportInputs, now_us: int, options: ReportOptions | None = None
+) -> Incidents:
+    """The report's outages (`outages` option, with the same `stale_after`) as incidents.
+
+    An incident is open while the status at `now` is inactive: its outage reaches past `now`.
+    Business time is counted on business hours built over each incident's own days, so an
+    incident longer than the report's week is measured exactly too.
+    """
+    options = options or ReportOptions()
+    state = build_state(inputs, now_us, options)
+    outages = find_outages(state.evidence, _stale_ticks(options))
+    codes = outages.codes
+    starts = np.where(outages.starts <= -_FAR, outages.first_polls, outages.starts)
+    is_open = outages.ends > state.now_tick
+    until = np.minimum(outages.ends, state.now_tick)
+    business = _incident_business(inputs, state.polls.stores, codes, starts, until)
+    held = np.zeros(codes.size, dtype=np.int64)
+    if codes.size:
+        clock = BusinessClock.over(business, int(starts.min()), state.now_tick)
+        held = clock.between(codes, starts, until)
+    at_now = np.full(codes.size, state.now_tick, dtype=np.int64)
+    return Incidents(
+        stores=state.polls.stores[codes],
+        started_us=starts // TICKS_PER_US,
+        resolved_us=np.where(is_open, -1, outages.ends // TICKS_PER_US),
+        first_poll_us=outages.first_polls // TICKS_PER_US,
+        business_us=held // TICKS_PER_US,
+        is_open=is_open,
+        down_now=is_open & business.contains(codes, at_now),
+    )
+
+
+def _incident_business(
+    inputs: ReportInputs, stores: np.ndarray, codes: np.ndarray, starts, until
+) -> Intervals:
+    """Business hours minus closures over the days of each [start, until] (with SPEC's
+    two-day margins, as `needed_days`)."""
+    span_codes, first, after_last = merge_intervals(
+        codes, starts // DAY_TICKS - 2, until // DAY_TICKS + 2
+    )
+    return business_intervals(inputs, stores, DaySpans(span_codes, first, after_last - 1))
 
 
 # --------------------------------------------------------------------------- the report

@@ -19,12 +19,12 @@ import threading
 
 from flask import Flask, current_app
 
-from jobs import states
+from jobs import deliveries, states
 from jobs.errors import BrokerUnavailable
 from jobs.executors import machine_id, process_owner
 from jobs.steps import Executor
 from jobs.workers import HEARTBEAT_SECONDS, record_heartbeat
-from models import STEP_MODELS
+from models import STEP_MODELS, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +53,15 @@ class LeaseKeeper(threading.Thread):
                 logger.exception("lease keeper: round failed")
 
     def round(self) -> None:
-        """One round: heartbeat, renew, sweep."""
+        """One round: heartbeat, renew, sweep, and have due alert events sent."""
         with self.app.app_context():
             if self.heartbeat:
                 record_heartbeat(process_owner())
             states.renew(process_owner())
             if self.sweep:
                 take_over_expired(self.app.extensions["report_executor"])
+                if deliveries.due_events(utcnow(), limit=1):  # retries, leases run out
+                    deliveries.kick(self.app)
 
     def stop(self) -> None:
         self.stopped.set()

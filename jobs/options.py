@@ -10,7 +10,7 @@ from typing import Any
 
 import report
 from engine import timestamps
-from models import Report
+from models import AlertRule, Report
 
 REPORT_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 
@@ -50,7 +50,8 @@ def scope_json(groups: tuple[str, ...] | None) -> str | None:
     return None if groups is None else json.dumps(sorted(set(groups)))
 
 
-def scope_of(row: Report) -> tuple[str, ...] | None:
+def scope_of(row: Report | AlertRule) -> tuple[str, ...] | None:
+    """The groups a report or alert rule covers (None: every store)."""
     return None if row.scope is None else tuple(json.loads(row.scope))
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, TextClause, bindparam, text
+from sqlalchemy import Connection, Engine, Integer, TextClause, TextualSelect, bindparam, text
 
 import report
 from engine import timestamps
@@ -79,17 +79,25 @@ def read_shard(
     key_low: int,
     key_high: int,
     groups: tuple[str, ...] | None = None,
+    since_us: int | None = None,
+    store_keys: list[int] | None = None,
 ) -> ShardInputs:
     """Everything the engine needs for stores with keys in [key_low, key_high) (and, given
-    `groups`, members of one of them as of the snapshot's batch)."""
+    `groups`, members of one of them as of the snapshot's batch; given `store_keys`, those
+    stores only): polls from `since_us` (default: the week before `now`) to `now`, and the
+    latest ones before."""
     keys: dict = {"batch": snapshot.batch, "low_key": key_low, "high_key": key_high}
+    if store_keys is not None:
+        keys["store_keys"] = store_keys
     with engine.connect() as conn, ThreadPoolExecutor(1) as background:
         prepare_session(conn)
         if groups is not None:
-            keys["store_keys"] = shard_members(conn, keys, groups)
+            members = shard_members(conn, keys, groups)
+            keys["store_keys"] = sorted(set(members) & set(keys.get("store_keys", members)))
         window = None
         if snapshot.now_us is not None:  # the biggest query runs beside the others
-            window = background.submit(read_window, engine, keys, snapshot.now_us)
+            since_us = snapshot.now_us - WEEK_US if since_us is None else since_us
+            window = background.submit(read_window, engine, keys, since_us, snapshot.now_us)
         hours, zones, closures = (
             read_hours(conn, keys),
             read_zones(conn, keys),
@@ -99,7 +107,7 @@ def read_shard(
         if window is None:
             polls = report.Polls.of()
         else:
-            earlier = read_earlier_polls(conn, keys, hours, zones, closures, snapshot.now_us)
+            earlier = read_earlier_polls(conn, keys, hours, zones, closures, since_us)
             polls = concat_polls([window.result(), *earlier])
     return ShardInputs(report.ReportInputs(polls, hours, zones, closures), external_ids)
 
@@ -144,12 +152,19 @@ def shard_members(conn: Connection, keys: dict, groups: tuple[str, ...]) -> list
     return sorted(int(row[0]) for row in rows)
 
 
+def scope_members(groups: tuple[str, ...], batch: int) -> TextualSelect:
+    """The keys of the stores in any of `groups` as of `batch` (repeated when in several):
+    what a scope covers, for reports, incidents and alert rules alike. A query, so that a
+    listing may filter by it (a group may hold more stores than one statement binds)."""
+    query = statement(MEMBERS).bindparams(groups=list(groups), batch=batch)
+    return query.columns(store_key=Integer)
+
+
 def scope_store_keys(engine: Engine, batch: int, groups: tuple[str, ...]) -> np.ndarray:
     """The sorted keys of the stores in any of `groups` as of `batch`."""
-    sql = f"SELECT DISTINCT store_key FROM ({MEMBERS}) members ORDER BY store_key"
     with engine.connect() as conn:
-        rows = conn.execute(statement(sql), {"groups": list(groups), "batch": batch}).all()
-    return np.array([row[0] for row in rows], dtype=np.int64)
+        rows = conn.execute(scope_members(groups, batch)).all()
+    return np.unique(np.array([row[0] for row in rows], dtype=np.int64))
 
 
 def read_hours(conn: Connection, keys: dict) -> report.WeeklyHours:
@@ -241,15 +256,16 @@ def concat_polls(parts: list[report.Polls]) -> report.Polls:
 # --------------------------------------------------------------------------- polls
 
 
-def read_window(engine: Engine, keys: dict, now_us: int) -> report.Polls:
-    """The week's polls, on a connection of its own (it runs beside the other reads).
+def read_window(engine: Engine, keys: dict, since_us: int, now_us: int) -> report.Polls:
+    """The polls from `since_us` to `now_us` (a report: the week), on a connection of its own
+    (it runs beside the other reads).
 
     Asked for by lists of store keys: each key is then a range of the primary key bounded in
-    time too, so only the week's rows are read (a range of stores would read each store's
-    polls from its first, whatever the history's length).
+    time too, so only those rows are read (a range of stores would read each store's polls
+    from its first, whatever the history's length).
     """
     where = "store_key IN :keys AND ts_us >= :low AND ts_us <= :high AND batch <= :batch"
-    bounds = {"batch": keys["batch"], "low": now_us - WEEK_US, "high": now_us}
+    bounds = {"batch": keys["batch"], "low": since_us, "high": now_us}
     with engine.connect() as conn:
         prepare_session(conn)
         return concat_polls(
@@ -263,10 +279,11 @@ def read_window(engine: Engine, keys: dict, now_us: int) -> report.Polls:
 def key_lists(keys: dict) -> list[list[int]]:
     """The shard's store keys in lists of at most KEYS_PER_QUERY: a scoped shard's own keys,
     else every key of [low_key, high_key) (store keys are dense: each may have polls)."""
-    if "store_keys" in keys:
-        members = keys["store_keys"]
-        return [members[i : i + KEYS_PER_QUERY] for i in range(0, len(members), KEYS_PER_QUERY)]
     low_key, high_key = keys["low_key"], keys["high_key"]
+    if "store_keys" in keys:
+        members = np.asarray(keys["store_keys"], dtype=np.int64)
+        members = members[(members >= low_key) & (members < high_key)].tolist()
+        return [members[i : i + KEYS_PER_QUERY] for i in range(0, len(members), KEYS_PER_QUERY)]
     return [
         list(range(start, min(start + KEYS_PER_QUERY, high_key)))
         for start in range(low_key, high_key, KEYS_PER_QUERY)
@@ -279,10 +296,9 @@ def read_earlier_polls(
     hours: report.WeeklyHours,
     zones: report.StoreZones,
     closures: report.Closures,
-    now_us: int,
+    low: int,
 ) -> list[report.Polls]:
-    """Each store's latest poll before the week, and its latest evidence before the week."""
-    low = now_us - WEEK_US
+    """Each store's latest poll before `low`, and its latest evidence before `low`."""
     before = latest_polls_before(conn, keys, low)
     context = report.ReportInputs(report.Polls.of(), hours, zones, closures)
     return [before, latest_evidence_before(conn, keys, before, context, low)]

@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery, Task, shared_task, signals
 from flask import Flask
 
-from jobs import steps
+from jobs import deliveries, steps
 from jobs.executors import process_owner, release_quietly
 from jobs.leases import LeaseKeeper
 from jobs.workers import forget_worker
@@ -86,6 +86,12 @@ def run_shard(report_id: str, shard: int) -> None:
         steps.run_shard(
             report_id, shard, process_owner(), wait_for_owner=True, retry_elsewhere=True
         )
+
+
+@shared_task(name="store_monitor.deliver_alerts", ignore_result=True)
+def deliver_alerts() -> None:
+    """Send the alert events that are due (claimed one by one: two workers never both send)."""
+    deliveries.deliver_due()
 
 
 @contextmanager

@@ -29,6 +29,8 @@ KNOWN_DATABASES = 4
 # Ids a load remembers of those it looked up or created: a store repeated in later chunks
 # costs no query; beyond it the database is asked (it sees the load's own inserts).
 LOAD_STORES_LIMIT = 200_000
+# Arrays of given keys a load keeps before merging them into one of distinct keys.
+GIVEN_PARTS_MERGED = 64
 # Ids looked up by one query (SQLite allows 32,766 parameters since 3.32).
 LOOKUP_ROWS = 5_000
 
@@ -114,6 +116,7 @@ class StoreKeys:
         self.known.forget_if_beyond(largest)
         self.seen = KnownStores(LOAD_STORES_LIMIT)  # looked up or created by this load
         self.next_key = largest + 1
+        self.given: list[np.ndarray] = []  # the distinct keys of each call: the load's stores
 
     def keys_for(self, store_ids: pa.Array | np.ndarray) -> np.ndarray:
         """Keys of the given ids (an Arrow or object array), creating unknown stores."""
@@ -125,7 +128,19 @@ class StoreKeys:
         unknown = unknown[keys[unknown] < 0]
         if unknown.size:
             keys[unknown] = self._look_up_or_create(distinct[unknown])
+        self._note_given(keys)
         return keys[encoded.indices.to_numpy(zero_copy_only=False)]
+
+    def used_keys(self) -> np.ndarray:
+        """Every key this load gave out (its stores), distinct and sorted."""
+        return np.unique(np.concatenate([np.zeros(0, dtype=np.int64), *self.given]))
+
+    def _note_given(self, keys: np.ndarray) -> None:
+        """Keep the load's keys, merged once they pile up: a store repeated in many chunks
+        is kept once (memory grows with the load's stores, not its chunks)."""
+        self.given.append(keys.copy())
+        if len(self.given) > GIVEN_PARTS_MERGED:
+            self.given = [self.used_keys()]
 
     def remember(self) -> None:
         """After the commit: this load's stores are committed, the process may keep them."""

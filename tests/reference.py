@@ -258,3 +258,39 @@ def reference_report(
     return {
         store: report_row(values, stale_after_us, outages) for store, values in measures.items()
     }
+
+
+def reference_incidents(
+    polls, hours, timezones, now_us: int, closures=(), stale_after_us=None
+) -> dict[str, list[tuple]]:
+    """store_id → its incidents as (start, end or None, business time held up to its end or
+    now, down now), exact: outages of the timeline, open while they reach past `now`; an
+    outage from before the first poll starts at that poll."""
+    by_store: dict = {}
+    for store, instant, active in polls:
+        if instant <= now_us:
+            by_store.setdefault(store, []).append((instant, active))
+    found = {}
+    for store, store_polls in by_store.items():
+        rows = [(h[1], h[2], h[3]) for h in hours if h[0] == store]
+        zone = ZoneInfo(timezones.get(store, "America/Chicago"))
+        store_polls = sorted({p[0]: p for p in reversed(store_polls)}.values())
+        first_day = datetime.fromtimestamp(store_polls[0][0] / US - 3 * 86400, UTC)
+        last_day = datetime.fromtimestamp(now_us / US + 2 * 86400, UTC)
+        intervals = store_intervals(rows, zone, first_day.date(), last_day.date())
+        intervals = [[-NEVER, NEVER]] if intervals is None else intervals
+        own_closures = [(c[1], c[2]) for c in closures if c[0] == store]
+        intervals = minus(intervals, closure_intervals(own_closures, zone))
+
+        def in_hours(instant, intervals=intervals) -> bool:
+            return any(start <= instant < end for start, end in intervals)
+
+        evidence = [p for p in store_polls if in_hours(p[0])] or store_polls
+        incidents = []
+        for start, end in outages_of(timeline(evidence, stale_after_us)):
+            start = evidence[0][0] if start == -NEVER else start
+            is_open = end > now_us
+            held = measure([(start, min(end, now_us))], intervals)
+            incidents.append((start, None if is_open else end, held, is_open and in_hours(now_us)))
+        found[store] = incidents
+    return found

@@ -1300,6 +1300,40 @@ def test_a_report_waiting_for_a_worker_that_is_not_there_says_so(tab, tmp_path):
         server.stop()
 
 
+@pytest.mark.slow
+def test_the_reports_page_shows_who_is_down_now_and_the_store_page_marks_its_incident(
+    browser, tmp_path
+):
+    # The worked example: Shop-W inactive since the midpoint 10:44:30, and open at now (11:15,
+    # the latest poll): 1 store down now, 30 min 30 s of business downtime (31 min shown).
+    folder = tmp_path / "example"
+    folder.mkdir()
+    (folder / "store_status.csv").write_text(EXAMPLE_POLLS)
+    (folder / "menu_hours.csv").write_text(EXAMPLE_HOURS)
+    (folder / "timezones.csv").write_text(EXAMPLE_ZONES)
+    url = f"sqlite:///{tmp_path / 'down.sqlite3'}"
+    assert run_cli(url, "load-data", str(folder)).returncode == 0
+    server = ServerProcess(url, tmp_path / "reports", tmp_path / "server.log").start()
+    tab = Tab(browser)
+    try:
+        tab.open(f"{server.url}/", "#open-incidents li")
+        assert tab.page.inner_text("#down-title") == "Down now: 1 store"
+        item = tab.page.inner_text("#open-incidents li")
+        assert item == "Shop-W down since 2023-01-23 10:44 UTC, 31 min of business downtime"
+        tab.page.click("#open-incidents a")
+        tab.page.wait_for_selector("#store-incident:not([hidden])", timeout=30_000)
+        assert tab.page.inner_text("#store-incident") == (
+            "Down now: inactive since 2023-01-23 10:44 UTC, 31 min of business downtime so far."
+        )
+        tab.open(f"{server.url}{store_path(ALWAYS_OPEN)}", "#timeline svg")
+        tab.page.wait_for_load_state("networkidle")
+        assert tab.page.is_hidden("#store-incident")
+        assert tab.errors == []
+    finally:
+        tab.close()
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def owners_server(tmp_path_factory):
     """The sample with the north and south groups, a reader key of each and an admin key."""

@@ -22,7 +22,9 @@ from tests.owners import (
 CALLERS = ("none", "poller", "reader-north", "reader-south", "admin")
 CSV = {"Content-Type": "text/csv"}
 # One request per route, and the status each caller gets, in the order of CALLERS. `{north}`
-# is a report of the north reader, `{north_store}` a store only north holds.
+# is a report of the north reader, `{north_store}` a store only north holds, `{north_rule}`
+# an alert rule of the north reader, `{admin_rule}` one of the admin.
+HOOK = "http://127.0.0.1:9/hook"
 ROUTES = {
     "static": ("GET", "/static/common.js", {}, (200, 200, 200, 200, 200)),
     "api.openapi": ("GET", "/openapi.json", {}, (200, 200, 200, 200, 200)),
@@ -79,6 +81,27 @@ ROUTES = {
         {},
         (401, 403, 200, 404, 200),
     ),
+    "incidents.list_incidents": (
+        "GET",
+        f"/incidents?state=all&group={NORTH}",
+        {},
+        (401, 403, 200, 404, 200),
+    ),
+    "incidents.list_rules": ("GET", "/alerts", {}, (401, 403, 200, 200, 200)),
+    "incidents.create_rule": (
+        "POST",
+        "/alerts",
+        {"json": {"url": HOOK, "secret": "s", "after": "15m", "group": NORTH}},
+        (401, 403, 201, 404, 201),
+    ),
+    "incidents.list_deliveries": (
+        "GET",
+        "/alerts/{north_rule}/deliveries",
+        {},
+        (401, 403, 200, 404, 200),
+    ),
+    # Readers first: neither may delete the admin's rule; then the admin does.
+    "incidents.delete_rule": ("DELETE", "/alerts/{admin_rule}", {}, (401, 403, 404, 404, 204)),
 }
 
 
@@ -86,7 +109,7 @@ ROUTES = {
 def owners(database_url, tmp_path):
     """The sample with north and south, a key of each role, and a report of each reader and
     of the admin: (client, tokens, groups, report ids)."""
-    app = make_app(database_url, tmp_path)
+    app = make_app(database_url, tmp_path, ALERT_ALLOW_PRIVATE_URLS=1)
     groups = load_sample_with_groups(app, tmp_path)
     tokens = create_keys(app)
     client = app.test_client()
@@ -101,6 +124,19 @@ def owners(database_url, tmp_path):
         db.engine.dispose()
 
 
+@pytest.fixture
+def rules(owners) -> dict[str, int]:
+    """An alert rule of the north reader and one of the admin: name → rule id."""
+    _, client, tokens, _, _ = owners
+    made = {}
+    for name in ("reader-north", "admin"):
+        rule = {"url": HOOK, "secret": "s", "after": "15m"}
+        answer = client.post("/alerts", json=rule, headers=bearer(tokens[name]))
+        assert answer.status_code == 201
+        made[name] = answer.json["id"]
+    return made
+
+
 def routes_of(app) -> set[str]:
     return {rule.endpoint for rule in app.url_map.iter_rules()}
 
@@ -113,12 +149,17 @@ def test_every_route_has_an_entry(owners):
         assert method in rule.methods, rule
 
 
-def test_every_route_answers_each_caller_as_the_table_says(owners):
+def test_every_route_answers_each_caller_as_the_table_says(owners, rules):
     _, client, tokens, groups, reports = owners
     north_only = sorted(set(groups[NORTH]) - set(groups[SOUTH]))[0]
     answers = {}
     for endpoint, (method, path, request, _) in ROUTES.items():
-        url = path.format(north=reports["reader-north"], north_store=north_only)
+        url = path.format(
+            north=reports["reader-north"],
+            north_store=north_only,
+            north_rule=rules["reader-north"],
+            admin_rule=rules["admin"],
+        )
         answers[endpoint] = tuple(
             client.open(
                 url,

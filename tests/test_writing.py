@@ -157,6 +157,19 @@ def test_a_load_of_more_stores_than_remembered_gives_every_id_one_key(app, tmp_p
     assert (3, 3) in store_memory  # the loads' own memory was full, and started over
 
 
+def test_a_load_records_each_of_its_stores_once_however_many_chunks(
+    app, tmp_path, store_memory, monkeypatch
+):
+    # Chunks of about two rows: many parts of given keys, merged every 2 parts.
+    monkeypatch.setattr(stores, "GIVEN_PARTS_MERGED", 2)
+    load(app, polls=write(tmp_path / "polls1.csv", polls_at_hours(MANY_IDS[:5], range(2))[0]))
+    polls, _ = polls_at_hours(MANY_IDS[3:], range(2, 5))
+    load(app, polls=write(tmp_path / "polls2.csv", polls))
+    keys = dict(rows(app, STORE_KEYS))
+    recorded = rows(app, "SELECT store_key FROM batch_stores WHERE batch = 2 ORDER BY store_key")
+    assert [key for (key,) in recorded] == sorted(keys[store_id] for store_id in MANY_IDS[3:])
+
+
 def test_the_known_stores_start_over_when_full_and_keep_the_newest():
     known = stores.KnownStores(3)
     known.remember(np.array(["a", "b"], dtype=object), np.array([1, 2]))

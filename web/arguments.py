@@ -7,6 +7,7 @@ which puts each one's `.parameter()` into /openapi.json: what is described is wh
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,23 @@ class Text(Argument):
         if self.max_length is not None:
             schema["maxLength"] = self.max_length
         return schema
+
+
+@dataclass(frozen=True)
+class Matching(Text):
+    """Text matching a regular expression (`what` says in words what it must be)."""
+
+    pattern: str = ""
+    what: str = ""
+
+    def convert(self, text: str) -> str:
+        text = super().convert(text)
+        if not re.fullmatch(self.pattern, text):
+            raise bad_request(f"{self.name} must be {self.what}")
+        return text
+
+    def schema(self) -> dict[str, Any]:
+        return {**super().schema(), "pattern": self.pattern}
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 import loader
+from jobs import alerts
 from loading.sources import CSV, NDJSON
 from loading.validation import CLOSURES, GROUPS, HOURS, POLLS, REQUIRED_COLUMNS, TIMEZONES
 from models import KeyRole, db
@@ -74,6 +75,7 @@ def ingest(kind: str) -> Response:
         except loader.LoadError as exc:
             raise refusal(exc) from exc
     logger.info("ingest %s: batch %d, %s", kind, summary.batch, summary.files[0])
+    alerts.evaluate_soon(current_app._get_current_object())
     return jsonify(counts(summary))
 
 

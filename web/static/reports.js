@@ -6,6 +6,7 @@ import {
   describeOptions,
   describeScope,
   downloadLink,
+  formatCount,
   formatInstant,
   getJSON,
   h,
@@ -60,6 +61,7 @@ document.getElementById("store-form").addEventListener("submit", (event) => {
 
 async function refresh() {
   clearTimeout(timer);
+  refreshIncidents();
   let active = false;
   try {
     const { reports } = await getJSON("/reports?limit=50");
@@ -157,6 +159,45 @@ function links(item) {
       failed,
     ),
   );
+}
+
+// --------------------------------------------------------------------------- down now
+
+const downCount = document.getElementById("down-count");
+const downError = document.getElementById("down-error");
+const incidentList = document.getElementById("open-incidents");
+const incidentsEmpty = document.getElementById("open-empty");
+
+async function refreshIncidents() {
+  try {
+    const answer = await getJSON("/incidents?state=open&limit=50");
+    renderIncidents(answer);
+    showError(downError, "");
+  } catch (error) {
+    showError(downError, `The open incidents could not be loaded: ${error.message}`);
+  }
+}
+
+/** "Down now: N stores", then each open incident linking to its store's page. */
+function renderIncidents({ down_now: down, incidents }) {
+  downCount.textContent = `${formatCount(down)} ${down === 1 ? "store" : "stores"}`;
+  incidentList.replaceChildren(
+    ...incidents.map((incident) =>
+      h(
+        "li",
+        { class: incident.down_now ? "incident down" : "incident" },
+        h("a", { href: storePath(incident.store_id), class: "mono" }, incident.store_id),
+        ` down since ${formatInstant(incident.started_at)}, `,
+        `${minutes(incident.business_downtime_seconds)} of business downtime`,
+        incident.down_now ? "" : " (closed now)",
+      ),
+    ),
+  );
+  incidentsEmpty.hidden = incidents.length > 0;
+}
+
+function minutes(seconds) {
+  return `${formatCount(Math.round(seconds / 60))} min`;
 }
 
 /** Let the caller pick the group a report covers, when there is a choice to make. */

@@ -41,7 +41,27 @@ function timelineUrl() {
   return `/store/timeline?${query}`;
 }
 
+/** Mark the store's open incident, if it has one (as of the latest poll). */
+async function showOpenIncident() {
+  const query = new URLSearchParams({ state: "open", store: storeId, limit: "1" });
+  let incidents = [];
+  try {
+    ({ incidents } = await getJSON(`/incidents?${query}`));
+  } catch {
+    return; // the rest of the page says what went wrong
+  }
+  const banner = document.getElementById("store-incident");
+  banner.hidden = incidents.length === 0;
+  if (!incidents.length) return;
+  const incident = incidents[0];
+  const minutes = Math.round(incident.business_downtime_seconds / 60);
+  banner.textContent =
+    `${incident.down_now ? "Down now" : "Open incident (closed now)"}: inactive since ` +
+    `${formatInstant(incident.started_at)}, ${minutes} min of business downtime so far.`;
+}
+
 async function start() {
+  showOpenIncident();
   try {
     week = await getJSON(timelineUrl());
   } catch (error) {

@@ -1,0 +1,104 @@
+"""Benchmark the evaluation of incidents and alert rules after an upload, on loop-full.
+
+For SQLite and MariaDB: loop-full loaded (`loader.load`), a first evaluation (every store), one
+alert rule, then 10,000-poll uploads an hour apart after the data's latest poll (the next poll
+of 10,000 stores: half of them inactive; all active again; all active) and the evaluation that
+follows each, timed alone. The yardstick (pandas reading
+the polls file) runs in the same process, since the machine's speed varies from day to day.
+
+    python bench/bench_alerts.py [--rows 10000] [--only SQLite|MariaDB]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+from common import ROOT, require_full_data, targets
+
+sys.path.insert(0, str(ROOT))
+import loader
+from app import create_app
+from jobs import alerts
+from models import AlertRule, db, init_schema
+
+
+def next_hour_polls(folder: Path, rows: int, out: Path, hours: int = 1, down: bool = True) -> Path:
+    """`rows` polls of distinct stores, `hours` after the latest poll; with `down`, every
+    second one inactive (else all active)."""
+    polls = pd.read_csv(folder / "store_status.csv.gz", dtype=str)
+    latest = pd.to_datetime(polls["timestamp_utc"].str.removesuffix(" UTC"), format="ISO8601").max()
+    stores = polls["store_id"].drop_duplicates().head(rows)
+    moment = (latest + pd.Timedelta(hours=hours)).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+    status = ["inactive" if n % 2 and down else "active" for n in range(len(stores))]
+    frame = pd.DataFrame({"store_id": stores, "status": status, "timestamp_utc": moment})
+    frame.to_csv(out, index=False)
+    return out
+
+
+def yardstick(folder: Path) -> float:
+    start = time.perf_counter()
+    pd.read_csv(folder / "store_status.csv.gz")
+    return time.perf_counter() - start
+
+
+def run(name: str, url: str, folder: Path, uploads: list[Path], scratch: Path) -> None:
+    app = create_app(
+        {
+            "DATABASE_URL": url,
+            "REPORTS_DIR": str(scratch / "reports"),
+            "REPORTS_INLINE": True,
+            "START_BACKGROUND": False,
+        }
+    )
+    with app.app_context():
+        init_schema()
+        started = time.perf_counter()
+        loader.load(db.engine, folder)
+        loaded = time.perf_counter() - started
+        started = time.perf_counter()
+        first = alerts.evaluate()
+        first_seconds = time.perf_counter() - started
+        db.session.add(AlertRule(url="http://192.0.2.1/", secret="x", after_us=15 * 60 * 10**6))
+        db.session.commit()
+        print(
+            f"{name}: load {loaded:.1f} s; first evaluation {first_seconds:.2f} s "
+            f"({first.stores} stores)"
+        )
+        for upload in uploads:
+            loader.load(db.engine, polls=upload)
+            started = time.perf_counter()
+            after = alerts.evaluate()
+            seconds = time.perf_counter() - started
+            print(
+                f"{name}: evaluation after {upload.name}: {seconds:.2f} s "
+                f"({after.stores} stores, {after.events} events)"
+            )
+        db.engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--only", choices=["SQLite", "MariaDB"])
+    args = parser.parse_args()
+    folder = require_full_data()
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        uploads = [
+            next_hour_polls(folder, args.rows, scratch / "half-down.csv"),
+            next_hour_polls(folder, args.rows, scratch / "all-back.csv", hours=2, down=False),
+            next_hour_polls(folder, args.rows, scratch / "all-up.csv", hours=3, down=False),
+        ]
+        print(f"yardstick (pandas reads the polls file): {yardstick(folder):.2f} s")
+        for name, url in targets(scratch).items():
+            if args.only in (None, name):
+                run(name, url, folder, uploads, scratch)
+
+
+if __name__ == "__main__":
+    main()

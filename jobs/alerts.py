@@ -1,0 +1,303 @@
+"""Evaluation: after every committed load (and at start-up), bring incidents up to date and
+turn them into alert events, exactly once each.
+
+One evaluation runs at a time (a write to the `alerts` service lock row starts its
+transaction); incidents, events and the evaluated batch commit together, so a process that
+dies mid-way leaves the work to the next evaluation. An event's row has a unique key (rule,
+store, incident start, event) and is inserted with insert-or-ignore: however many processes
+evaluate, however often, each event exists once.
+
+A rule announces an incident (`incident.opened`) once it has held at least `after` of
+business downtime, and its end (`incident.resolved`) once it is resolved. Incidents resolved
+before the rule existed, or before the previous evaluation's `now` (history loaded late, or
+loaded before any evaluation), are not announced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+from flask import Flask, current_app
+from sqlalchemy import Connection, bindparam, insert, select, text, update
+
+import report
+from engine import timestamps
+from jobs import deliveries, incidents, snapshot
+from jobs.options import scope_of
+from models import (
+    ALERTS_LOCK,
+    AlertEvent,
+    AlertRule,
+    AlertState,
+    ApiKey,
+    DeliveryStatus,
+    ServiceLock,
+    db,
+    utcnow,
+)
+
+logger = logging.getLogger(__name__)
+
+OPENED, RESOLVED = "incident.opened", "incident.resolved"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one evaluation did."""
+
+    batch: int
+    now_us: int | None
+    stores: int
+    events: int
+
+
+def evaluate(clock: deliveries.Clock = utcnow) -> Evaluation:
+    """Evaluate the stores that may have changed since the last evaluation; commit."""
+    try:
+        return _evaluate(clock)
+    except BaseException:
+        db.session.rollback()
+        raise
+
+
+def _evaluate(clock: deliveries.Clock) -> Evaluation:
+    session = db.session
+    session.execute(
+        update(ServiceLock).where(ServiceLock.name == ALERTS_LOCK).values(uses=ServiceLock.uses + 1)
+    )
+    conn = session.connection()
+    state = session.get(AlertState, 1)
+    fixed = snapshot.fix_snapshot(db.engine, None)
+    if fixed.now_us is None:
+        session.commit()
+        return Evaluation(fixed.batch, None, 0, 0)
+    readings = incidents.plan_readings(conn, state.evaluated_batch, fixed.batch, fixed.now_us)
+    found, since = incidents.compute_readings(db.engine, fixed, readings, report.ReportOptions())
+    incidents.save_incidents(conn, found, since)
+    bound_us = fixed.now_us if state.now_us is None else state.now_us
+    events = fire_rules(conn, fixed, readings, found, bound_us, clock())
+    store_count = sum(reading.store_keys.size for reading in readings)
+    state.evaluated_batch, state.now_us = fixed.batch, fixed.now_us
+    session.commit()
+    logger.info(
+        "alerts: batch %d evaluated (%d stores, %d new events)", fixed.batch, store_count, events
+    )
+    return Evaluation(fixed.batch, fixed.now_us, int(store_count), events)
+
+
+def evaluate_and_send(app: Flask | None = None, send: bool = True) -> Evaluation | None:
+    """Evaluate, then (with `send`) have the new events sent; an error is logged, never
+    raised (the load that called it has committed; the next evaluation covers its stores).
+
+    A command leaves the sending to the serving processes (their lease keepers send what is
+    due), so it does not wait on receivers."""
+    app = app or current_app
+    try:
+        result = evaluate(app.extensions.get("alert_clock", utcnow))
+    except Exception:
+        logger.exception("alerts: evaluation failed; the next one covers its stores")
+        return None
+    if send:
+        deliveries.kick(app)
+    return result
+
+
+def evaluate_soon(app: Flask | None = None) -> None:
+    """Have the committed loads evaluated (and their events sent) by this app's evaluator."""
+    (app or current_app).extensions["alert_evaluator"].kick()
+
+
+class InlineEvaluation:
+    """Evaluates at once in the caller's thread (tests: the upload's answer follows it)."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def kick(self) -> None:
+        with self.app.app_context():
+            evaluate_and_send(self.app)
+
+    def shutdown(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- rules → events
+
+
+def fire_rules(
+    conn: Connection,
+    fixed: snapshot.Snapshot,
+    readings: list[incidents.Reading],
+    found: pd.DataFrame,
+    bound_us: int,
+    now: datetime,
+) -> int:
+    """Insert the events every rule owes for the evaluated stores; return how many are new."""
+    rules = active_rules()
+    by_stale: dict[int | None, pd.DataFrame] = {None: found}
+    by_scope: dict[tuple[str, ...], np.ndarray] = {}
+    created = 0
+    for rule in rules:
+        if rule.stale_after_us not in by_stale:
+            staled = report.ReportOptions(stale_after_us=rule.stale_after_us)
+            by_stale[rule.stale_after_us], _ = incidents.compute_readings(
+                db.engine, fixed, readings, staled
+            )
+        frame = in_scope(by_stale[rule.stale_after_us], scope_of(rule), fixed, by_scope)
+        since = bound_us if rule.created_now_us is None else max(bound_us, rule.created_now_us)
+        created += fire_rule(conn, rule, frame, since, fixed, now)
+    return created
+
+
+def active_rules() -> list[AlertRule]:
+    """The rules to fire: all but those of keys revoked since (their owner is gone)."""
+    revoked = select(ApiKey.name).where(ApiKey.revoked_at.is_not(None))
+    query = select(AlertRule).where(
+        AlertRule.created_by.is_(None) | AlertRule.created_by.not_in(revoked)
+    )
+    return list(db.session.scalars(query.order_by(AlertRule.id)))
+
+
+def in_scope(
+    frame: pd.DataFrame,
+    groups: tuple[str, ...] | None,
+    fixed: snapshot.Snapshot,
+    known: dict[tuple[str, ...], np.ndarray],
+) -> pd.DataFrame:
+    """The incidents of the stores a rule watches: those of its groups as of the evaluated
+    batch, read as a scoped report reads them (`known` keeps each scope's stores once)."""
+    if groups is None:
+        return frame
+    if groups not in known:
+        known[groups] = snapshot.scope_store_keys(db.engine, fixed.batch, groups)
+    return frame[frame["store_key"].isin(known[groups])]
+
+
+def owed(frame: pd.DataFrame, after_us: int, since_us: int) -> pd.DataFrame:
+    """Incidents a rule announces: at least `after_us` of business downtime, and open or
+    resolved after `since_us`."""
+    recent = frame["is_open"] | (frame["resolved_us"] > since_us)
+    return frame[(frame["business_us"] >= after_us) & recent]
+
+
+def fire_rule(
+    conn: Connection,
+    rule: AlertRule,
+    frame: pd.DataFrame,
+    since_us: int,
+    fixed: snapshot.Snapshot,
+    now: datetime,
+) -> int:
+    """Insert-or-ignore the rule's events: every opened one before any resolved one, so a
+    store's events are numbered in the order they happened. Events already made are skipped
+    first (the unique key still decides when two processes make one at once)."""
+    due = owed(frame, rule.after_us, since_us)
+    if due.empty:
+        return 0
+    made = existing_events(conn, rule.id, due["store_key"].to_numpy(np.int64))
+    external = external_ids(conn, due["store_key"].to_numpy(np.int64))
+    created = 0
+    for event, incidents_due in ((OPENED, due), (RESOLVED, due[~due["is_open"]])):
+        key = pd.MultiIndex.from_arrays([incidents_due["store_key"], incidents_due["started_us"]])
+        fresh = incidents_due[~key.isin(made.get(event, []))]
+        created += insert_or_ignore(conn, event_rows(rule, fresh, event, external, fixed, now))
+    return created
+
+
+def existing_events(
+    conn: Connection, rule_id: int, store_keys: np.ndarray
+) -> dict[str, list[tuple[int, int]]]:
+    """The (store, incident start) pairs the rule already has an event for, per event."""
+    query = text(
+        "SELECT event, store_key, started_us FROM alert_events "
+        "WHERE rule_id = :rule AND store_key IN :keys"
+    ).bindparams(bindparam("keys", expanding=True))
+    keys = np.unique(store_keys).tolist()
+    made: dict[str, list[tuple[int, int]]] = {}
+    for low in range(0, len(keys), incidents.KEYS_PER_STATEMENT):
+        chunk = keys[low : low + incidents.KEYS_PER_STATEMENT]
+        for event, store_key, started_us in conn.execute(query, {"rule": rule_id, "keys": chunk}):
+            made.setdefault(event, []).append((int(store_key), int(started_us)))
+    return made
+
+
+def instants(micros: pd.Series) -> np.ndarray:
+    """ISO-8601 UTC texts of epoch µs, as `timestamps.format_instant` writes them."""
+    values = micros.to_numpy(np.int64).astype("datetime64[us]")
+    return np.char.add(np.datetime_as_string(values, unit="us"), "Z")
+
+
+def event_rows(
+    rule: AlertRule,
+    due: pd.DataFrame,
+    event: str,
+    external: dict[int, str],
+    fixed: snapshot.Snapshot,
+    now: datetime,
+) -> list[dict]:
+    """Event rows with the exact bodies they will send (retries send the same bytes)."""
+    started = instants(due["started_us"])
+    resolved = instants(due["resolved_us"])
+    now_text = timestamps.format_instant(fixed.now_us)
+    rows = []
+    for index, (store_key, started_us, business_us, is_open) in enumerate(
+        zip(due["store_key"], due["started_us"], due["business_us"], due["is_open"], strict=True)
+    ):
+        event_id = secrets.token_hex(16)
+        body = {
+            "id": event_id,
+            "event": event,
+            "store_id": external[int(store_key)],
+            "started_at": str(started[index]),
+            "resolved_at": None if is_open else str(resolved[index]),
+            "business_downtime_seconds": int(business_us) / 1_000_000,
+            "now": now_text,
+        }
+        rows.append(
+            {
+                "event_id": event_id,
+                "rule_id": rule.id,
+                "store_key": int(store_key),
+                "started_us": int(started_us),
+                "event": event,
+                "body": json.dumps(body, separators=(",", ":")),
+                "created_at": now,
+                "status": DeliveryStatus.PENDING,
+                "attempts": 0,
+                "next_attempt_at": now,
+            }
+        )
+    return rows
+
+
+def insert_or_ignore(conn: Connection, rows: list[dict]) -> int:
+    """Insert rows whose unique key is new; the others are left as they are. Returns the
+    number inserted."""
+    if not rows:
+        return 0
+    statement = (
+        insert(AlertEvent)
+        .prefix_with("OR IGNORE", dialect="sqlite")
+        .prefix_with("IGNORE", dialect="mysql")
+    )
+    before = conn.execute(text("SELECT COUNT(*) FROM alert_events")).scalar()
+    conn.execute(statement, rows)
+    return int(conn.execute(text("SELECT COUNT(*) FROM alert_events")).scalar() - before)
+
+
+def external_ids(conn: Connection, store_keys: np.ndarray) -> dict[int, str]:
+    query = text("SELECT id, external_id FROM stores WHERE id IN :keys").bindparams(
+        bindparam("keys", expanding=True)
+    )
+    keys = np.unique(store_keys).tolist()
+    found: dict[int, str] = {}
+    for low in range(0, len(keys), incidents.KEYS_PER_STATEMENT):
+        chunk = keys[low : low + incidents.KEYS_PER_STATEMENT]
+        found.update({int(key): str(ext) for key, ext in conn.execute(query, {"keys": chunk})})
+    return found

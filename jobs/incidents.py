@@ -1,0 +1,211 @@
+"""Incidents of stores, as of the latest committed poll, kept in the `incidents` table.
+
+The engine (`report.find_incidents`) computes them from the same snapshot reads a report
+makes. An evaluation reads only the stores that may have changed (those a load wrote rows for,
+and those with an open incident, whose downtime grows as `now` moves) and only the part of
+their history that may have changed (`plan_readings`). A store whose read history begins inside
+an outage is read again further back (doubling the span) until the outage's start is known, so
+a stored incident is always exact; incidents that begin before where a store was read from are
+left as stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Engine, bindparam, insert, text
+
+import report
+from jobs import snapshot
+from models import Incident
+
+logger = logging.getLogger(__name__)
+
+READ_BACK_US = snapshot.WEEK_US
+KEYS_PER_STATEMENT = 500
+MAX_LISTED_KEYS = 5000  # far below SQLite's limit of bound values (32,766)
+INCIDENT_COLUMNS = [
+    "store_key",
+    "started_us",
+    "first_poll_us",
+    "resolved_us",
+    "business_us",
+    "is_open",
+    "down_now",
+]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Stores to evaluate, and from when their polls are read (older ones are unchanged)."""
+
+    store_keys: np.ndarray
+    since_us: int
+
+
+def plan_readings(conn: Connection, after_batch: int, batch: int, now_us: int) -> list[Reading]:
+    """What an evaluation of batches (after_batch, batch] reads, store by store.
+
+    - Stores whose hours, zone or closures changed: the week before `now` (and further back
+      where an incident reaches past it), as everything about them may have changed.
+    - Stores with an open incident: from its start (its downtime grows as `now` moves).
+    - Other stores that got polls: from the batches' earliest new poll. Older incidents of
+      theirs cannot change, except one that still reaches it, which is read further back.
+    """
+    written = keys_of(conn, BATCH_STORES, {"after": after_batch, "batch": batch})
+    reshaped = np.unique(
+        np.concatenate(
+            [
+                keys_of(conn, query, {"after": after_batch, "batch": batch})
+                for query in CHANGED_STORE_ROWS
+            ]
+        )
+    )
+    open_rows = conn.execute(OPEN_STARTS, {"yes": True}).all()
+    open_keys = np.array([row[0] for row in open_rows], dtype=np.int64)
+    open_starts = np.array([row[1] for row in open_rows], dtype=np.int64)
+    first_new = conn.execute(
+        text("SELECT MIN(min_ts_us) FROM load_batches WHERE id > :after AND id <= :batch"),
+        {"after": after_batch, "batch": batch},
+    ).scalar()
+    week_ago = now_us - READ_BACK_US
+    readings = [Reading(reshaped, week_ago)]
+    still_open = np.setdiff1d(open_keys, reshaped)
+    if still_open.size:
+        oldest = int(open_starts[np.isin(open_keys, still_open)].min())
+        since = oldest if first_new is None else min(oldest, int(first_new))
+        readings.append(Reading(still_open, min(since, now_us)))
+    polled = np.setdiff1d(np.setdiff1d(written, reshaped), open_keys)
+    if polled.size and first_new is not None:
+        readings.append(Reading(polled, min(int(first_new), now_us)))
+    return [reading for reading in readings if reading.store_keys.size]
+
+
+OPEN_STARTS = text(
+    "SELECT store_key, MIN(started_us) FROM incidents WHERE is_open = :yes GROUP BY store_key"
+)
+BATCH_STORES = "SELECT store_key FROM batch_stores WHERE batch > :after AND batch <= :batch"
+CHANGED_STORE_ROWS = [
+    f"SELECT DISTINCT store_key FROM {table} WHERE (batch > :after AND batch <= :batch) "
+    "OR (retired_batch > :after AND retired_batch <= :batch)"
+    for table in ("business_hours", "store_timezones", "closures")
+]
+
+
+def keys_of(conn: Connection, query: str, params: dict) -> np.ndarray:
+    rows = conn.execute(text(query), params).all()
+    return np.unique(np.array([row[0] for row in rows], dtype=np.int64))
+
+
+def compute_readings(
+    engine: Engine,
+    fixed: snapshot.Snapshot,
+    readings: list[Reading],
+    options: report.ReportOptions,
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Incidents of every reading's stores, and where each store's history was read from."""
+    parts = [
+        compute_incidents(engine, fixed, reading.store_keys, options, reading.since_us)
+        for reading in readings
+    ]
+    if not parts:
+        return empty_frame(), pd.Series([], dtype=np.int64)
+    frame = pd.concat([part[0] for part in parts], ignore_index=True)
+    return frame, pd.concat([part[1] for part in parts])
+
+
+def compute_incidents(
+    engine: Engine,
+    fixed: snapshot.Snapshot,
+    store_keys: np.ndarray,
+    options: report.ReportOptions,
+    since_us: int,
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Incidents of `store_keys` as of the snapshot, and where each store's history was read
+    from (its incidents from there on are all in the frame)."""
+    oldest = oldest_poll_us(engine, fixed.batch)
+    pending = np.unique(np.asarray(store_keys, dtype=np.int64))
+    since = pd.Series(since_us, index=pending, dtype=np.int64)
+    frames = []
+    while pending.size and fixed.now_us is not None:
+        frame = incidents_from(engine, fixed, pending, options, since_us)
+        cut = frame["first_poll_us"] < since_us
+        deeper = np.unique(frame["store_key"][cut]) if oldest < since_us else np.zeros(0)
+        frames.append(frame[~frame["store_key"].isin(deeper)])
+        pending = deeper.astype(np.int64)
+        since_us = fixed.now_us - 2 * (fixed.now_us - since_us)
+        since[pending] = since_us
+    frame = pd.concat(frames, ignore_index=True) if frames else empty_frame()
+    return frame, since
+
+
+def incidents_from(
+    engine: Engine,
+    fixed: snapshot.Snapshot,
+    store_keys: np.ndarray,
+    options: report.ReportOptions,
+    since_us: int,
+) -> pd.DataFrame:
+    """The engine's incidents of `store_keys`, reading their polls from `since_us`."""
+    low, high = int(store_keys.min()), int(store_keys.max()) + 1
+    # A few stores spread over many keys are read by key; a dense set by its key range.
+    listed = store_keys.tolist() if store_keys.size <= MAX_LISTED_KEYS else None
+    if listed is not None and 2 * store_keys.size >= high - low:
+        listed = None
+    read = snapshot.read_shard(engine, fixed, low, high, since_us=since_us, store_keys=listed)
+    found = report.find_incidents(read.inputs, fixed.now_us, options)
+    frame = pd.DataFrame(
+        {
+            "store_key": found.stores.astype(np.int64),
+            "started_us": found.started_us,
+            "first_poll_us": found.first_poll_us,
+            "resolved_us": found.resolved_us,
+            "business_us": found.business_us,
+            "is_open": found.is_open,
+            "down_now": found.down_now,
+        }
+    )
+    return frame[frame["store_key"].isin(store_keys)].reset_index(drop=True)
+
+
+def empty_frame() -> pd.DataFrame:
+    return pd.DataFrame({name: [] for name in INCIDENT_COLUMNS}, dtype=np.int64)
+
+
+def oldest_poll_us(engine: Engine, batch: int) -> int:
+    with engine.connect() as conn:
+        query = text("SELECT MIN(min_ts_us) FROM load_batches WHERE id <= :b")
+        value = conn.execute(query, {"b": batch}).scalar()
+    return np.iinfo(np.int64).max if value is None else int(value)
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def save_incidents(conn: Connection, frame: pd.DataFrame, since: pd.Series) -> None:
+    """Replace each store's stored incidents from its `since` on with `frame`'s."""
+    statement = text(
+        "DELETE FROM incidents WHERE store_key IN :keys AND first_poll_us >= :since"
+    ).bindparams(bindparam("keys", expanding=True))
+    for since_us, part in since.groupby(since):
+        keys = part.index.to_numpy(np.int64)
+        for low in range(0, keys.size, KEYS_PER_STATEMENT):
+            chunk = keys[low : low + KEYS_PER_STATEMENT].tolist()
+            conn.execute(statement, {"keys": chunk, "since": int(since_us)})
+    rows = table_rows(frame)
+    if rows:
+        conn.execute(insert(Incident), rows)
+
+
+def table_rows(frame: pd.DataFrame) -> list[dict]:
+    """The frame as rows of the `incidents` table (resolved: NULL while open)."""
+    if frame.empty:
+        return []
+    rows = frame[INCIDENT_COLUMNS].astype(object)
+    rows["resolved_us"] = rows["resolved_us"].where(~frame["is_open"], None)
+    rows["is_open"] = frame["is_open"].astype(bool)
+    rows["down_now"] = frame["down_now"].astype(bool)
+    return rows.to_dict("records")

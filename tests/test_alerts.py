@@ -1,0 +1,680 @@
+"""Alert rules and webhooks, end to end: uploads → evaluation → signed calls on a real receiver.
+
+The receiver is a real HTTP server on a thread of the test. Time never passes by sleeping:
+retries are driven by calling the sender with a clock moved forward.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+from sqlalchemy import func, select, update
+
+from jobs import alerts, deliveries
+from models import AlertAttempt, AlertEvent, DeliveryStatus, KeyRole, db, utcnow
+from tests.brokers import broker_url
+from tests.conftest import make_app
+from tests.owners import bearer, groups_csv
+from tests.server import ServerProcess, WorkerProcess, run_cli
+from web import keys
+
+CSV = {"Content-Type": "text/csv"}
+SECRET = "s3cret-for-tests"
+POLLS = "store_id,status,timestamp_utc\n"
+# 2023-01-23 is a Monday: store s1 is open 09:00-17:00 UTC that day.
+HOURS = "store_id,day,start_time_local,end_time_local\ns1,0,09:00,17:00\ns2,0,09:00,17:00\n"
+ZONES = "store_id,timezone_str\ns1,UTC\ns2,UTC\n"
+
+
+class Receiver:
+    """A webhook receiver: records each call (headers, raw body); answers `status`."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.calls: list[tuple[dict, bytes]] = []
+        self.status = 200
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.calls.append((dict(self.headers), body))
+                self.send_response(receiver.status)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def bodies(self) -> list[dict]:
+        return [json.loads(body) for _, body in self.calls]
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def alert_app(database_url, tmp_path):
+    app = make_app(database_url, tmp_path, ALERT_ALLOW_PRIVATE_URLS=1)
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def upload(client, path: str, body: str):
+    answer = client.post(path, data=body.encode(), headers=CSV)
+    assert answer.status_code == 200, answer.get_json()
+    return answer
+
+
+def polls(*rows: str) -> str:
+    return POLLS + "".join(f"{row}\n" for row in rows)
+
+
+def start(client, receiver, **rule) -> int:
+    """Hours and zones, two active polls of s1 on Monday morning, and a rule."""
+    upload(client, "/business_hours", HOURS)
+    upload(client, "/timezones", ZONES)
+    upload(
+        client, "/polls", polls("s1,active,2023-01-23 09:00:00", "s1,active,2023-01-23 10:00:00")
+    )
+    answer = client.post(
+        "/alerts", json={"url": receiver.url, "secret": SECRET, "after": "15m", **rule}
+    )
+    assert answer.status_code == 201
+    return answer.get_json()["id"]
+
+
+def signed(headers: dict, body: bytes) -> bool:
+    expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(headers[deliveries.SIGNATURE_HEADER], expected)
+
+
+def test_an_incident_in_business_hours_is_announced_once_signed_then_resolved(alert_app, receiver):
+    client = alert_app.test_client()
+    rule_id = start(client, receiver)
+    assert receiver.calls == []
+    # Inactive at 11:00: the outage starts at the midpoint 10:30; now = 11:00, 30 min ≥ 15 min.
+    upload(client, "/polls", polls("s1,inactive,2023-01-23 11:00:00"))
+    assert [body["event"] for body in receiver.bodies()] == ["incident.opened"]
+    headers, raw = receiver.calls[0]
+    assert signed(headers, raw)
+    opened = receiver.bodies()[0]
+    assert opened == {
+        "id": opened["id"],
+        "event": "incident.opened",
+        "store_id": "s1",
+        "started_at": "2023-01-23T10:30:00.000000Z",
+        "resolved_at": None,
+        "business_downtime_seconds": 1800.0,
+        "now": "2023-01-23T11:00:00.000000Z",
+    }
+    incidents = client.get("/incidents").get_json()
+    assert incidents["down_now"] == 1
+    assert incidents["incidents"] == [
+        {
+            "store_id": "s1",
+            "started_at": "2023-01-23T10:30:00.000000Z",
+            "started_local": "2023-01-23T10:30:00+00:00",
+            "resolved_at": None,
+            "business_downtime_seconds": 1800.0,
+            "down_now": True,
+        }
+    ]
+    # Another inactive poll: the same incident, nothing new.
+    upload(client, "/polls", polls("s1,inactive,2023-01-23 11:20:00"))
+    assert len(receiver.calls) == 1
+    # Active at 12:00: resolved at the midpoint 11:40 (downtime 10:30–11:40 = 4200 s).
+    upload(client, "/polls", polls("s1,active,2023-01-23 12:00:00"))
+    assert [body["event"] for body in receiver.bodies()] == ["incident.opened", "incident.resolved"]
+    headers, raw = receiver.calls[1]
+    assert signed(headers, raw)
+    resolved = receiver.bodies()[1]
+    assert resolved["resolved_at"] == "2023-01-23T11:40:00.000000Z"
+    assert resolved["business_downtime_seconds"] == 4200.0
+    assert resolved["id"] != opened["id"]
+    assert client.get("/incidents").get_json()["incidents"] == []
+    done = client.get("/incidents?state=resolved").get_json()["incidents"]
+    assert [(i["started_at"], i["resolved_at"]) for i in done] == [
+        ("2023-01-23T10:30:00.000000Z", "2023-01-23T11:40:00.000000Z")
+    ]
+    attempts = client.get(f"/alerts/{rule_id}/deliveries").get_json()["deliveries"]
+    assert [(a["event"], a["status_code"]) for a in attempts] == [
+        ("incident.resolved", 200),
+        ("incident.opened", 200),
+    ]
+    # Evaluating again (another process, a restart) sends nothing more.
+    with alert_app.app_context():
+        alerts.evaluate()
+        deliveries.deliver_due()
+    assert len(receiver.calls) == 2
+
+
+def test_short_stretches_closures_and_closed_hours_send_nothing(alert_app, receiver):
+    client = alert_app.test_client()
+    start(client, receiver)
+    upload(
+        client,
+        "/closures",
+        "store_id,start_local,end_local\ns2,2023-01-23 10:00,2023-01-23 14:00\n",
+    )
+    upload(
+        client,
+        "/polls",
+        polls(
+            # s1: inactive after 17:00 only (closed): those polls are not evidence.
+            "s1,active,2023-01-23 16:50:00",
+            "s1,inactive,2023-01-23 17:30:00",
+            "s1,inactive,2023-01-23 18:00:00",
+            # s2: active in hours, inactive only inside its closure.
+            "s2,active,2023-01-23 09:30:00",
+            "s2,inactive,2023-01-23 11:00:00",
+            "s2,inactive,2023-01-23 13:00:00",
+            "s2,active,2023-01-23 15:00:00",
+        ),
+    )
+    assert receiver.calls == []
+    assert client.get("/incidents?state=all").get_json()["incidents"] == []
+
+
+def test_below_the_threshold_nothing_is_sent(alert_app, receiver):
+    client = alert_app.test_client()
+    start(client, receiver, after="1h")
+    # 10:30–11:00 inactive (30 min < 1 h), then resolved at 11:10: never announced.
+    upload(client, "/polls", polls("s1,inactive,2023-01-23 11:00:00"))
+    upload(client, "/polls", polls("s1,active,2023-01-23 11:20:00"))
+    assert receiver.calls == []
+    resolved = client.get("/incidents?state=resolved").get_json()["incidents"]
+    assert [i["business_downtime_seconds"] for i in resolved] == [2400.0]
+
+
+def test_a_receiver_down_then_back_gets_each_event_once_in_order(alert_app, receiver):
+    client = alert_app.test_client()
+    rule_id = start(client, receiver)
+    port = receiver.port
+    receiver.stop()
+    upload(client, "/polls", polls("s1,inactive,2023-01-23 11:00:00"))
+    upload(client, "/polls", polls("s1,active,2023-01-23 12:00:00"))
+    attempts = client.get(f"/alerts/{rule_id}/deliveries").get_json()["deliveries"]
+    # Only the opened event was tried: the resolved one waits behind it.
+    assert [(a["event"], a["status_code"]) for a in attempts] == [("incident.opened", None)]
+    assert "ConnectionRefusedError" in attempts[0]["error"]
+    back = Receiver(port)
+    try:
+        with alert_app.app_context():
+            now = utcnow()
+            # Within the first minute of backoff nothing is due.
+            assert deliveries.deliver_due(lambda: now + timedelta(seconds=30)) == 0
+            assert deliveries.deliver_due(lambda: now + timedelta(seconds=61)) == 2
+            assert deliveries.deliver_due(lambda: now + timedelta(hours=1)) == 0
+        assert [body["event"] for body in back.bodies()] == ["incident.opened", "incident.resolved"]
+    finally:
+        back.stop()
+
+
+def test_backoff_doubles_and_gives_up_after_a_day(alert_app, receiver):
+    client = alert_app.test_client()
+    start(client, receiver)
+    receiver.status = 500
+    upload(client, "/polls", polls("s1,inactive,2023-01-23 11:00:00"))
+    with alert_app.app_context():
+        event = db.session.scalars(select(AlertEvent)).one()
+        created = event.created_at
+        waits = []
+        for _ in range(20):
+            event = db.session.get(AlertEvent, event.id)
+            db.session.refresh(event)
+            if event.status != DeliveryStatus.PENDING:
+                break
+            due = event.next_attempt_at
+            waits.append(round((due - created).total_seconds() / 60))
+            assert deliveries.deliver_due(lambda due=due: due) == 1
+        db.session.commit()
+        status = db.session.get(AlertEvent, event.id).status
+    # First try right after the upload, then 1, 2, 4, ... minutes after each failed one: due
+    # 1, 3, 7, ... minutes after creation; the next wait (1024 min) would end past 24 h.
+    assert waits == [1, 3, 7, 15, 31, 63, 127, 255, 511, 1023]
+    assert status == DeliveryStatus.FAILED
+    assert len(receiver.calls) == 11
+
+
+def test_a_sender_killed_mid_delivery_leaves_the_event_to_another(alert_app, receiver):
+    client = alert_app.test_client()
+    start(client, receiver)
+    receiver.stop()  # the first attempt is refused: the event stays Pending
+    upload(client, "/polls", polls("s1,inactive,2023-01-23 11:00:00"))
+    back = Receiver(receiver.port)
+    try:
+        with alert_app.app_context():
+            event = db.session.scalars(select(AlertEvent)).one()
+            later = event.next_attempt_at + timedelta(seconds=1)
+            # A process claimed it, then died before sending: its lease holds for a while.
+            assert deliveries.claim(event.id, "dead-process", later)
+            assert deliveries.deliver_due(lambda: later + timedelta(seconds=10)) == 0
+            expired = later + deliveries.LEASE + timedelta(seconds=1)
+            assert deliveries.deliver_due(lambda: expired) == 1
+        assert [body["event"] for body in back.bodies()] == ["incident.opened"]
+    finally:
+        back.stop()
+
+
+def test_two_processes_evaluating_the_same_load_make_each_event_once(
+    alert_app, receiver, database_url, tmp_path
+):
+    client = alert_app.test_client()
+    start(client, receiver)
+    other = make_app(database_url, tmp_path, ALERT_ALLOW_PRIVATE_URLS=1)
+    try:
+        # A load neither has evaluated yet (as if its process died right after the commit).
+        with alert_app.app_context():
+            db.session.execute(update(AlertEvent).values(status=DeliveryStatus.DELIVERED))
+            db.session.commit()
+            import loader
+
+            folder = tmp_path / "load"
+            folder.mkdir()
+            (folder / "polls.csv").write_text(polls("s1,inactive,2023-01-23 11:00:00"))
+            loader.load(db.engine, polls=folder / "polls.csv")
+        for app in (alert_app, other, alert_app):
+            with app.app_context():
+                alerts.evaluate()
+        for app in (other, alert_app):
+            with app.app_context():
+                deliveries.deliver_due()
+        with alert_app.app_context():
+            events = db.session.scalar(select(func.count()).select_from(AlertEvent))
+            attempts = db.session.scalar(select(func.count()).select_from(AlertAttempt))
+        assert (events, attempts) == (1, 1)
+        assert [body["event"] for body in receiver.bodies()] == ["incident.opened"]
+    finally:
+        with other.app_context():
+            db.engine.dispose()
+
+
+def test_rules_listed_without_secret_and_deleted(alert_app, receiver):
+    client = alert_app.test_client()
+    rule_id = start(client, receiver, stale_after="2h")
+    listed = client.get("/alerts").get_json()["alerts"]
+    assert listed == [
+        {
+            "id": rule_id,
+            "url": receiver.url,
+            "after": "PT15M",
+            "stale_after": "PT2H",
+            "groups": None,
+            "created_by": None,
+            "created_at": listed[0]["created_at"],
+        }
+    ]
+    assert SECRET not in client.get("/alerts").get_data(as_text=True)
+    assert client.delete(f"/alerts/{rule_id}").status_code == 204
+    assert client.delete(f"/alerts/{rule_id}").status_code == 404
+    assert client.get(f"/alerts/{rule_id}/deliveries").status_code == 404
+    assert client.get("/alerts").get_json()["alerts"] == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/hook",
+        "http://127.0.0.1:9/hook",
+        "http://10.1.2.3/hook",
+        "http://169.254.169.254/latest",
+        "http://[::1]/hook",
+        "http://localhost/hook",
+        "https://]bad",
+        "http:///nohost",
+    ],
+)
+def test_private_or_odd_urls_are_refused(sqlite_client, url):
+    answer = sqlite_client.post("/alerts", json={"url": url, "secret": "x", "after": "15m"})
+    assert answer.status_code == 400
+    assert answer.get_json()["error"] == "bad_request"
+
+
+def test_rule_bodies_are_checked(sqlite_client):
+    for body, word in [
+        ({"url": "http://x.test", "secret": "x"}, "after"),
+        ({"url": "http://x.test", "secret": "", "after": "1m"}, "secret"),
+        ({"url": "http://x.test", "secret": "x", "after": "soon"}, "after"),
+        ({"url": "http://x.test", "secret": "x", "after": "1m", "group": "no spaces"}, "group"),
+        ({"url": "http://x.test", "secret": "x", "after": "1m", "owner": "G"}, "owner"),
+    ]:
+        answer = sqlite_client.post("/alerts", json=body)
+        assert answer.status_code == 400 and word in answer.get_json()["message"], body
+
+
+def test_an_incident_older_than_the_read_week_keeps_its_exact_start(alert_app):
+    client = alert_app.test_client()
+    upload(client, "/timezones", ZONES)
+    # s1 (open all day: no hours rows here) goes down at 2023-01-10 00:00 (midpoint of the
+    # polls at 2023-01-09 23:00 and 2023-01-10 01:00) and stays down for 13 days.
+    rows = ["s1,active,2023-01-09 23:00:00", "s1,inactive,2023-01-10 01:00:00"]
+    rows += [f"s1,inactive,2023-01-{day:02d} 12:00:00" for day in range(11, 24)]
+    upload(client, "/polls", polls(*rows))
+    found = client.get("/incidents").get_json()["incidents"]
+    # 2023-01-10 00:00 → 2023-01-23 12:00 = 13.5 days = 1,166,400 s, all business time.
+    assert [(i["started_at"], i["business_downtime_seconds"]) for i in found] == [
+        ("2023-01-10T00:00:00.000000Z", 1_166_400.0)
+    ]
+    # Later loads re-read from the open incident's start: still the same one, grown by 1 h.
+    upload(client, "/polls", polls("s1,inactive,2023-01-23 13:00:00"))
+    found = client.get("/incidents").get_json()["incidents"]
+    assert [(i["started_at"], i["business_downtime_seconds"]) for i in found] == [
+        ("2023-01-10T00:00:00.000000Z", 1_170_000.0)
+    ]
+
+
+def test_an_evaluation_reads_the_stores_of_its_batches_and_open_incidents_only(alert_app):
+    client = alert_app.test_client()
+    upload(client, "/timezones", ZONES)
+    upload(
+        client,
+        "/polls",
+        polls(
+            "s1,active,2023-01-23 09:00:00",
+            "s2,active,2023-01-23 09:00:00",
+            "s3,inactive,2023-01-23 09:00:00",
+        ),
+    )
+    upload(client, "/polls", polls("s1,active,2023-01-23 10:00:00"))
+    with alert_app.app_context():
+        # The last upload was evaluated already: nothing new but s3's open incident.
+        assert alerts.evaluate().stores == 1
+
+
+# --------------------------------------------------------------------------- real processes
+
+
+def wait_for_calls(receiver: Receiver, count: int, timeout: float = 60.0) -> None:
+    """Return once the receiver has `count` calls (they come from other processes: no hook
+    to wait on)."""
+    deadline = time.monotonic() + timeout
+    while len(receiver.calls) < count:
+        assert time.monotonic() < deadline, f"{len(receiver.calls)} calls, not {count}"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_two_api_processes_and_two_celery_workers_send_each_event_once(
+    database_url, receiver, tmp_path
+):
+    broker = broker_url("redis").removesuffix("/0") + "/12"  # a database of its own
+    settings = {"CELERY_BROKER_URL": broker, "ALERT_ALLOW_PRIVATE_URLS": "1"}
+    assert run_cli(database_url, "init-db").returncode == 0
+    apis = [
+        ServerProcess(database_url, tmp_path / f"api{n}", tmp_path / f"api{n}.log", **settings)
+        for n in range(2)
+    ]
+    workers = [
+        WorkerProcess(
+            database_url, broker, tmp_path / f"worker{n}.log", ALERT_ALLOW_PRIVATE_URLS="1"
+        )
+        for n in range(2)
+    ]
+    started = []
+    try:
+        for process in [*apis, *workers]:
+            started.append(process.start())
+        first, second = (api.url for api in apis)
+        for path, body in [("/business_hours", HOURS), ("/timezones", ZONES)]:
+            assert requests.post(f"{first}{path}", data=body, headers=CSV, timeout=30).ok
+        morning = polls("s1,active,2023-01-23 09:00:00", "s1,active,2023-01-23 10:00:00")
+        assert requests.post(f"{first}/polls", data=morning, headers=CSV, timeout=30).ok
+        rule = {"url": receiver.url, "secret": SECRET, "after": "15m"}
+        assert requests.post(f"{second}/alerts", json=rule, timeout=30).status_code == 201
+        down = polls("s1,inactive,2023-01-23 11:00:00")
+        assert requests.post(f"{first}/polls", data=down, headers=CSV, timeout=30).ok
+        wait_for_calls(receiver, 1)
+        back = polls("s1,active,2023-01-23 12:00:00")
+        assert requests.post(f"{second}/polls", data=back, headers=CSV, timeout=30).ok
+        wait_for_calls(receiver, 2)
+        # Both API processes evaluate again (as after a restart): nothing new is owed.
+        again = polls("s1,active,2023-01-23 12:10:00")
+        for url in (first, second):
+            assert requests.post(f"{url}/polls", data=again, headers=CSV, timeout=30).ok
+        rule_id = requests.get(f"{first}/alerts", timeout=30).json()["alerts"][0]["id"]
+        attempts = requests.get(f"{first}/alerts/{rule_id}/deliveries", timeout=30).json()
+        assert [a["event"] for a in attempts["deliveries"]] == [
+            "incident.resolved",
+            "incident.opened",
+        ]
+        assert [body["event"] for body in receiver.bodies()] == [
+            "incident.opened",
+            "incident.resolved",
+        ]
+        assert all(signed(headers, raw) for headers, raw in receiver.calls)
+    finally:
+        for process in started:
+            process.stop()
+
+
+@pytest.mark.slow
+def test_a_served_process_evaluates_and_sends_on_its_own_threads(database_url, receiver, tmp_path):
+    # The default executor: the upload is answered at once; a thread of the API process
+    # evaluates, another sends.
+    assert run_cli(database_url, "init-db").returncode == 0
+    server = ServerProcess(
+        database_url, tmp_path / "api", tmp_path / "api.log", ALERT_ALLOW_PRIVATE_URLS="1"
+    ).start()
+    try:
+        for path, body in [
+            ("/timezones", ZONES),
+            ("/polls", polls("s1,active,2023-01-23 10:00:00")),
+        ]:
+            assert requests.post(f"{server.url}{path}", data=body, headers=CSV, timeout=30).ok
+        rule = {"url": receiver.url, "secret": SECRET, "after": "15m"}
+        assert requests.post(f"{server.url}/alerts", json=rule, timeout=30).status_code == 201
+        down = polls("s1,inactive,2023-01-23 11:00:00")
+        assert requests.post(f"{server.url}/polls", data=down, headers=CSV, timeout=30).ok
+        wait_for_calls(receiver, 1)
+        headers, raw = receiver.calls[0]
+        assert signed(headers, raw) and json.loads(raw)["event"] == "incident.opened"
+    finally:
+        server.stop()
+
+
+def test_new_hours_rework_a_stores_incidents_and_later_polls_keep_older_ones(alert_app):
+    client = alert_app.test_client()
+    upload(client, "/timezones", ZONES)
+    upload(
+        client,
+        "/polls",
+        polls(
+            "s1,active,2023-01-23 09:00:00",
+            "s1,inactive,2023-01-23 10:00:00",
+            "s1,active,2023-01-23 11:00:00",
+            "s1,active,2023-01-23 13:00:00",
+        ),
+    )
+    # Open all day: one incident 09:30–10:30 (3600 s).
+    resolved = client.get("/incidents?state=resolved").get_json()["incidents"]
+    assert [(i["started_at"], i["business_downtime_seconds"]) for i in resolved] == [
+        ("2023-01-23T09:30:00.000000Z", 3600.0)
+    ]
+    # A later poll: the older incident is neither read again nor doubled.
+    upload(client, "/polls", polls("s1,active,2023-01-23 14:00:00"))
+    assert client.get("/incidents?state=resolved").get_json()["incidents"] == resolved
+    # Hours 10:15–17:00: the inactive poll at 10:00 lies outside them, so it is no evidence
+    # any more, and no incident is left.
+    hours = "store_id,day,start_time_local,end_time_local\ns1,0,10:15,17:00\n"
+    upload(client, "/business_hours", hours)
+    assert client.get("/incidents?state=all").get_json()["incidents"] == []
+
+
+def test_incidents_list_open_first_then_newest_start_within_the_limit(alert_app):
+    client = alert_app.test_client()
+    upload(client, "/timezones", "store_id,timezone_str\ns1,UTC\ns2,UTC\ns3,Asia/Kolkata\n")
+    upload(
+        client,
+        "/polls",
+        polls(
+            # s1: down 09:30–10:30, then again from 11:30 (open): two incidents.
+            "s1,active,2023-01-23 09:00:00",
+            "s1,inactive,2023-01-23 10:00:00",
+            "s1,active,2023-01-23 11:00:00",
+            "s1,inactive,2023-01-23 12:00:00",
+            # s2: down 09:15–09:45 (resolved); s3: first poll inactive at 10:00 (open).
+            "s2,active,2023-01-23 09:00:00",
+            "s2,inactive,2023-01-23 09:30:00",
+            "s2,active,2023-01-23 10:00:00",
+            "s3,inactive,2023-01-23 10:00:00",
+        ),
+    )
+    listed = client.get("/incidents?state=all").get_json()
+    assert listed["down_now"] == 2  # open all day (no hours rows): s1 and s3
+    assert [
+        (i["store_id"], i["started_at"][11:19], i["resolved_at"]) for i in listed["incidents"]
+    ] == [
+        ("s1", "11:30:00", None),
+        ("s3", "10:00:00", None),
+        ("s1", "09:30:00", "2023-01-23T10:30:00.000000Z"),
+        ("s2", "09:15:00", "2023-01-23T09:45:00.000000Z"),
+    ]
+    # Local start: Asia/Kolkata is UTC+05:30.
+    assert listed["incidents"][1]["started_local"] == "2023-01-23T15:30:00+05:30"
+    limited = client.get("/incidents?state=all&limit=1").get_json()["incidents"]
+    assert [i["store_id"] for i in limited] == ["s1"]
+    mine = client.get("/incidents?state=resolved&store=s2").get_json()["incidents"]
+    assert [i["store_id"] for i in mine] == ["s2"]
+    for query in ("state=closed", "limit=0", "limit=1001"):
+        assert client.get(f"/incidents?{query}").status_code == 400
+
+
+# --------------------------------------------------------------------------- scopes
+
+
+@pytest.fixture
+def two_owners(alert_app):
+    """s1 in group a, s2 in group b, both open on Monday; a reader key of each and an admin
+    key: (client, tokens)."""
+    with alert_app.app_context():
+        tokens = {
+            "reader-a": keys.create_key("reader-a", KeyRole.READER, ("a",)),
+            "reader-b": keys.create_key("reader-b", KeyRole.READER, ("b",)),
+            "admin": keys.create_key("admin", KeyRole.ADMIN, ()),
+        }
+    client = alert_app.test_client()
+    admin = bearer(tokens["admin"])
+    for path, body in (
+        ("/business_hours", HOURS),
+        ("/timezones", ZONES),
+        ("/store_groups", groups_csv({"a": ["s1"], "b": ["s2"]})),
+        ("/polls", polls("s1,active,2023-01-23 09:00:00", "s2,active,2023-01-23 09:00:00")),
+    ):
+        answer = client.post(path, data=body.encode(), headers={**CSV, **admin})
+        assert answer.status_code == 200, answer.get_json()
+    return client, tokens
+
+
+def add_rule(client, token: str, url: str, **rule) -> int:
+    answer = client.post(
+        "/alerts",
+        json={"url": url, "secret": SECRET, "after": "15m", **rule},
+        headers=bearer(token),
+    )
+    assert answer.status_code == 201, answer.get_json()
+    return answer.get_json()["id"]
+
+
+def both_go_down(client, tokens) -> None:
+    """s1 and s2 inactive at 11:00: an incident each from the midpoint 10:00."""
+    answer = client.post(
+        "/polls",
+        data=polls("s1,inactive,2023-01-23 11:00:00", "s2,inactive,2023-01-23 11:00:00").encode(),
+        headers={**CSV, **bearer(tokens["admin"])},
+    )
+    assert answer.status_code == 200, answer.get_json()
+
+
+def test_a_rule_fires_only_for_the_stores_of_its_scope(two_owners):
+    client, tokens = two_owners
+    of_a, of_b, of_all, of_admin_b = Receiver(), Receiver(), Receiver(), Receiver()
+    try:
+        add_rule(client, tokens["reader-a"], of_a.url, group="a")
+        add_rule(client, tokens["reader-b"], of_b.url)  # no group: the reader's groups
+        add_rule(client, tokens["admin"], of_all.url)  # no group: every store
+        add_rule(client, tokens["admin"], of_admin_b.url, group="b")
+        both_go_down(client, tokens)
+        assert [body["store_id"] for body in of_a.bodies()] == ["s1"]
+        assert [body["store_id"] for body in of_b.bodies()] == ["s2"]
+        assert sorted(body["store_id"] for body in of_all.bodies()) == ["s1", "s2"]
+        assert [body["store_id"] for body in of_admin_b.bodies()] == ["s2"]
+    finally:
+        for receiver in (of_a, of_b, of_all, of_admin_b):
+            receiver.stop()
+
+
+def test_a_reader_sees_neither_the_other_owners_incidents_nor_its_rules(two_owners, receiver):
+    client, tokens = two_owners
+    rule_a = add_rule(client, tokens["reader-a"], receiver.url)
+    rule_b = add_rule(client, tokens["reader-b"], receiver.url, group="b")
+    both_go_down(client, tokens)
+    as_a, as_b, as_admin = (bearer(tokens[name]) for name in ("reader-a", "reader-b", "admin"))
+
+    def incidents(headers: dict, query: str = "") -> tuple[int, list[str]]:
+        answer = client.get(f"/incidents?state=all{query}", headers=headers).get_json()
+        return answer["down_now"], [item["store_id"] for item in answer["incidents"]]
+
+    assert incidents(as_a) == (1, ["s1"])
+    assert incidents(as_a, "&store=s2")[1] == []
+    assert incidents(as_b) == (1, ["s2"])
+    assert incidents(as_admin)[0] == 2
+    assert incidents(as_admin, "&group=a") == (1, ["s1"])
+    foreign = client.get("/incidents?group=b", headers=as_a)
+    assert foreign.status_code == 404  # as for a group that does not exist
+    assert (
+        foreign.get_json()["error"] == client.get("/incidents?group=x", headers=as_a).json["error"]
+    )
+
+    def rule_ids(headers: dict) -> list[int]:
+        return [rule["id"] for rule in client.get("/alerts", headers=headers).get_json()["alerts"]]
+
+    assert rule_ids(as_a) == [rule_a]
+    assert rule_ids(as_b) == [rule_b]
+    assert rule_ids(as_admin) == [rule_a, rule_b]
+    listed = client.get("/alerts", headers=as_a).get_json()["alerts"][0]
+    assert (listed["groups"], listed["created_by"]) == (["a"], "reader-a")
+    assert client.get(f"/alerts/{rule_b}/deliveries", headers=as_a).status_code == 404
+    assert client.get(f"/alerts/{rule_a}/deliveries", headers=as_a).status_code == 200
+    assert client.delete(f"/alerts/{rule_b}", headers=as_a).status_code == 404
+    assert rule_ids(as_b) == [rule_b]  # still there
+    refused = client.post(
+        "/alerts",
+        json={"url": receiver.url, "secret": SECRET, "after": "15m", "group": "b"},
+        headers=as_a,
+    )
+    assert refused.status_code == 404
+    assert client.delete(f"/alerts/{rule_b}", headers=as_b).status_code == 204
+
+
+def test_a_revoked_readers_rules_fire_no_more(two_owners, receiver):
+    client, tokens = two_owners
+    add_rule(client, tokens["reader-a"], receiver.url)
+    with client.application.app_context():
+        keys.revoke_key("reader-a")
+    both_go_down(client, tokens)
+    assert receiver.calls == []
