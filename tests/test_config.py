@@ -163,6 +163,7 @@ DOORS = [
 ]
 
 
+@pytest.mark.slow  # a real process per setting and door
 @pytest.mark.parametrize("door", DOORS)
 @pytest.mark.parametrize("case", BAD_SETTINGS.values(), ids=BAD_SETTINGS.keys())
 def test_a_bad_setting_stops_the_service_with_one_line_naming_it(tmp_path, door, case):

@@ -113,6 +113,7 @@ def csv_with_shard_size(database_url: str, tmp_path: Path, shard_stores: int) ->
         return results.local_csv(row).read_bytes()
 
 
+@pytest.mark.slow  # the sample reported once per shard size
 def test_csv_is_byte_identical_for_every_shard_size(database_url, tmp_path):
     # Shards of 1 store, of 7, and one shard holding all: the same bytes.
     app = make_app(database_url, tmp_path)

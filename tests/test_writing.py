@@ -264,7 +264,7 @@ def test_a_load_retires_the_rows_of_changed_stores_and_leaves_the_others(app, tm
     ]
 
 
-@pytest.mark.parametrize("block_bytes", [64, 2 << 20])
+@pytest.mark.parametrize("block_bytes", [pytest.param(64, marks=pytest.mark.slow), 2 << 20])
 def test_identical_rows_of_a_store_are_stored_once(app, tmp_path, monkeypatch, block_bytes):
     # Each row is sent 300 times; with 64-byte read blocks the repeats fall in different
     # chunks, so the database, not the chunk, has to merge them. A zone repeated keeps the
