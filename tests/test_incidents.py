@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import report
-from tests.moments import wall
-from tests.reference import parse_hms, reference_incidents, to_us
+from tests.moments import engine_inputs
+from tests.reference import reference_incidents, to_us
 
 MINUTE_US = 60_000_000
 HOUR_US = 60 * MINUTE_US
@@ -22,23 +22,6 @@ HOUR_US = 60 * MINUTE_US
 
 def at(text: str) -> int:
     return to_us(datetime.fromisoformat(text + "+00:00"))
-
-
-def engine_inputs(polls, hours=(), zones=None, closures=()) -> report.ReportInputs:
-    zones = zones or {}
-    return report.ReportInputs(
-        report.Polls.of([p[0] for p in polls], [p[1] for p in polls], [p[2] for p in polls]),
-        report.WeeklyHours.of(
-            [h[0] for h in hours],
-            [h[1] for h in hours],
-            [parse_hms(h[2]) for h in hours],
-            [parse_hms(h[3]) for h in hours],
-        ),
-        report.StoreZones.of(list(zones), list(zones.values())),
-        report.Closures.of(
-            [c[0] for c in closures], [wall(c[1]) for c in closures], [wall(c[2]) for c in closures]
-        ),
-    )
 
 
 def incidents(polls, now, hours=(), zones=None, closures=(), stale=None) -> list[tuple]:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import report
-from tests.moments import utc_micros, wall
+from tests.moments import engine_inputs, utc_micros, wall
 from tests.reference import (
     parse_hms,
     reference_measures,
@@ -691,19 +691,7 @@ def scenarios(draw):
 
 
 def engine_frame(polls, hours, zones, closures, now_us, stale, outages) -> pd.DataFrame:
-    data = report.ReportInputs(
-        polls=report.Polls.of([p[0] for p in polls], [p[1] for p in polls], [p[2] for p in polls]),
-        hours=report.WeeklyHours.of(
-            [h[0] for h in hours],
-            [h[1] for h in hours],
-            [parse_hms(h[2]) for h in hours],
-            [parse_hms(h[3]) for h in hours],
-        ),
-        zones=report.StoreZones.of(list(zones), list(zones.values())),
-        closures=report.Closures.of(
-            [c[0] for c in closures], [wall(c[1]) for c in closures], [wall(c[2]) for c in closures]
-        ),
-    )
+    data = engine_inputs(polls, hours, zones, closures)
     options = report.ReportOptions(stale_after_us=stale, outages=outages)
     return report.compute_report(data, now_us, options)
 
@@ -746,19 +734,7 @@ def test_outage_lengths_in_a_window_add_up_to_its_downtime(scenario):
     # positive length, the others zero) sums to the window's downtime from the status clock.
     polls, hours, zones, closures, now_us, stale, _ = scenario
     frame = engine_frame(polls, hours, zones, closures, now_us, stale, True)
-    data = report.ReportInputs(
-        report.Polls.of([p[0] for p in polls], [p[1] for p in polls], [p[2] for p in polls]),
-        report.WeeklyHours.of(
-            [h[0] for h in hours],
-            [h[1] for h in hours],
-            [parse_hms(h[2]) for h in hours],
-            [parse_hms(h[3]) for h in hours],
-        ),
-        report.StoreZones.of(list(zones), list(zones.values())),
-        report.Closures.of(
-            [c[0] for c in closures], [wall(c[1]) for c in closures], [wall(c[2]) for c in closures]
-        ),
-    )
+    data = engine_inputs(polls, hours, zones, closures)
     options = report.ReportOptions(stale_after_us=stale, outages=True)
     state = report.build_state(data, now_us, options)
     outages = report.find_outages(state.evidence, None if stale is None else stale * 2)
