@@ -16,12 +16,10 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
-import requests
-from common import MARIADB_ADMIN, ROOT, require_full_data
+from common import MARIADB_ADMIN, ROOT, require_full_data, trigger_and_fetch
 
 sys.path.insert(0, str(ROOT))
 from tests.databases import create_database, drop_database
@@ -71,21 +69,10 @@ def new_token(url: str, *arguments: str) -> str:
     return created.stdout.splitlines()[-1]
 
 
-def trigger_to_complete(base_url: str, token: str) -> tuple[float, int]:
+def timed_report(base_url: str, token: str | None) -> tuple[float, int]:
     """Seconds from the trigger to the finished report, and its rows."""
-    headers = {"Authorization": f"Bearer {token}"}
-    start = time.perf_counter()
-    answer = requests.post(f"{base_url}/trigger_report", headers=headers, timeout=60)
-    report_id = answer.json()["report_id"]
-    while True:
-        response = requests.get(f"{base_url}/get_report/{report_id}", headers=headers, timeout=60)
-        if response.status_code != 202:
-            break
-        time.sleep(0.01)
-    elapsed = time.perf_counter() - start
-    if response.status_code != 200:
-        raise RuntimeError(f"report failed: {response.text}")
-    return elapsed, response.text.count("\n") - 1
+    elapsed, csv_text = trigger_and_fetch(base_url, token)
+    return elapsed, csv_text.count("\n") - 1
 
 
 def main() -> None:
@@ -115,7 +102,7 @@ def main() -> None:
             server.start()
             try:
                 for label, token in ((label_of_group, reader), ("every store", admin)):
-                    runs = [trigger_to_complete(server.url, token) for _ in range(3)]
+                    runs = [timed_report(server.url, token) for _ in range(3)]
                     times = [seconds for seconds, _ in runs]
                     listed = ", ".join(f"{t:.2f}" for t in times)
                     print(

@@ -59,16 +59,24 @@ def targets(scratch: Path) -> dict[str, str]:
     }
 
 
-def trigger_to_complete(base_url: str) -> float:
+def trigger_to_complete(base_url: str, token: str | None = None) -> float:
     """Seconds from `POST /trigger_report` to the finished report (a failed one raises)."""
+    return trigger_and_fetch(base_url, token)[0]
+
+
+def trigger_and_fetch(base_url: str, token: str | None = None) -> tuple[float, str]:
+    """Seconds from `POST /trigger_report` to the finished report, and its CSV (a failed
+    report raises); `token` is sent as a bearer token."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     start = time.perf_counter()
-    report_id = requests.post(f"{base_url}/trigger_report", timeout=60).json()["report_id"]
+    answer = requests.post(f"{base_url}/trigger_report", headers=headers, timeout=60)
+    report_id = answer.json()["report_id"]
     while True:
-        response = requests.get(f"{base_url}/get_report/{report_id}", timeout=60)
+        response = requests.get(f"{base_url}/get_report/{report_id}", headers=headers, timeout=60)
         if response.status_code != 202:
             break
-        time.sleep(0.02)
+        time.sleep(0.01)
     elapsed = time.perf_counter() - start
     if response.status_code != 200:
         raise RuntimeError(f"report failed: {response.text}")
-    return elapsed
+    return elapsed, response.text
