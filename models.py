@@ -183,13 +183,21 @@ class ReportStatus(enum.StrEnum):
 
 
 ACTIVE_STATES = (ReportStatus.QUEUED, ReportStatus.RUNNING)
-STATUS = SqlEnum(
-    ReportStatus,
-    native_enum=False,
-    create_constraint=False,
-    length=16,
-    values_callable=lambda states: [state.value for state in states],
-)
+
+
+def stored_as_text(states: type[enum.Enum]) -> SqlEnum:
+    """An enum column holding its values as short text (no native enum, no CHECK), the same on
+    SQLite and MySQL/MariaDB."""
+    return SqlEnum(
+        states,
+        native_enum=False,
+        create_constraint=False,
+        length=16,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+STATUS = stored_as_text(ReportStatus)
 
 
 class JobStep:
@@ -423,13 +431,7 @@ class DeliveryStatus(enum.StrEnum):
     FAILED = "Failed"
 
 
-DELIVERY_STATUS = SqlEnum(
-    DeliveryStatus,
-    native_enum=False,
-    create_constraint=False,
-    length=16,
-    values_callable=lambda states: [state.value for state in states],
-)
+DELIVERY_STATUS = stored_as_text(DeliveryStatus)
 
 
 class AlertEvent(db.Model):
