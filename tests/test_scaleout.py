@@ -158,18 +158,19 @@ def test_celery_workers_compute_what_the_embedded_executor_computes(
     assert all(count > 0 for count in worked), "both workers should have taken shards"
 
 
+def celery_api(database_url: str, broker: str, tmp_path: Path, **settings: str) -> ServerProcess:
+    """A started API process that enqueues report steps on `broker` (workers run them)."""
+    return ServerProcess(
+        database_url, tmp_path / "api", tmp_path / "api.log", CELERY_BROKER_URL=broker, **settings
+    ).start()
+
+
 def test_a_worker_killed_mid_shard_is_replaced_and_the_csv_is_unchanged(shared_database, tmp_path):
     broker = broker_url("rabbitmq")
     settings = {"REPORT_SHARD_STORES": "20", **FAST_LEASES}
     logs = [tmp_path / f"worker{n}.log" for n in range(2)]
     workers = [WorkerProcess(shared_database, broker, log, **settings).start() for log in logs]
-    api = ServerProcess(
-        shared_database,
-        tmp_path / "api",
-        tmp_path / "api.log",
-        CELERY_BROKER_URL=broker,
-        **settings,
-    ).start()
+    api = celery_api(shared_database, broker, tmp_path, **settings)
     try:
         report_id = trigger(api.url)
         owner = running_shard_owner(shared_database, report_id)
@@ -189,9 +190,7 @@ def test_a_worker_killed_mid_shard_is_replaced_and_the_csv_is_unchanged(shared_d
 def test_the_same_shard_delivered_twice_changes_nothing(shared_database, tmp_path):
     broker = broker_url("rabbitmq")
     worker = WorkerProcess(shared_database, broker, tmp_path / "worker.log").start()
-    api = ServerProcess(
-        shared_database, tmp_path / "api", tmp_path / "api.log", CELERY_BROKER_URL=broker
-    ).start()
+    api = celery_api(shared_database, broker, tmp_path)
     try:
         report_id = trigger(api.url)
         first = wait_for_report(api.url, report_id).content
@@ -240,9 +239,7 @@ def wait_for_workers(url: str, count: int, timeout: float = 30) -> None:
 
 def test_workers_are_counted_and_a_report_waiting_for_none_says_so(shared_database, tmp_path):
     broker = own_redis_database(11)
-    api = ServerProcess(
-        shared_database, tmp_path / "api", tmp_path / "api.log", CELERY_BROKER_URL=broker
-    ).start()
+    api = celery_api(shared_database, broker, tmp_path)
     assert health(api.url)["workers"] == 0
     report_id = trigger(api.url)
     waiting = requests.get(f"{api.url}/get_report/{report_id}", timeout=10)
@@ -288,13 +285,7 @@ def test_a_one_second_broker_outage_mid_report_delays_no_report(shared_database,
     broker = proxy.url(broker_url("rabbitmq"))
     settings = {"REPORT_SHARD_STORES": "20", **FAST_LEASES}
     worker = WorkerProcess(shared_database, broker, tmp_path / "worker.log", **settings).start()
-    api = ServerProcess(
-        shared_database,
-        tmp_path / "api",
-        tmp_path / "api.log",
-        CELERY_BROKER_URL=broker,
-        **settings,
-    ).start()
+    api = celery_api(shared_database, broker, tmp_path, **settings)
     try:
         before = trigger(api.url)
         running_shard_owner(shared_database, before)  # mid-report
