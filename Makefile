@@ -34,12 +34,12 @@ test: $(BIN)/.installed-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
-# The inner loop: SQLite only, no real server processes or full-size data, on two processes
-# (under a minute).
+# The inner loop: SQLite only, no real server processes or full-size data, a quarter of the
+# property-test examples, on two processes (under a minute; `make test` tries them all).
 test-fast: $(BIN)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q -n 2 -m "not slow and not mariadb"
+	$(BIN)/pytest -q -n 2 -m "not slow and not mariadb" --hypothesis-profile=quick
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .

@@ -7,10 +7,15 @@ import secrets
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from app import create_app
 from models import db, init_schema
 from tests.databases import admin_connection, create_database, drop_database
+from tests.examples import QUICK_MAX_EXAMPLES
+
+# `make test-fast` runs with --hypothesis-profile=quick (see tests/examples.py).
+settings.register_profile("quick", max_examples=QUICK_MAX_EXAMPLES)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data"

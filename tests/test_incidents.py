@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import report
+from tests.examples import examples
 from tests.moments import engine_inputs
 from tests.reference import reference_incidents, to_us
 
@@ -147,7 +148,7 @@ def hms(seconds: int) -> str:
     return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_engine_incidents_equal_the_reference(scenario):
     polls, hours, zones, closures, stale = scenario

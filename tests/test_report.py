@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import report
+from tests.examples import examples
 from tests.moments import engine_inputs, utc_micros, wall
 from tests.reference import (
     parse_hms,
@@ -700,7 +701,7 @@ def as_rows(frame: pd.DataFrame) -> dict:
     return {row[0]: tuple(row[1:]) for row in frame.itertuples(index=False)}
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_engine_equals_reference(scenario):
     polls, hours, zones, closures, now_us, stale, outages = scenario
@@ -708,7 +709,7 @@ def test_engine_equals_reference(scenario):
     assert as_rows(engine_frame(*scenario)) == expected
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_uptime_downtime_and_unknown_add_up_to_reference_business_time(scenario):
     # Business time comes from the reference (its own interval arithmetic); the engine's three
@@ -727,7 +728,7 @@ def test_uptime_downtime_and_unknown_add_up_to_reference_business_time(scenario)
             assert abs(total - business) <= 0.0150001
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_outage_lengths_in_a_window_add_up_to_its_downtime(scenario):
     # Exact, in ticks: the business time of every outage inside a window (counted ones have

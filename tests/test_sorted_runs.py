@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loading.sorted_runs import SortedRuns
+from tests.examples import examples
 
 # Few distinct keys and instants, so that runs share keys and rows share (key, instant).
 ROW = st.tuples(st.integers(0, 4), st.integers(-3, 3))
@@ -35,7 +36,7 @@ def plain_sort(runs: list[list[tuple[int, int]]]) -> list[tuple[int, int, int]]:
     return sorted(rows, key=lambda row: (row[0], row[1]))  # Python's sort is stable
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(runs=RUNS, block_rows=st.integers(1, 50), min_block=st.integers(1, 8))
 def test_the_merge_is_a_stable_sort_of_all_runs(runs, block_rows, min_block):
     import loading.sorted_runs as sorted_runs_module
