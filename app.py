@@ -153,7 +153,7 @@ def _start_once(app: Flask) -> None:
     atexit.register(ingest.remove_stale_upload_folders, also_own=True)
     if app.config["START_BACKGROUND"] and not app.config["REPORTS_INLINE"]:
         sweep = isinstance(executor, ThreadExecutor)
-        keeper = LeaseKeeper(app, sweep=sweep)
+        keeper = LeaseKeeper(app, sweep=sweep, catch_up=True)
         app.extensions["lease_keeper"] = keeper
         keeper.start()
 

@@ -23,7 +23,7 @@ import config
 import loader
 import report
 from engine import timestamps
-from jobs import alerts, results, steps
+from jobs import results, steps
 from jobs.errors import QueueFull, ServiceBusy
 from jobs.executors import InlineExecutor
 from jobs.leases import LeaseKeeper
@@ -175,7 +175,10 @@ def load_data_command(
     if progress:
         click.echo(err=True)
     click.echo(str(summary))
-    alerts.evaluate_and_send(current_app, send=False)
+    click.echo(
+        "incidents and alerts: evaluated by the serving processes (at start-up, or within "
+        f"{current_app.config['REPORT_LEASE_SECONDS'] / 3:g} s while they run)"
+    )
 
 
 @click.command(

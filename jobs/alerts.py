@@ -36,6 +36,7 @@ from models import (
     AlertRule,
     AlertState,
     ApiKey,
+    DataState,
     DeliveryStatus,
     ServiceLock,
     db,
@@ -106,6 +107,18 @@ def evaluate_and_send(app: Flask | None = None, send: bool = True) -> Evaluation
     if send:
         deliveries.kick(app)
     return result
+
+
+def unevaluated_loads() -> int:
+    """How many committed loads no evaluation has covered yet: those of `flask load-data`,
+    which leaves evaluating to the serving processes, or of a process that died before it."""
+    evaluated = db.session.scalar(select(AlertState.evaluated_batch).where(AlertState.id == 1))
+    committed = db.session.scalar(select(DataState.last_batch).where(DataState.id == 1))
+    return max(0, (committed or 0) - (evaluated or 0))
+
+
+def behind() -> bool:
+    return unevaluated_loads() > 0
 
 
 def evaluate_soon(app: Flask | None = None) -> None:

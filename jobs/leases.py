@@ -19,7 +19,7 @@ import threading
 
 from flask import Flask, current_app
 
-from jobs import deliveries, states
+from jobs import alerts, deliveries, states
 from jobs.errors import BrokerUnavailable
 from jobs.executors import machine_id, process_owner
 from jobs.steps import Executor
@@ -31,13 +31,17 @@ logger = logging.getLogger(__name__)
 
 class LeaseKeeper(threading.Thread):
     """Renews this process's leases and, with `sweep`, takes over expired ones; with
-    `heartbeat` (a broker's worker process), records that this worker is alive."""
+    `heartbeat` (a broker's worker process), records that this worker is alive; with
+    `catch_up` (a serving process), has loads no process evaluated yet evaluated."""
 
-    def __init__(self, app: Flask, sweep: bool, heartbeat: bool = False) -> None:
+    def __init__(
+        self, app: Flask, sweep: bool, heartbeat: bool = False, catch_up: bool = False
+    ) -> None:
         super().__init__(name="lease-keeper", daemon=True)
         self.app = app
         self.sweep = sweep
         self.heartbeat = heartbeat
+        self.catch_up = catch_up  # a serving process: evaluate loads committed by commands
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -53,11 +57,14 @@ class LeaseKeeper(threading.Thread):
                 logger.exception("lease keeper: round failed")
 
     def round(self) -> None:
-        """One round: heartbeat, renew, sweep, and have due alert events sent."""
+        """One round: heartbeat, renew, sweep, evaluate loads no process has evaluated yet,
+        and have due alert events sent."""
         with self.app.app_context():
             if self.heartbeat:
                 record_heartbeat(process_owner())
             states.renew(process_owner())
+            if self.catch_up and alerts.behind():
+                alerts.evaluate_soon(self.app)
             if self.sweep:
                 take_over_expired(self.app.extensions["report_executor"])
                 if deliveries.due_events(utcnow(), limit=1):  # retries, leases run out

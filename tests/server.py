@@ -70,11 +70,18 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
             try:
-                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if self.ready():
                     return self
             except requests.RequestException:  # not listening yet, or busy starting
-                time.sleep(0.1)
-        raise TimeoutError(f"server did not answer in {timeout} s")
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"server not ready in {timeout} s")
+
+    def ready(self) -> bool:
+        """Answering, and done evaluating the loads committed before it started (so that what
+        a test does next never races the start-up evaluation)."""
+        answer = requests.get(f"{self.url}/healthz", timeout=1)
+        return answer.status_code == 200 and answer.json().get("unevaluated_loads") == 0
 
     def kill(self) -> None:
         """SIGKILL the process and every process of its group: no cleanup, no goodbye."""

@@ -18,7 +18,9 @@ import pytest
 import requests
 from sqlalchemy import func, select, update
 
+import loader
 from jobs import alerts, deliveries
+from jobs.leases import LeaseKeeper
 from models import AlertAttempt, AlertEvent, DeliveryStatus, KeyRole, db, utcnow
 from tests.brokers import broker_url
 from tests.conftest import make_app
@@ -312,6 +314,30 @@ def test_two_processes_evaluating_the_same_load_make_each_event_once(
     finally:
         with other.app_context():
             db.engine.dispose()
+
+
+def test_a_serving_process_evaluates_a_load_a_command_committed(alert_app, receiver, tmp_path):
+    # `flask load-data` leaves evaluating to the serving processes: the next round of a serving
+    # process's lease keeper (`catch_up`) evaluates it; other keepers (a command's) do not.
+    client = alert_app.test_client()
+    start(client, receiver)
+    path = tmp_path / "polls.csv"
+    path.write_text(polls("s1,inactive,2023-01-23 11:00:00"))
+    with alert_app.app_context():
+        loader.load(db.engine, polls=path)
+        assert alerts.behind()
+    LeaseKeeper(alert_app, sweep=False).round()
+    with alert_app.app_context():
+        assert alerts.behind()
+    assert client.get("/incidents").get_json()["incidents"] == []
+    LeaseKeeper(alert_app, sweep=False, catch_up=True).round()
+    with alert_app.app_context():
+        assert not alerts.behind()
+    found = client.get("/incidents").get_json()["incidents"]
+    assert [(row["store_id"], row["started_at"]) for row in found] == [
+        ("s1", "2023-01-23T10:30:00.000000Z")
+    ]
+    assert [body["event"] for body in receiver.bodies()] == ["incident.opened"]
 
 
 def test_rules_listed_without_secret_and_deleted(alert_app, receiver):

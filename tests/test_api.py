@@ -181,7 +181,11 @@ def test_oversized_body_is_refused(sqlite_client):
 
 
 def test_healthz(client):
-    assert client.get("/healthz").get_json() == {"status": "ok", "database": "ok"}
+    assert client.get("/healthz").get_json() == {
+        "status": "ok",
+        "database": "ok",
+        "unevaluated_loads": 0,
+    }
 
 
 def test_queued_then_running_with_progress_then_complete_in_threads(
@@ -401,7 +405,12 @@ def reports_warning(client) -> str | None:
 
 def test_with_a_broker_health_counts_workers_and_a_waiting_report_warns_when_none(broker_app):
     client = broker_app.test_client()
-    assert client.get("/healthz").get_json() == {"status": "ok", "database": "ok", "workers": 0}
+    assert client.get("/healthz").get_json() == {
+        "status": "ok",
+        "database": "ok",
+        "workers": 0,
+        "unevaluated_loads": 0,
+    }
     report_id = trigger(client)
     warning = reports_warning(client)
     assert warning and "no report worker has been seen" in warning
@@ -427,7 +436,11 @@ def test_without_a_broker_health_has_no_workers_and_reports_no_warning(app, tmp_
     with threads.app_context():
         db.session.add(Report(id="a" * 32, status=ReportStatus.QUEUED))
         db.session.commit()
-    assert client.get("/healthz").get_json() == {"status": "ok", "database": "ok"}
+    assert client.get("/healthz").get_json() == {
+        "status": "ok",
+        "database": "ok",
+        "unevaluated_loads": 0,
+    }
     assert "warning" not in client.get("/reports").get_json()["reports"][0]
     threads.extensions["report_executor"].shutdown()
     with threads.app_context():

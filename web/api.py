@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 
 import report
 from engine import timestamps
-from jobs import results, steps
+from jobs import alerts, results, steps
 from jobs.errors import QueueFull, ReportNotFound, ServiceBusy
 from jobs.options import ReportRequest, describe_options, scope_of
 from jobs.workers import workers_seen
@@ -448,13 +448,22 @@ HEALTHY = {
                 "with a broker: worker processes seen in the last minute (0: reports wait)"
             ),
         },
+        "unevaluated_loads": {
+            "type": "integer",
+            "minimum": 0,
+            "description": (
+                "committed loads whose incidents and alerts are not evaluated yet (0 but for a "
+                "moment after a load)"
+            ),
+        },
     },
 }
 
 
 @bp.get("/healthz")
 @operation(
-    "Whether the database answers, and with a broker how many workers are seen",
+    "Whether the database answers, with a broker how many workers are seen, and whether "
+    "incidents are evaluated up to the latest load",
     public=True,
     responses={
         "200": json_response("healthy", HEALTHY),
@@ -468,6 +477,8 @@ def healthz() -> Response:
         db.session.execute(text("SELECT 1"))
         db.session.commit()
         workers = broker_workers_seen()
+        unevaluated = alerts.unevaluated_loads()
+        db.session.commit()
     except Exception as exc:
         db.session.rollback()
         logger.warning("health check: database unavailable: %s", type(exc).__name__)
@@ -477,4 +488,5 @@ def healthz() -> Response:
     health: dict[str, Any] = {"status": "ok", "database": "ok"}
     if workers is not None:
         health["workers"] = workers
+    health["unevaluated_loads"] = unevaluated
     return jsonify(health)
