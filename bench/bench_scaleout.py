@@ -93,7 +93,7 @@ def measure(label: str, database_url: str, scratch: Path, broker: str | None, wo
     server = ServerProcess(
         database_url, scratch / f"r-{label}", scratch / f"{label}.log", **settings
     )
-    server.start(timeout=120)
+    server.start(timeout=1800)  # ready once the loads are evaluated: 10x takes a while
     try:
         times = [trigger_to_complete(server.url) for _ in range(3)]
         peaks = [peak_rss_mb(server.process.pid)] + [peak_rss_mb(w.process.pid) for w in started]
