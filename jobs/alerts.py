@@ -1,11 +1,13 @@
 """Evaluation: after every committed load (and at start-up), bring incidents up to date and
 turn them into alert events, exactly once each.
 
-One evaluation runs at a time (a write to the `alerts` service lock row starts its
-transaction); incidents, events and the evaluated batch commit together, so a process that
-dies mid-way leaves the work to the next evaluation. An event's row has a unique key (rule,
-store, incident start, event) and is inserted with insert-or-ignore: however many processes
-evaluate, however often, each event exists once.
+Incidents are computed before the write lock (loads, triggers and uploads go on meanwhile);
+then one evaluation at a time writes (a write to the `alerts` service lock row starts its
+transaction), after checking that no other evaluation wrote since it planned (else it computes
+again, under the lock). Incidents, events and the evaluated batch commit together, so a
+process that dies mid-way leaves the work to the next evaluation. An event's row has a unique
+key (rule, store, incident start, event) and is inserted with insert-or-ignore: however many
+processes evaluate, however often, each event exists once.
 
 A rule announces an incident (`incident.opened`) once it has held at least `after` of
 business downtime, and its end (`incident.resolved`) once it is resolved. Incidents resolved
@@ -67,22 +69,37 @@ def evaluate(clock: deliveries.Clock = utcnow) -> Evaluation:
         raise
 
 
+@dataclass(frozen=True)
+class Computed:
+    """Incidents computed from one evaluated state, before they are written."""
+
+    planned_from: tuple[int, int | None]  # the alert state (evaluated batch, now) read first
+    fixed: snapshot.Snapshot
+    readings: list[incidents.Reading]
+    found: pd.DataFrame
+    since: pd.Series
+    by_stale: dict[int | None, pd.DataFrame]  # the incidents again per rules' `stale_after`
+
+
 def _evaluate(clock: deliveries.Clock) -> Evaluation:
+    with db.engine.connect() as conn:
+        planned_from = alert_state(conn)
+    planned = compute(planned_from)  # no lock held: the long part
     session = db.session
     session.execute(
         update(ServiceLock).where(ServiceLock.name == ALERTS_LOCK).values(uses=ServiceLock.uses + 1)
     )
     conn = session.connection()
-    state = session.get(AlertState, 1)
-    fixed = snapshot.fix_snapshot(db.engine, None)
+    state = session.get(AlertState, 1, populate_existing=True)
+    if (state.evaluated_batch, state.now_us) != planned.planned_from:
+        planned = compute((state.evaluated_batch, state.now_us))  # another one wrote meanwhile
+    fixed, readings = planned.fixed, planned.readings
     if fixed.now_us is None:
         session.commit()
         return Evaluation(fixed.batch, None, 0, 0)
-    readings = incidents.plan_readings(conn, state.evaluated_batch, fixed.batch, fixed.now_us)
-    found, since = incidents.compute_readings(db.engine, fixed, readings, report.ReportOptions())
-    incidents.save_incidents(conn, found, since)
+    incidents.save_incidents(conn, planned.found, planned.since)
     bound_us = fixed.now_us if state.now_us is None else state.now_us
-    events = fire_rules(conn, fixed, readings, found, bound_us, clock())
+    events = fire_rules(conn, fixed, readings, planned.by_stale, bound_us, clock())
     store_count = sum(reading.store_keys.size for reading in readings)
     state.evaluated_batch, state.now_us = fixed.batch, fixed.now_us
     session.commit()
@@ -117,6 +134,30 @@ def unevaluated_loads() -> int:
     return max(0, (committed or 0) - (evaluated or 0))
 
 
+def alert_state(conn: Connection) -> tuple[int, int | None]:
+    row = conn.execute(select(AlertState.evaluated_batch, AlertState.now_us)).one()
+    return int(row.evaluated_batch), None if row.now_us is None else int(row.now_us)
+
+
+def compute(planned_from: tuple[int, int | None]) -> Computed:
+    """Incidents of the stores that may have changed since `planned_from`'s batch, as of the
+    latest committed load, and again for each `stale_after` the rules use."""
+    fixed = snapshot.fix_snapshot(db.engine, None)
+    if fixed.now_us is None:
+        return Computed(planned_from, fixed, [], incidents.empty_frame(), pd.Series(), {})
+    with db.engine.connect() as conn:
+        readings = incidents.plan_readings(conn, planned_from[0], fixed.batch, fixed.now_us)
+        stale_values = conn.scalars(
+            select(AlertRule.stale_after_us).where(AlertRule.stale_after_us.is_not(None)).distinct()
+        ).all()
+    found, since = incidents.compute_readings(db.engine, fixed, readings, report.ReportOptions())
+    by_stale: dict[int | None, pd.DataFrame] = {None: found}
+    for stale_us in sorted(stale_values):
+        options = report.ReportOptions(stale_after_us=stale_us)
+        by_stale[stale_us], _ = incidents.compute_readings(db.engine, fixed, readings, options)
+    return Computed(planned_from, fixed, readings, found, since, by_stale)
+
+
 def behind() -> bool:
     return unevaluated_loads() > 0
 
@@ -147,13 +188,14 @@ def fire_rules(
     conn: Connection,
     fixed: snapshot.Snapshot,
     readings: list[incidents.Reading],
-    found: pd.DataFrame,
+    by_stale: dict[int | None, pd.DataFrame],
     bound_us: int,
     now: datetime,
 ) -> int:
-    """Insert the events every rule owes for the evaluated stores; return how many are new."""
+    """Insert the events every rule owes for the evaluated stores; return how many are new.
+    `by_stale` holds the incidents per `stale_after` (those of a rule added since are computed
+    here)."""
     rules = active_rules()
-    by_stale: dict[int | None, pd.DataFrame] = {None: found}
     by_scope: dict[tuple[str, ...], np.ndarray] = {}
     created = 0
     for rule in rules:

@@ -34,6 +34,7 @@ POLLS = "store_id,status,timestamp_utc\n"
 # 2023-01-23 is a Monday: store s1 is open 09:00-17:00 UTC that day.
 HOURS = "store_id,day,start_time_local,end_time_local\ns1,0,09:00,17:00\ns2,0,09:00,17:00\n"
 ZONES = "store_id,timezone_str\ns1,UTC\ns2,UTC\n"
+NOON_US = 1_674_475_200_000_000  # 2023-01-23 12:00 UTC
 
 
 class Receiver:
@@ -338,6 +339,52 @@ def test_a_serving_process_evaluates_a_load_a_command_committed(alert_app, recei
         ("s1", "2023-01-23T10:30:00.000000Z")
     ]
     assert [body["event"] for body in receiver.bodies()] == ["incident.opened"]
+
+
+def test_an_evaluation_that_another_overtook_computes_again_under_the_lock(
+    alert_app, receiver, database_url, tmp_path, monkeypatch
+):
+    # A computes incidents (no lock held) as of a load where s1 is inactive; meanwhile a newer
+    # load makes s1 active again and B evaluates it. A must not write its older incidents
+    # over B's: it sees the state moved on once it holds the lock and computes again.
+    client = alert_app.test_client()
+    start(client, receiver)
+    other = make_app(database_url, tmp_path, ALERT_ALLOW_PRIVATE_URLS=1)
+    down, back = tmp_path / "down.csv", tmp_path / "back.csv"
+    down.write_text(polls("s1,inactive,2023-01-23 11:00:00"))
+    back.write_text(polls("s1,active,2023-01-23 12:00:00"))
+    original = alerts.compute
+    overtaken = []
+
+    def compute_then_be_overtaken(planned_from):
+        computed = original(planned_from)
+        if not overtaken:
+            overtaken.append(planned_from)
+            with other.app_context():
+                loader.load(db.engine, polls=back)
+                alerts.evaluate()  # B, in another process's place
+        return computed
+
+    try:
+        with alert_app.app_context():
+            loader.load(db.engine, polls=down)
+        monkeypatch.setattr(alerts, "compute", compute_then_be_overtaken)
+        with alert_app.app_context():
+            evaluation = alerts.evaluate()  # A
+            assert not alerts.behind()
+        assert overtaken and evaluation.now_us == NOON_US
+        assert client.get("/incidents?state=open").get_json()["incidents"] == []
+        resolved = client.get("/incidents?state=resolved").get_json()["incidents"]
+        assert [row["resolved_at"] for row in resolved] == ["2023-01-23T11:30:00.000000Z"]
+        with alert_app.app_context():
+            deliveries.deliver_due()
+        assert [body["event"] for body in receiver.bodies()] == [
+            "incident.opened",
+            "incident.resolved",
+        ]
+    finally:
+        with other.app_context():
+            db.engine.dispose()
 
 
 def test_rules_listed_without_secret_and_deleted(alert_app, receiver):
