@@ -30,7 +30,7 @@ from sqlalchemy import Connection, bindparam, insert, select, text, update
 
 import report
 from engine import timestamps
-from jobs import deliveries, incidents, snapshot
+from jobs import deliveries, incidents, snapshot, store_rows
 from jobs.options import scope_of
 from models import (
     ALERTS_LOCK,
@@ -150,11 +150,16 @@ def compute(planned_from: tuple[int, int | None]) -> Computed:
         stale_values = conn.scalars(
             select(AlertRule.stale_after_us).where(AlertRule.stale_after_us.is_not(None)).distinct()
         ).all()
-    found, since = incidents.compute_readings(db.engine, fixed, readings, report.ReportOptions())
+    kept = store_rows.current(db.engine, fixed)
+    found, since = incidents.compute_readings(
+        db.engine, fixed, readings, report.ReportOptions(), kept
+    )
     by_stale: dict[int | None, pd.DataFrame] = {None: found}
     for stale_us in sorted(stale_values):
         options = report.ReportOptions(stale_after_us=stale_us)
-        by_stale[stale_us], _ = incidents.compute_readings(db.engine, fixed, readings, options)
+        by_stale[stale_us], _ = incidents.compute_readings(
+            db.engine, fixed, readings, options, kept
+        )
     return Computed(planned_from, fixed, readings, found, since, by_stale)
 
 

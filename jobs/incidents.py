@@ -16,10 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, bindparam, insert, text
+from sqlalchemy import Connection, Engine, bindparam, text
 
 import report
 from jobs import snapshot
+from jobs.store_rows import StoreRows
+from loading import writing
 from models import Incident
 
 logger = logging.getLogger(__name__)
@@ -105,10 +107,12 @@ def compute_readings(
     fixed: snapshot.Snapshot,
     readings: list[Reading],
     options: report.ReportOptions,
+    kept: StoreRows | None = None,
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """Incidents of every reading's stores, and where each store's history was read from."""
+    """Incidents of every reading's stores, and where each store's history was read from
+    (with `kept`, their hours, zones and closures come from memory)."""
     parts = [
-        compute_incidents(engine, fixed, reading.store_keys, options, reading.since_us)
+        compute_incidents(engine, fixed, reading.store_keys, options, reading.since_us, kept)
         for reading in readings
     ]
     if not parts:
@@ -123,6 +127,7 @@ def compute_incidents(
     store_keys: np.ndarray,
     options: report.ReportOptions,
     since_us: int,
+    kept: StoreRows | None = None,
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Incidents of `store_keys` as of the snapshot, and where each store's history was read
     from (its incidents from there on are all in the frame)."""
@@ -131,7 +136,7 @@ def compute_incidents(
     since = pd.Series(since_us, index=pending, dtype=np.int64)
     frames = []
     while pending.size and fixed.now_us is not None:
-        frame = incidents_from(engine, fixed, pending, options, since_us)
+        frame = incidents_from(engine, fixed, pending, options, since_us, kept)
         cut = frame["first_poll_us"] < since_us
         deeper = np.unique(frame["store_key"][cut]) if oldest < since_us else np.zeros(0)
         frames.append(frame[~frame["store_key"].isin(deeper)])
@@ -148,6 +153,7 @@ def incidents_from(
     store_keys: np.ndarray,
     options: report.ReportOptions,
     since_us: int,
+    kept: StoreRows | None = None,
 ) -> pd.DataFrame:
     """The engine's incidents of `store_keys`, reading their polls from `since_us`."""
     low, high = int(store_keys.min()), int(store_keys.max()) + 1
@@ -155,7 +161,15 @@ def incidents_from(
     listed = store_keys.tolist() if store_keys.size <= MAX_LISTED_KEYS else None
     if listed is not None and 2 * store_keys.size >= high - low:
         listed = None
-    read = snapshot.read_shard(engine, fixed, low, high, since_us=since_us, store_keys=listed)
+    read = snapshot.read_shard(
+        engine,
+        fixed,
+        low,
+        high,
+        since_us=since_us,
+        store_keys=listed,
+        kept_rows=None if kept is None else kept.of,
+    )
     found = report.find_incidents(read.inputs, fixed.now_us, options)
     frame = pd.DataFrame(
         {
@@ -195,17 +209,15 @@ def save_incidents(conn: Connection, frame: pd.DataFrame, since: pd.Series) -> N
         for low in range(0, keys.size, KEYS_PER_STATEMENT):
             chunk = keys[low : low + KEYS_PER_STATEMENT].tolist()
             conn.execute(statement, {"keys": chunk, "since": int(since_us)})
-    rows = table_rows(frame)
-    if rows:
-        conn.execute(insert(Incident), rows)
+    insert_incidents(conn, frame)
 
 
-def table_rows(frame: pd.DataFrame) -> list[dict]:
-    """The frame as rows of the `incidents` table (resolved: NULL while open)."""
+def insert_incidents(conn: Connection, frame: pd.DataFrame) -> None:
+    """Insert the frame's incidents as plain integer rows (booleans 0/1; `resolved_us` NULL
+    while open): the driver's bulk insert, thousands of rows at a time."""
     if frame.empty:
-        return []
-    rows = frame[INCIDENT_COLUMNS].astype(object)
-    rows["resolved_us"] = rows["resolved_us"].where(~frame["is_open"], None)
-    rows["is_open"] = frame["is_open"].astype(bool)
-    rows["down_now"] = frame["down_now"].astype(bool)
-    return rows.to_dict("records")
+        return
+    rows = frame[INCIDENT_COLUMNS].astype(np.int64)
+    is_open = frame["is_open"].astype(bool).to_numpy()
+    writing.insert_rows(conn, Incident.__tablename__, rows[is_open].drop(columns="resolved_us"))
+    writing.insert_rows(conn, Incident.__tablename__, rows[~is_open])

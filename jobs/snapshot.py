@@ -22,6 +22,7 @@ rows for a store are the rows an unscoped report gives that store.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -53,6 +54,12 @@ class Snapshot:
     last_store_key: int
 
 
+# The hours, zones and closures of a shard's stores, from memory (jobs.store_rows).
+KeptRows = Callable[
+    [int, int, list[int] | None], tuple[report.WeeklyHours, report.StoreZones, report.Closures]
+]
+
+
 @dataclass(frozen=True)
 class ShardInputs:
     """Engine inputs keyed by compact store key, and the key → external id map."""
@@ -81,11 +88,13 @@ def read_shard(
     groups: tuple[str, ...] | None = None,
     since_us: int | None = None,
     store_keys: list[int] | None = None,
+    kept_rows: KeptRows | None = None,
 ) -> ShardInputs:
     """Everything the engine needs for stores with keys in [key_low, key_high) (and, given
     `groups`, members of one of them as of the snapshot's batch; given `store_keys`, those
     stores only): polls from `since_us` (default: the week before `now`) to `now`, and the
-    latest ones before."""
+    latest ones before. With `kept_rows` (incidents), the hours, zones and closures come from
+    memory and no external ids are read."""
     keys: dict = {"batch": snapshot.batch, "low_key": key_low, "high_key": key_high}
     if store_keys is not None:
         keys["store_keys"] = store_keys
@@ -98,12 +107,16 @@ def read_shard(
         if snapshot.now_us is not None:  # the biggest query runs beside the others
             since_us = snapshot.now_us - WEEK_US if since_us is None else since_us
             window = background.submit(read_window, engine, keys, since_us, snapshot.now_us)
-        hours, zones, closures = (
-            read_hours(conn, keys),
-            read_zones(conn, keys),
-            read_closures(conn, keys),
-        )
-        external_ids = read_store_ids(conn, keys)
+        if kept_rows is not None and groups is None:
+            hours, zones, closures = kept_rows(key_low, key_high, store_keys)
+            external_ids = pd.Series([], dtype=object)
+        else:
+            hours, zones, closures = (
+                read_hours(conn, keys),
+                read_zones(conn, keys),
+                read_closures(conn, keys),
+            )
+            external_ids = read_store_ids(conn, keys)
         if window is None:
             polls = report.Polls.of()
         else:

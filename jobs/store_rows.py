@@ -1,0 +1,124 @@
+"""Every store's weekly hours, time zone and closures, kept in memory between evaluations.
+
+An evaluation after an upload of polls reads the new polls of the stores it wrote, but their
+hours, zones and closures are the ones the previous evaluation read unless a load changed them:
+reading them again was most of an evaluation's time. A process keeps them per database (the
+latest CACHED_DATABASES) while no load has added or retired a row of those tables and no purge
+has deleted one: their version (per table the largest `batch`, the largest `retired_batch` and
+the number of rows) is unchanged. Beyond STORES_LIMIT stores it keeps nothing and the reads are
+a report shard's.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, fields
+
+import numpy as np
+from sqlalchemy import Connection, Engine, text
+
+import report
+from jobs import snapshot
+
+CACHED_DATABASES = 4
+STORES_LIMIT = 200_000  # hours rows ≈ 6 per store, 32 bytes each: tens of MB at most
+VERSIONED_TABLES = ("business_hours", "store_timezones", "closures")
+
+Version = tuple[tuple[int, int, int], ...]
+
+
+@dataclass(frozen=True)
+class StoreRows:
+    """The rows of every store as of the tables' `version` (the same for any batch from the
+    last that changed them on, until one changes them again)."""
+
+    version: Version
+    hours: report.WeeklyHours
+    zones: report.StoreZones
+    closures: report.Closures
+
+    def of(
+        self, key_low: int, key_high: int, store_keys: list[int] | None
+    ) -> tuple[report.WeeklyHours, report.StoreZones, report.Closures]:
+        """The rows of the stores a shard read names: a key range, and maybe a list of keys."""
+        listed = None if store_keys is None else np.asarray(store_keys, dtype=np.int64)
+        return (
+            _rows_of(self.hours, key_low, key_high, listed),
+            _rows_of(self.zones, key_low, key_high, listed),
+            _rows_of(self.closures, key_low, key_high, listed),
+        )
+
+
+def _rows_of(part, key_low: int, key_high: int, listed: np.ndarray | None):
+    stores = part.store.astype(np.int64, copy=False)
+    keep = (stores >= key_low) & (stores < key_high)
+    if listed is not None:
+        keep &= np.isin(stores, listed)
+    return type(part)(**{field.name: getattr(part, field.name)[keep] for field in fields(part)})
+
+
+_CACHE: OrderedDict[str, StoreRows] = OrderedDict()
+_LOCK = threading.Lock()
+
+
+def current(engine: Engine, fixed: snapshot.Snapshot) -> StoreRows | None:
+    """Every store's rows as of `fixed`, kept or read now; None when the snapshot is older
+    than the tables' last change (it reads its own rows) or there are too many stores."""
+    if fixed.last_store_key > STORES_LIMIT:
+        return None
+    with engine.connect() as conn:
+        identity = f"{engine.url}#{database_instance(conn)}"
+        version = tables_version(conn)
+        if last_change(version) > fixed.batch:
+            return None
+        with _LOCK:
+            kept = _CACHE.get(identity)
+        if kept is not None and kept.version == version:
+            return kept
+        read = read_all(conn, fixed, version)
+        if tables_version(conn) != version:  # a load changed them while they were read
+            return None
+    with _LOCK:
+        _CACHE[identity] = read
+        _CACHE.move_to_end(identity)
+        while len(_CACHE) > CACHED_DATABASES:
+            _CACHE.popitem(last=False)
+    return read
+
+
+def read_all(conn: Connection, fixed: snapshot.Snapshot, version: Version) -> StoreRows:
+    snapshot.prepare_session(conn)
+    keys = {"batch": fixed.batch, "low_key": 0, "high_key": fixed.last_store_key + 1}
+    return StoreRows(
+        version,
+        snapshot.read_hours(conn, keys),
+        snapshot.read_zones(conn, keys),
+        snapshot.read_closures(conn, keys),
+    )
+
+
+def tables_version(conn: Connection) -> Version:
+    """Per table: the latest batch that added a row, the latest that retired one, the rows.
+    A load that changes what a store has adds or retires rows; a purge deletes some."""
+    query = " UNION ALL ".join(
+        f"SELECT COALESCE(MAX(batch), 0), COALESCE(MAX(retired_batch), 0), COUNT(*) FROM {table}"
+        for table in VERSIONED_TABLES
+    )
+    return tuple((int(a), int(b), int(n)) for a, b, n in conn.execute(text(query)).all())
+
+
+def last_change(version: Version) -> int:
+    """The latest batch that added or retired a row of the tables."""
+    return max((max(added, retired) for added, retired, _ in version), default=0)
+
+
+def database_instance(conn: Connection) -> str:
+    """The database's random id: tells a database recreated at the same address apart."""
+    return str(conn.execute(text("SELECT instance_id FROM data_state WHERE id = 1")).scalar())
+
+
+def forget() -> None:
+    """Drop every kept database's rows (tests)."""
+    with _LOCK:
+        _CACHE.clear()

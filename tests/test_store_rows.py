@@ -1,0 +1,81 @@
+"""Hours, zones and closures kept between evaluations: always the rows a read would find."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs import snapshot, store_rows
+from loading import writing
+from models import db
+from tests.conftest import SAMPLE
+from tests.loading import HOURS_HEADER, load, scalar, write
+
+STORE = "2914615253234349417"  # a store of the sample with hours
+
+
+@pytest.fixture(autouse=True)
+def nothing_kept():
+    store_rows.forget()
+    yield
+    store_rows.forget()
+
+
+def rows_read(app, fixed: snapshot.Snapshot) -> list[list[tuple]]:
+    """The rows as a report shard reads them: every store's, as of the snapshot."""
+    keys = {"batch": fixed.batch, "low_key": 0, "high_key": fixed.last_store_key + 1}
+    with app.app_context(), db.engine.connect() as conn:
+        snapshot.prepare_session(conn)
+        parts = (
+            snapshot.read_hours(conn, keys),
+            snapshot.read_zones(conn, keys),
+            snapshot.read_closures(conn, keys),
+        )
+    return [as_rows(part) for part in parts]
+
+
+def as_rows(part) -> list[tuple]:
+    columns = [getattr(part, name) for name in part.__dataclass_fields__]
+    return sorted(zip(*(column.tolist() for column in columns), strict=True))
+
+
+def kept(app) -> tuple[snapshot.Snapshot, store_rows.StoreRows | None]:
+    with app.app_context():
+        fixed = snapshot.fix_snapshot(db.engine, None)
+        return fixed, store_rows.current(db.engine, fixed)
+
+
+def kept_rows(rows: store_rows.StoreRows) -> list[list[tuple]]:
+    return [as_rows(rows.hours), as_rows(rows.zones), as_rows(rows.closures)]
+
+
+def test_kept_rows_are_read_again_exactly_when_a_load_or_a_purge_changed_them(app, tmp_path):
+    load(app, SAMPLE)
+    first_snapshot, first = kept(app)
+    assert first is not None and kept_rows(first) == rows_read(app, first_snapshot)
+    # Polls only: the same rows, not read again.
+    polls = write(tmp_path / "polls.csv", f"store_id,status,timestamp_utc\n{STORE},active,"
+                  "2023-01-25 20:00:00 UTC\n")  # fmt: skip
+    load(app, polls=polls)
+    second_snapshot, second = kept(app)
+    assert second is first
+    # New hours for one store: read again, with them.
+    hours = write(tmp_path / "hours.csv", HOURS_HEADER + f"{STORE},0,06:00,07:00\n")
+    load(app, hours=hours)
+    third_snapshot, third = kept(app)
+    assert third is not first and kept_rows(third) == rows_read(app, third_snapshot)
+    key = scalar(app, "SELECT id FROM stores WHERE external_id = :id", id=STORE)
+    assert [row for row in kept_rows(third)[0] if row[0] == key] == [(key, 0, 6 * 3600, 7 * 3600)]
+    # A snapshot older than the change reads its own rows.
+    with app.app_context():
+        assert store_rows.current(db.engine, second_snapshot) is None
+    # A purge of the retired rows: read again (the same rows are current).
+    with app.app_context(), db.engine.begin() as conn:
+        assert writing.purge_retired(conn, third_snapshot.batch) > 0
+    _, fourth = kept(app)
+    assert fourth is not third and kept_rows(fourth) == kept_rows(third)
+
+
+def test_nothing_is_kept_beyond_the_limit(app, monkeypatch):
+    load(app, SAMPLE)
+    monkeypatch.setattr(store_rows, "STORES_LIMIT", 10)
+    assert kept(app)[1] is None
