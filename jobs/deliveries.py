@@ -63,9 +63,11 @@ class UnsafeUrl(ValueError):
 # --------------------------------------------------------------------------- addresses
 
 
-def check_url(url: str, allow_private: bool) -> None:
+def check_url(url: str, allow_private: bool) -> str | None:
     """Refuse anything but http(s) to a host whose addresses are all public (unless
-    `allow_private`): a webhook must not make the service call its own network."""
+    `allow_private`): a webhook must not make the service call its own network. Returns the
+    checked address to connect to (None when `allow_private`: any address will do), so that a
+    second lookup cannot lead elsewhere (DNS rebinding)."""
     if not url.isascii() or any(char.isspace() or ord(char) < 32 for char in url):
         raise UnsafeUrl("the url must be ASCII without spaces (percent-encode the rest)")
     try:
@@ -76,7 +78,7 @@ def check_url(url: str, allow_private: bool) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UnsafeUrl("the url must be http:// or https:// with a host")
     if allow_private:
-        return
+        return None
     try:
         found = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
@@ -87,6 +89,7 @@ def check_url(url: str, allow_private: bool) -> None:
                 f"the url's host {parts.hostname} resolves to {address[0]}, a private, "
                 "loopback or link-local address (set ALERT_ALLOW_PRIVATE_URLS=1 to allow)"
             )
+    return str(found[0][4][0])
 
 
 def is_public(address: str) -> bool:
@@ -104,6 +107,33 @@ def is_public(address: str) -> bool:
 
 
 # --------------------------------------------------------------------------- one request
+
+
+class PinnedHTTP(http.client.HTTPConnection):
+    """An HTTP connection to the address `check_url` checked (the Host header still names
+    the host); without one, to whatever the host resolves to."""
+
+    address: str | None = None
+
+    def connect(self) -> None:
+        if self.address is None:
+            super().connect()
+            return
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to the checked address; the certificate is still checked against the host."""
+
+    address: str | None = None
+
+    def connect(self) -> None:
+        if self.address is None:
+            super().connect()
+            return
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -127,12 +157,13 @@ def post(url: str, body: bytes, secret: str, allow_private: bool) -> Outcome:
     """POST the body, signed; read at most MAX_RESPONSE_BYTES of the answer. Redirects are
     not followed (a redirect could lead to an address that was refused)."""
     try:
-        check_url(url, allow_private)
+        address = check_url(url, allow_private)
     except UnsafeUrl as exc:
         return Outcome(error=str(exc)[:255])
     parts = urlsplit(url)
-    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    kind = PinnedHTTPS if parts.scheme == "https" else PinnedHTTP
     connection = kind(parts.hostname, parts.port, timeout=TIMEOUT_SECONDS)
+    connection.address = address
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     headers = {
         "Content-Type": "application/json",

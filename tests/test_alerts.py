@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
 from datetime import timedelta
@@ -426,6 +427,32 @@ def test_private_or_odd_urls_are_refused(sqlite_client, url):
     answer = sqlite_client.post("/alerts", json={"url": url, "secret": "x", "after": "15m"})
     assert answer.status_code == 400
     assert answer.get_json()["error"] == "bad_request"
+
+
+def test_a_host_that_resolves_elsewhere_after_the_check_is_not_called(receiver, monkeypatch):
+    # DNS rebinding: the name resolves to a public address when checked, then to the receiver
+    # on the loopback. The call goes to the checked address (refused here), never to the
+    # second answer.
+    public = "93.184.216.34"
+    answers = iter([public, "127.0.0.1", "127.0.0.1"])
+
+    def rebinding_lookup(host, port, *args, **kwargs):
+        address = next(answers)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    connected: list[tuple[str, int]] = []
+
+    def refused(address, *args, **kwargs):
+        connected.append(address)
+        raise ConnectionRefusedError(f"not dialing {address} from a test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding_lookup)
+    monkeypatch.setattr(socket, "create_connection", refused)
+    url = f"http://rebinding.test:{receiver.port}/hook"
+    outcome = deliveries.post(url, b"{}", SECRET, allow_private=False)
+    assert connected == [(public, receiver.port)]
+    assert not outcome.delivered and "ConnectionRefusedError" in outcome.error
+    assert receiver.calls == []
 
 
 def test_rule_bodies_are_checked(sqlite_client):
