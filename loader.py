@@ -14,6 +14,7 @@ list of `Source`s and lets the caller keep rejected rows in memory (an HTTP uplo
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import threading
@@ -40,6 +41,7 @@ from loading.sources import (
     collect_sources,
     find_sources,
     stream_chunks,
+    worked_ahead,
 )
 from loading.stores import StoreKeys, known_stores
 from loading.validation import (
@@ -365,9 +367,8 @@ def _write_all(
     stream through the open transaction once. Either way memory is bounded by a chunk.
     """
     if check_first:
-        for item in file_loads:
-            for _ in _checked_values(item, progress):
-                pass
+        for item in file_loads:  # counts and the first errors only: no chunk is kept
+            collections.deque(_checked_values(item, progress), maxlen=0)
     try:
         with (
             writers_in_turn(engine, lock_wait_ms),
@@ -383,7 +384,9 @@ def _write_all(
                     item,
                     keys,
                     batch,
-                    _valid_values(item) if check_first else _checked_values(item, progress),
+                    worked_ahead(
+                        _valid_values(item) if check_first else _checked_values(item, progress)
+                    ),
                 )
                 for item in file_loads
             ]

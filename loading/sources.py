@@ -13,17 +13,18 @@ UTF-8, not CSV). NDJSON polls are read by `ndjson`.
 from __future__ import annotations
 
 import array
+import concurrent.futures
 import contextlib
 import csv
 import ctypes
 import gzip
 import io
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -223,6 +224,9 @@ def _names_an_expected_column(kind: str, text: str) -> bool:
 # --------------------------------------------------------------------------- blocks of rows
 
 
+T = TypeVar("T")
+
+
 def stream_chunks(source: Source, on_rejected: RejectedCallback) -> Iterator[Chunk]:
     """Stream the file as text columns, a block of whole rows at a time; blank lines are
     skipped, rows with the wrong number of fields go to `on_rejected` (line, column `*`,
@@ -282,6 +286,24 @@ def _read_ahead(stream: pa.NativeFile | BinaryIO) -> Iterator[bytes]:
         while data := pending.result():
             pending = reader.submit(stream.read, BATCH_BYTES)
             yield data
+
+
+def worked_ahead(items: Generator[T, None, None]) -> Iterator[T]:
+    """The items of a generator, each next one made in a thread of its own while the caller
+    works on the current one: parsing and checking a chunk (Arrow and numpy, which let go of
+    the GIL) overlap with writing the one before. At most one item waits; an error raised
+    while making one is raised here; the generator is closed when the caller stops early."""
+    done = object()
+    with ThreadPoolExecutor(1, thread_name_prefix="work-ahead") as worker:
+        try:
+            pending = worker.submit(next, items, done)
+            while (item := pending.result()) is not done:
+                pending = worker.submit(next, items, done)
+                yield item  # type: ignore[misc]
+        finally:
+            pending.cancel()
+            concurrent.futures.wait([pending])
+            items.close()
 
 
 def _after_first_line(stream: pa.NativeFile | BinaryIO) -> bytes:

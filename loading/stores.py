@@ -14,6 +14,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, func, select
 
 from loading.validation import LoadError
@@ -38,28 +39,33 @@ LOOKUP_ROWS = 5_000
 class KnownStores:
     """External id → key of at most `limit` stores, looked up for whole arrays at once.
 
-    When remembering more would pass the limit, everything is forgotten and the newest ids
-    kept: the stores of recent loads are the likeliest to come again.
+    The ids are one Arrow string array: a lookup hashes bytes in C and makes no Python string
+    (a load looks up every chunk's distinct ids). When remembering more would pass the limit,
+    everything is forgotten and the newest ids kept: the stores of recent loads are the
+    likeliest to come again.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = max(limit, 1)
         self.lock = threading.Lock()
-        self.index = pd.Index([], dtype=object)
+        self.ids = pa.array([], type=pa.string())
         self.keys = np.zeros(0, dtype=np.int64)
 
-    def lookup(self, ids: np.ndarray) -> np.ndarray:
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lookup(self, ids: pa.Array | np.ndarray) -> np.ndarray:
         """Each id's key, or -1 when not known here."""
         with self.lock:
-            index, keys = self.index, self.keys
-        if not len(index):
-            return np.full(ids.size, -1, dtype=np.int64)
-        position = index.get_indexer(ids)
+            known, keys = self.ids, self.keys
+        if not len(known):
+            return np.full(len(ids), -1, dtype=np.int64)
+        position = _positions(_strings(ids), known)
         return np.where(position >= 0, keys[np.maximum(position, 0)], -1)
 
     def forget(self) -> None:
         with self.lock:
-            self.index, self.keys = pd.Index([], dtype=object), np.zeros(0, dtype=np.int64)
+            self.ids, self.keys = pa.array([], type=pa.string()), np.zeros(0, dtype=np.int64)
 
     def forget_if_beyond(self, largest_key: int) -> None:
         """Forget everything if a remembered key is beyond the database's largest: the
@@ -69,19 +75,32 @@ class KnownStores:
         if beyond:
             self.forget()
 
-    def remember(self, ids: np.ndarray, keys: np.ndarray) -> None:
+    def remember(self, ids: pa.Array | np.ndarray, keys: np.ndarray) -> None:
         """Remember ids (distinct) with their keys, starting over when the limit is reached."""
-        if ids.size == 0:
+        if len(ids) == 0:
             return
+        ids = _strings(ids)
         with self.lock:
-            fresh = self.index.get_indexer(ids) < 0
-            ids, keys = ids[fresh], keys[fresh]
-            index, known_keys = self.index, self.keys
-            if len(index) + ids.size > self.limit:
-                index, known_keys = pd.Index([], dtype=object), np.zeros(0, dtype=np.int64)
+            fresh = _positions(ids, self.ids) < 0
+            ids, keys = ids.filter(pa.array(fresh)), keys[fresh]
+            known, known_keys = self.ids, self.keys
+            if len(known) + len(ids) > self.limit:
+                known, known_keys = pa.array([], type=pa.string()), np.zeros(0, dtype=np.int64)
                 ids, keys = ids[-self.limit :], keys[-self.limit :]
-            self.index = index.append(pd.Index(ids, dtype=object))
+            self.ids = pa.concat_arrays([known, ids])
             self.keys = np.concatenate([known_keys, keys])
+
+
+def _strings(ids: pa.Array | np.ndarray) -> pa.Array:
+    return ids.cast(pa.string()) if isinstance(ids, pa.Array) else pa.array(ids, type=pa.string())
+
+
+def _positions(ids: pa.Array, known: pa.Array) -> np.ndarray:
+    """Each id's position in `known` (byte-exact comparison), or -1."""
+    if not len(known):
+        return np.full(len(ids), -1, dtype=np.int64)
+    found = pc.index_in(ids, value_set=known)
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 _KNOWN: dict[str, KnownStores] = {}
@@ -92,7 +111,9 @@ def known_stores(database: str) -> KnownStores:
     """The remembered stores of the database named `database` (its `data_state.instance_id`);
     only the KNOWN_DATABASES most recently asked for are kept."""
     with _KNOWN_LOCK:
-        known = _KNOWN.pop(database, None) or KnownStores(KNOWN_STORES_LIMIT)
+        known = _KNOWN.pop(database, None)
+        if known is None:  # (an empty one is falsy: it has a length)
+            known = KnownStores(KNOWN_STORES_LIMIT)
         _KNOWN[database] = known  # the most recently asked for last
         while len(_KNOWN) > KNOWN_DATABASES:
             del _KNOWN[next(iter(_KNOWN))]
@@ -121,13 +142,15 @@ class StoreKeys:
     def keys_for(self, store_ids: pa.Array | np.ndarray) -> np.ndarray:
         """Keys of the given ids (an Arrow or object array), creating unknown stores."""
         encoded = pa.array(store_ids, type=pa.string()).dictionary_encode()
-        distinct = np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+        distinct = encoded.dictionary
         keys = self.known.lookup(distinct)
         unknown = np.flatnonzero(keys < 0)
-        keys[unknown] = self.seen.lookup(distinct[unknown])
-        unknown = unknown[keys[unknown] < 0]
         if unknown.size:
-            keys[unknown] = self._look_up_or_create(distinct[unknown])
+            keys[unknown] = self.seen.lookup(distinct.take(pa.array(unknown)))
+            unknown = unknown[keys[unknown] < 0]
+        if unknown.size:
+            new_ids = distinct.take(pa.array(unknown)).to_numpy(zero_copy_only=False)
+            keys[unknown] = self._look_up_or_create(np.asarray(new_ids, dtype=object))
         self._note_given(keys)
         return keys[encoded.indices.to_numpy(zero_copy_only=False)]
 
@@ -144,7 +167,7 @@ class StoreKeys:
 
     def remember(self) -> None:
         """After the commit: this load's stores are committed, the process may keep them."""
-        self.known.remember(self.seen.index.to_numpy(dtype=object), self.seen.keys)
+        self.known.remember(self.seen.ids, self.seen.keys)
 
     def _look_up_or_create(self, ids: np.ndarray) -> np.ndarray:
         """Keys of distinct ids unknown here: stored ones found, the others created."""

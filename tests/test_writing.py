@@ -130,7 +130,7 @@ def store_memory(monkeypatch) -> list[tuple[int, int]]:
 
     def remember_and_measure(self, ids, keys) -> None:
         remember(self, ids, keys)
-        sizes.append((self.limit, len(self.index)))
+        sizes.append((self.limit, len(self)))
 
     monkeypatch.setattr(stores.KnownStores, "remember", remember_and_measure)
     return sizes
@@ -174,7 +174,7 @@ def test_the_known_stores_start_over_when_full_and_keep_the_newest():
     known = stores.KnownStores(3)
     known.remember(np.array(["a", "b"], dtype=object), np.array([1, 2]))
     known.remember(np.array(["b", "c"], dtype=object), np.array([2, 3]))
-    assert len(known.index) == 3
+    assert len(known) == 3
     known.remember(np.array(["d", "e"], dtype=object), np.array([4, 5]))
     assert known.lookup(np.array(["a", "c", "d", "e"], dtype=object)).tolist() == [-1, -1, 4, 5]
     known.remember(np.array(list("fghij"), dtype=object), np.arange(6, 11))
