@@ -141,9 +141,11 @@ def test_kill_9_mid_report_then_restart_completes_it(big_data, tmp_path):
         url, reports, tmp_path / "server.log", REPORT_SHARD_STORES="300", REPORT_WORKERS="1"
     )
     server.start()
-    report_id = requests.post(f"{server.url}/trigger_report", timeout=10).json()["report_id"]
-    wait_until_part_done(url, report_id)
-    server.kill()  # SIGKILL: no cleanup, no goodbye
+    try:
+        report_id = requests.post(f"{server.url}/trigger_report", timeout=10).json()["report_id"]
+        wait_until_part_done(url, report_id)
+    finally:
+        server.kill()  # SIGKILL: no cleanup, no goodbye
     assert report_status(url, report_id) in ("Queued", "Running")
     assert not (reports / f"report_{report_id}.csv").exists()
     # The new process finds the old owner dead on this machine and takes its work over.

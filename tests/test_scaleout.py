@@ -33,6 +33,8 @@ from tests.tcpproxy import TcpProxy
 pytestmark = pytest.mark.slow
 
 FAST_LEASES = {"REPORT_LEASE_SECONDS": "3"}
+# A shard per store: a report of the sample is ~200 steps, so one is seen mid-shard.
+MANY_SHARDS = {"REPORT_SHARD_STORES": "1", **FAST_LEASES}
 
 
 @pytest.fixture(params=["rabbitmq", "redis"])
@@ -87,17 +89,21 @@ def trigger(url: str, **body) -> str:
 
 
 def running_shard_owner(database_url: str, report_id: str, timeout: float = 60) -> int:
-    """The pid of a process computing a shard of the report right now."""
+    """The pid of a process computing a shard of the report right now (one connection, asked
+    every 20 ms: with a shard per store the report runs through hundreds of shards)."""
+    engine = create_engine(database_url)
+    running = text("SELECT owner FROM report_shards WHERE report_id = :r AND status = 'Running'")
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = query(
-            database_url,
-            "SELECT owner FROM report_shards WHERE report_id = :r AND status = 'Running'",
-            r=report_id,
-        )
-        if rows and rows[0][0]:
-            return int(rows[0][0].split(":")[1])
-        time.sleep(0.02)
+    try:
+        with engine.connect() as conn:
+            while time.monotonic() < deadline:
+                rows = conn.execute(running, {"r": report_id}).all()
+                conn.rollback()  # the next question sees what committed since
+                if rows and rows[0][0]:
+                    return int(rows[0][0].split(":")[1])
+                time.sleep(0.02)
+    finally:
+        engine.dispose()
     raise TimeoutError("no shard was seen running")
 
 
@@ -167,7 +173,7 @@ def celery_api(database_url: str, broker: str, tmp_path: Path, **settings: str) 
 
 def test_a_worker_killed_mid_shard_is_replaced_and_the_csv_is_unchanged(shared_database, tmp_path):
     broker = broker_url("rabbitmq")
-    settings = {"REPORT_SHARD_STORES": "20", **FAST_LEASES}
+    settings = MANY_SHARDS
     logs = [tmp_path / f"worker{n}.log" for n in range(2)]
     workers = [WorkerProcess(shared_database, broker, log, **settings).start() for log in logs]
     api = celery_api(shared_database, broker, tmp_path, **settings)
@@ -283,7 +289,7 @@ def test_a_one_second_broker_outage_mid_report_delays_no_report(shared_database,
     # must not leave the second report's shards to the 10-minute re-queue sweep.
     proxy = TcpProxy(("127.0.0.1", broker_port("rabbitmq")))
     broker = proxy.url(broker_url("rabbitmq"))
-    settings = {"REPORT_SHARD_STORES": "20", **FAST_LEASES}
+    settings = MANY_SHARDS
     worker = WorkerProcess(shared_database, broker, tmp_path / "worker.log", **settings).start()
     api = celery_api(shared_database, broker, tmp_path, **settings)
     try:
@@ -309,7 +315,7 @@ def test_a_one_second_broker_outage_mid_report_delays_no_report(shared_database,
 def test_a_killed_api_process_s_report_completes_once_on_the_other(shared_database, tmp_path):
     # Two embedded-executor API processes on one database. The one running the report is
     # killed mid-shard; the other sees its owner dead (or its leases expire) and finishes.
-    settings = {"REPORT_SHARD_STORES": "20", **FAST_LEASES}
+    settings = MANY_SHARDS
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     first = ServerProcess(shared_database, tmp_path / "a", logs[0], **settings).start()
     second = ServerProcess(shared_database, tmp_path / "b", logs[1], **settings).start()
