@@ -80,21 +80,22 @@ def compact_polls_if_bloated(
 
 
 def _is_due(conn: Connection, every_seconds: float, bloat_limit: float) -> bool:
-    data_bytes, age_seconds = conn.execute(TABLE_SIZE).one()
-    needed = int(conn.scalar(POLLS_STORED)) * POLL_ROW_BYTES
-    if data_bytes <= max(needed * bloat_limit, MIN_COMPACTED_BYTES):
-        return False
+    """Whether the last rebuild is old enough and the pages exceed the limit. The page count
+    is InnoDB's statistic, which the server refreshes in the background once a tenth of the
+    rows changed: it is refreshed here first (sampled, quick), so that whether a bloated table
+    is rebuilt does not depend on when the server got round to it."""
+    _, age_seconds = conn.execute(TABLE_SIZE).one()
     if age_seconds is not None and age_seconds < every_seconds:
         logger.info(
-            "polls table: %.1f MB of pages for %.1f MB of rows; last rebuilt %d s ago, next "
-            "rebuild after %d s (POLLS_COMPACT_SECONDS)",
-            data_bytes / 2**20,
-            needed / 2**20,
+            "polls table: last rebuilt %d s ago, next rebuild after %d s (POLLS_COMPACT_SECONDS)",
             age_seconds,
             every_seconds,
         )
         return False
-    return True
+    conn.execute(text("ANALYZE TABLE polls")).all()
+    data_bytes, _ = conn.execute(TABLE_SIZE).one()
+    needed = int(conn.scalar(POLLS_STORED)) * POLL_ROW_BYTES
+    return data_bytes > max(needed * bloat_limit, MIN_COMPACTED_BYTES)
 
 
 def _rebuild(conn: Connection) -> Compaction:
