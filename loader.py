@@ -15,6 +15,7 @@ list of `Source`s and lets the caller keep rejected rows in memory (an HTTP uplo
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import logging
 import threading
@@ -378,18 +379,12 @@ def _write_all(
         ):
             batch, database = _next_batch(conn)
             keys = StoreKeys(conn, known_stores(f"{engine.url}#{database}"))
-            spans = [
-                _load_file(
-                    conn,
-                    item,
-                    keys,
-                    batch,
-                    worked_ahead(
-                        _valid_values(item) if check_first else _checked_values(item, progress)
-                    ),
-                )
-                for item in file_loads
-            ]
+            spans = []
+            for item in file_loads:
+                values = _valid_values(item) if check_first else _checked_values(item, progress)
+                # Closed whatever happens: its thread and the open input end with the write.
+                with contextlib.closing(worked_ahead(values)) as checked:
+                    spans.append(_load_file(conn, item, keys, batch, checked))
             _record_batch(conn, batch, started, file_loads, spans)
             _record_batch_stores(conn, batch, keys)
         keys.remember()

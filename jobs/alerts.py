@@ -94,7 +94,8 @@ def _evaluate(clock: deliveries.Clock) -> Evaluation:
     if (state.evaluated_batch, state.now_us) != planned.planned_from:
         planned = compute((state.evaluated_batch, state.now_us))  # another one wrote meanwhile
     fixed, readings = planned.fixed, planned.readings
-    if fixed.now_us is None:
+    if fixed.now_us is None:  # loads without polls: no incidents, nothing left to evaluate
+        state.evaluated_batch = max(state.evaluated_batch, fixed.batch)
         session.commit()
         return Evaluation(fixed.batch, None, 0, 0)
     incidents.save_incidents(conn, planned.found, planned.since)

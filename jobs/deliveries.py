@@ -63,11 +63,11 @@ class UnsafeUrl(ValueError):
 # --------------------------------------------------------------------------- addresses
 
 
-def check_url(url: str, allow_private: bool) -> str | None:
+def check_url(url: str, allow_private: bool) -> list[str] | None:
     """Refuse anything but http(s) to a host whose addresses are all public (unless
     `allow_private`): a webhook must not make the service call its own network. Returns the
-    checked address to connect to (None when `allow_private`: any address will do), so that a
-    second lookup cannot lead elsewhere (DNS rebinding)."""
+    checked addresses to connect to, in the resolver's order (None when `allow_private`: any
+    will do), so that a second lookup cannot lead elsewhere (DNS rebinding)."""
     if not url.isascii() or any(char.isspace() or ord(char) < 32 for char in url):
         raise UnsafeUrl("the url must be ASCII without spaces (percent-encode the rest)")
     try:
@@ -89,7 +89,7 @@ def check_url(url: str, allow_private: bool) -> str | None:
                 f"the url's host {parts.hostname} resolves to {address[0]}, a private, "
                 "loopback or link-local address (set ALERT_ALLOW_PRIVATE_URLS=1 to allow)"
             )
-    return str(found[0][4][0])
+    return list(dict.fromkeys(str(address[0]) for *_, address in found))
 
 
 def is_public(address: str) -> bool:
@@ -109,31 +109,49 @@ def is_public(address: str) -> bool:
 # --------------------------------------------------------------------------- one request
 
 
-class PinnedHTTP(http.client.HTTPConnection):
-    """An HTTP connection to the address `check_url` checked (the Host header still names
-    the host); without one, to whatever the host resolves to."""
+def connect_to_first(addresses: list[str], port: int, timeout: float) -> socket.socket:
+    """A connection to the first of the checked addresses that answers (each within
+    `timeout`), as a lookup by name would try them."""
+    failure: OSError | None = None
+    for address in addresses:
+        try:
+            sock = socket.create_connection((address, port), timeout)
+        except OSError as exc:
+            failure = exc
+            continue
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    raise failure or OSError("no address to connect to")
 
-    address: str | None = None
+
+class PinnedHTTP(http.client.HTTPConnection):
+    """An HTTP connection to the addresses `check_url` checked (the Host header still names
+    the host); without them, to whatever the host resolves to."""
+
+    addresses: list[str] | None = None
 
     def connect(self) -> None:
-        if self.address is None:
+        if self.addresses is None:
             super().connect()
             return
-        self.sock = socket.create_connection((self.address, self.port), self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = connect_to_first(self.addresses, self.port, self.timeout)
 
 
 class PinnedHTTPS(http.client.HTTPSConnection):
-    """HTTPS to the checked address; the certificate is still checked against the host."""
+    """HTTPS to the checked addresses; the certificate is still checked against the host."""
 
-    address: str | None = None
+    addresses: list[str] | None = None
 
     def connect(self) -> None:
-        if self.address is None:
+        if self.addresses is None:
             super().connect()
             return
-        sock = socket.create_connection((self.address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        sock = connect_to_first(self.addresses, self.port, self.timeout)
+        try:
+            self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()  # a failed handshake leaves no socket open
+            raise
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -157,13 +175,16 @@ def post(url: str, body: bytes, secret: str, allow_private: bool) -> Outcome:
     """POST the body, signed; read at most MAX_RESPONSE_BYTES of the answer. Redirects are
     not followed (a redirect could lead to an address that was refused)."""
     try:
-        address = check_url(url, allow_private)
+        addresses = check_url(url, allow_private)
     except UnsafeUrl as exc:
         return Outcome(error=str(exc)[:255])
     parts = urlsplit(url)
-    kind = PinnedHTTPS if parts.scheme == "https" else PinnedHTTP
-    connection = kind(parts.hostname, parts.port, timeout=TIMEOUT_SECONDS)
-    connection.address = address
+    https = parts.scheme == "https"
+    kind = PinnedHTTPS if https else PinnedHTTP
+    # The port given, not left to http.client, which misreads a bare IPv6 host without one.
+    port = parts.port or (443 if https else 80)
+    connection = kind(parts.hostname, port, timeout=TIMEOUT_SECONDS)
+    connection.addresses = addresses
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     headers = {
         "Content-Type": "application/json",

@@ -5,8 +5,9 @@ hours, zones and closures are the ones the previous evaluation read unless a loa
 reading them again was most of an evaluation's time. A process keeps them per database (the
 latest CACHED_DATABASES) while no load has added or retired a row of those tables and no purge
 has deleted one: their version (per table the largest `batch`, the largest `retired_batch` and
-the number of rows) is unchanged. Beyond STORES_LIMIT stores it keeps nothing and the reads are
-a report shard's.
+the number of rows, and when the latest of those batches started, which tells a database
+restored from a backup and loaded again apart) is unchanged. Beyond STORES_LIMIT stores it
+keeps nothing and the reads are a report shard's.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ CACHED_DATABASES = 4
 STORES_LIMIT = 200_000  # hours rows ≈ 6 per store, 32 bytes each: tens of MB at most
 VERSIONED_TABLES = ("business_hours", "store_timezones", "closures")
 
-Version = tuple[tuple[int, int, int], ...]
+
+@dataclass(frozen=True)
+class Version:
+    """What the versioned tables hold, in a few numbers: equal versions, equal rows."""
+
+    tables: tuple[tuple[int, int, int], ...]  # per table: latest batch, latest retired, rows
+    last_change: int  # the latest batch that added or retired a row
+    started: str  # when that batch started
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,7 @@ def current(engine: Engine, fixed: snapshot.Snapshot) -> StoreRows | None:
     with engine.connect() as conn:
         identity = f"{engine.url}#{database_instance(conn)}"
         version = tables_version(conn)
-        if last_change(version) > fixed.batch:
+        if version.last_change > fixed.batch:
             return None
         with _LOCK:
             kept = _CACHE.get(identity)
@@ -101,16 +109,20 @@ def read_all(conn: Connection, fixed: snapshot.Snapshot, version: Version) -> St
 def tables_version(conn: Connection) -> Version:
     """Per table: the latest batch that added a row, the latest that retired one, the rows.
     A load that changes what a store has adds or retires rows; a purge deletes some."""
-    query = " UNION ALL ".join(
-        f"SELECT COALESCE(MAX(batch), 0), COALESCE(MAX(retired_batch), 0), COUNT(*) FROM {table}"
+    tables = tuple(
+        tuple(int(value) for value in conn.execute(text(TABLE_VERSION.format(table=table))).one())
         for table in VERSIONED_TABLES
     )
-    return tuple((int(a), int(b), int(n)) for a, b, n in conn.execute(text(query)).all())
+    last = max((max(added, retired) for added, retired, _ in tables), default=0)
+    started = conn.execute(
+        text("SELECT started_at FROM load_batches WHERE id = :batch"), {"batch": last}
+    ).scalar()
+    return Version(tables, last, str(started))  # type: ignore[arg-type]
 
 
-def last_change(version: Version) -> int:
-    """The latest batch that added or retired a row of the tables."""
-    return max((max(added, retired) for added, retired, _ in version), default=0)
+TABLE_VERSION = (
+    "SELECT COALESCE(MAX(batch), 0), COALESCE(MAX(retired_batch), 0), COUNT(*) FROM {table}"
+)
 
 
 def database_instance(conn: Connection) -> str:

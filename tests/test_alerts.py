@@ -318,6 +318,21 @@ def test_two_processes_evaluating_the_same_load_make_each_event_once(
             db.engine.dispose()
 
 
+def test_loads_without_polls_leave_nothing_to_evaluate(alert_app, tmp_path):
+    # Hours and zones but no poll yet: no incident can exist, and the loads count as evaluated
+    # (else /healthz would count them for ever and every serving process evaluate again).
+    folder = tmp_path / "load"
+    folder.mkdir()
+    (folder / "menu_hours.csv").write_text(HOURS)
+    (folder / "timezones.csv").write_text(ZONES)
+    with alert_app.app_context():
+        loader.load(db.engine, folder)
+        assert alerts.unevaluated_loads() == 1
+        assert alerts.evaluate().now_us is None
+        assert alerts.unevaluated_loads() == 0
+    assert alert_app.test_client().get("/healthz").get_json()["unevaluated_loads"] == 0
+
+
 def test_a_serving_process_evaluates_a_load_a_command_committed(alert_app, receiver, tmp_path):
     # `flask load-data` leaves evaluating to the serving processes: the next round of a serving
     # process's lease keeper (`catch_up`) evaluates it; other keepers (a command's) do not.
@@ -453,6 +468,27 @@ def test_a_host_that_resolves_elsewhere_after_the_check_is_not_called(receiver, 
     assert connected == [(public, receiver.port)]
     assert not outcome.delivered and "ConnectionRefusedError" in outcome.error
     assert receiver.calls == []
+
+
+def test_a_webhook_call_tries_the_next_checked_address_when_one_does_not_answer(receiver):
+    # The receiver listens on 127.0.0.1 only: 127.0.0.2 refuses, the next address answers.
+    sock = deliveries.connect_to_first(["127.0.0.2", "127.0.0.1"], receiver.port, 5)
+    try:
+        assert sock.getpeername() == ("127.0.0.1", receiver.port)
+    finally:
+        sock.close()
+
+
+def test_a_bare_ipv6_host_is_called_on_its_scheme_s_port(monkeypatch):
+    dialed: list[tuple] = []
+
+    def refused(address, *args, **kwargs):
+        dialed.append(address)
+        raise ConnectionRefusedError("not dialing from a test")
+
+    monkeypatch.setattr(socket, "create_connection", refused)
+    outcome = deliveries.post("https://[2001:db8::1]/hook", b"{}", SECRET, allow_private=True)
+    assert dialed == [("2001:db8::1", 443)] and not outcome.delivered
 
 
 def test_rule_bodies_are_checked(sqlite_client):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
+from sqlalchemy import text
 
 from jobs import snapshot, store_rows
 from loading import writing
@@ -11,6 +14,7 @@ from tests.conftest import SAMPLE
 from tests.loading import HOURS_HEADER, load, scalar, write
 
 STORE = "2914615253234349417"  # a store of the sample with hours
+LATER = datetime(2031, 1, 1)
 
 
 @pytest.fixture(autouse=True)
@@ -79,3 +83,14 @@ def test_nothing_is_kept_beyond_the_limit(app, monkeypatch):
     load(app, SAMPLE)
     monkeypatch.setattr(store_rows, "STORES_LIMIT", 10)
     assert kept(app)[1] is None
+
+
+def test_a_database_restored_and_loaded_again_is_read_again(app):
+    # A backup restored at the same address (same instance id) and the same batch number
+    # loaded again: the row counts may repeat, the batch's start does not.
+    load(app, SAMPLE)
+    _, first = kept(app)
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(text("UPDATE load_batches SET started_at = :at"), {"at": LATER})
+    _, again = kept(app)
+    assert first is not None and again is not None and again is not first
