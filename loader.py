@@ -381,9 +381,16 @@ def _write_all(
             keys = StoreKeys(conn, known_stores(f"{engine.url}#{database}"))
             spans = []
             for item in file_loads:
-                values = _valid_values(item) if check_first else _checked_values(item, progress)
-                # Closed whatever happens: its thread and the open input end with the write.
-                with contextlib.closing(worked_ahead(values)) as checked:
+                # A command's load checks the next chunk in a thread while it writes one; an
+                # upload (checked in a first pass already) reads one chunk at a time, so that
+                # its memory stays that of one chunk whatever its body. Closed whatever
+                # happens: the thread and the open input end with the write.
+                values = (
+                    _valid_values(item)
+                    if check_first
+                    else worked_ahead(_checked_values(item, progress))
+                )
+                with contextlib.closing(values) as checked:
                     spans.append(_load_file(conn, item, keys, batch, checked))
             _record_batch(conn, batch, started, file_loads, spans)
             _record_batch_stores(conn, batch, keys)
