@@ -76,9 +76,8 @@ class Computed:
     planned_from: tuple[int, int | None]  # the alert state (evaluated batch, now) read first
     fixed: snapshot.Snapshot
     readings: list[incidents.Reading]
-    found: pd.DataFrame
-    since: pd.Series
-    by_stale: dict[int | None, pd.DataFrame]  # the incidents again per rules' `stale_after`
+    since: pd.Series  # where each store's history was read from
+    by_stale: dict[int | None, pd.DataFrame]  # the incidents per `stale_after` (None: none)
 
 
 def _evaluate(clock: deliveries.Clock) -> Evaluation:
@@ -98,7 +97,7 @@ def _evaluate(clock: deliveries.Clock) -> Evaluation:
         state.evaluated_batch = max(state.evaluated_batch, fixed.batch)
         session.commit()
         return Evaluation(fixed.batch, None, 0, 0)
-    incidents.save_incidents(conn, planned.found, planned.since)
+    incidents.save_incidents(conn, planned.by_stale[None], planned.since)
     bound_us = fixed.now_us if state.now_us is None else state.now_us
     events = fire_rules(conn, fixed, readings, planned.by_stale, bound_us, clock())
     store_count = sum(reading.store_keys.size for reading in readings)
@@ -145,7 +144,7 @@ def compute(planned_from: tuple[int, int | None]) -> Computed:
     latest committed load, and again for each `stale_after` the rules use."""
     fixed = snapshot.fix_snapshot(db.engine, None)
     if fixed.now_us is None:
-        return Computed(planned_from, fixed, [], incidents.empty_frame(), pd.Series(), {})
+        return Computed(planned_from, fixed, [], pd.Series(), {None: incidents.empty_frame()})
     with db.engine.connect() as conn:
         readings = incidents.plan_readings(conn, planned_from[0], fixed.batch, fixed.now_us)
         stale_values = conn.scalars(
@@ -157,11 +156,19 @@ def compute(planned_from: tuple[int, int | None]) -> Computed:
     )
     by_stale: dict[int | None, pd.DataFrame] = {None: found}
     for stale_us in sorted(stale_values):
-        options = report.ReportOptions(stale_after_us=stale_us)
-        by_stale[stale_us], _ = incidents.compute_readings(
-            db.engine, fixed, readings, options, kept
-        )
-    return Computed(planned_from, fixed, readings, found, since, by_stale)
+        by_stale[stale_us] = stale_incidents(fixed, readings, stale_us, kept)
+    return Computed(planned_from, fixed, readings, since, by_stale)
+
+
+def stale_incidents(
+    fixed: snapshot.Snapshot,
+    readings: list[incidents.Reading],
+    stale_us: int,
+    kept: store_rows.StoreRows | None = None,
+) -> pd.DataFrame:
+    """The readings' incidents for rules with `stale_after` (unknown time ends an outage)."""
+    options = report.ReportOptions(stale_after_us=stale_us)
+    return incidents.compute_readings(db.engine, fixed, readings, options, kept)[0]
 
 
 def behind() -> bool:
@@ -205,11 +212,8 @@ def fire_rules(
     by_scope: dict[tuple[str, ...], np.ndarray] = {}
     created = 0
     for rule in rules:
-        if rule.stale_after_us not in by_stale:
-            staled = report.ReportOptions(stale_after_us=rule.stale_after_us)
-            by_stale[rule.stale_after_us], _ = incidents.compute_readings(
-                db.engine, fixed, readings, staled
-            )
+        if rule.stale_after_us not in by_stale:  # a rule added since the incidents were computed
+            by_stale[rule.stale_after_us] = stale_incidents(fixed, readings, rule.stale_after_us)
         frame = in_scope(by_stale[rule.stale_after_us], scope_of(rule), fixed, by_scope)
         since = bound_us if rule.created_now_us is None else max(bound_us, rule.created_now_us)
         created += fire_rule(conn, rule, frame, since, fixed, now)

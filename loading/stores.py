@@ -91,8 +91,13 @@ class KnownStores:
             self.keys = np.concatenate([known_keys, keys])
 
 
-def _strings(ids: pa.Array | np.ndarray) -> pa.Array:
-    return ids.cast(pa.string()) if isinstance(ids, pa.Array) else pa.array(ids, type=pa.string())
+def _strings(ids: pa.Array | pa.ChunkedArray | np.ndarray) -> pa.Array:
+    """Ids as one Arrow string array (the type the remembered ids have)."""
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    if isinstance(ids, pa.Array):
+        return ids.cast(pa.string())
+    return pa.array(ids, type=pa.string())
 
 
 def _positions(ids: pa.Array, known: pa.Array) -> np.ndarray:

@@ -35,15 +35,6 @@ VERSIONED_MODELS = (BusinessHours, StoreTimezone, Closure, StoreGroupMember)
 VersionedModel = type[BusinessHours] | type[StoreTimezone] | type[Closure] | type[StoreGroupMember]
 
 
-def _strings(store_ids: pa.Array | pa.ChunkedArray | np.ndarray) -> pa.Array:
-    """Ids as one Arrow string array (the type the remembered ids have)."""
-    if isinstance(store_ids, pa.ChunkedArray):
-        store_ids = store_ids.combine_chunks()
-    if isinstance(store_ids, pa.Array):
-        return store_ids.cast(pa.string())
-    return pa.array(store_ids, type=pa.string())
-
-
 # --------------------------------------------------------------------------- polls
 
 
