@@ -355,14 +355,16 @@ def _local_to_utc_ticks(
     A wall time in a spring-forward gap moves to the first instant after the gap; one that
     occurs twice (fall-back) takes its first occurrence.
     """
-    starts = np.empty(codes.size, dtype=np.int64)
-    ends = np.empty(codes.size, dtype=np.int64)
+    walls = np.concatenate([local_start, local_end]).astype(np.int64)
+    utc = np.empty(walls.size, dtype=np.int64)
     zones = zone_by_code[codes] if codes.size else np.zeros(0, dtype=object)
-    for zone in pd.unique(zones):
-        rows = np.flatnonzero(zones == zone)
-        starts[rows] = _wall_seconds_to_utc_us(local_start[rows], zone) * TICKS_PER_US
-        ends[rows] = _wall_seconds_to_utc_us(local_end[rows], zone) * TICKS_PER_US
-    return starts, ends
+    zone_codes, zone_names = pd.factorize(np.concatenate([zones, zones]))
+    order = np.argsort(zone_codes, kind="stable")  # one conversion per zone, starts and ends
+    bounds = np.searchsorted(zone_codes[order], np.arange(len(zone_names) + 1))
+    for code, zone in enumerate(zone_names):
+        rows = order[bounds[code] : bounds[code + 1]]
+        utc[rows] = _wall_seconds_to_utc_us(walls[rows], zone) * TICKS_PER_US
+    return utc[: codes.size], utc[codes.size :]
 
 
 def _wall_seconds_to_utc_us(wall_seconds: np.ndarray, zone: str) -> np.ndarray:

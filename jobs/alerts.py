@@ -26,7 +26,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 from flask import Flask, current_app
-from sqlalchemy import Connection, bindparam, insert, select, text, update
+from sqlalchemy import Connection, select, update
 
 import report
 from engine import timestamps
@@ -279,15 +279,17 @@ def existing_events(
     conn: Connection, rule_id: int, store_keys: np.ndarray
 ) -> dict[str, list[tuple[int, int]]]:
     """The (store, incident start) pairs the rule already has an event for, per event."""
-    query = text(
+    sql = (
         "SELECT event, store_key, started_us FROM alert_events "
         "WHERE rule_id = :rule AND store_key IN :keys"
-    ).bindparams(bindparam("keys", expanding=True))
-    keys = np.unique(store_keys).tolist()
+    )
+    keys = np.unique(store_keys)
     made: dict[str, list[tuple[int, int]]] = {}
-    for low in range(0, len(keys), incidents.KEYS_PER_STATEMENT):
+    for low in range(0, keys.size, incidents.KEYS_PER_STATEMENT):
         chunk = keys[low : low + incidents.KEYS_PER_STATEMENT]
-        for event, store_key, started_us in conn.execute(query, {"rule": rule_id, "keys": chunk}):
+        for event, store_key, started_us in snapshot.run(
+            conn, sql, {"rule": rule_id, "keys": chunk}
+        ):
             made.setdefault(event, []).append((int(store_key), int(started_us)))
     return made
 
@@ -343,26 +345,35 @@ def event_rows(
 
 def insert_or_ignore(conn: Connection, rows: list[dict]) -> int:
     """Insert rows whose unique key is new; the others are left as they are. Returns the
-    number inserted."""
+    number inserted. The rows go through the driver's executemany, their values converted as
+    the columns' types convert them (thousands of rows: no per-row statement building)."""
     if not rows:
         return 0
-    statement = (
-        insert(AlertEvent)
-        .prefix_with("OR IGNORE", dialect="sqlite")
-        .prefix_with("IGNORE", dialect="mysql")
-    )
-    before = conn.execute(text("SELECT COUNT(*) FROM alert_events")).scalar()
-    conn.execute(statement, rows)
-    return int(conn.execute(text("SELECT COUNT(*) FROM alert_events")).scalar() - before)
+    columns = [AlertEvent.__table__.c[name] for name in rows[0]]
+    convert = [
+        column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for column in columns
+    ]
+    verb = "INSERT OR IGNORE" if conn.dialect.name == "sqlite" else "INSERT IGNORE"
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    names = ", ".join(column.name for column in columns)
+    marks = ", ".join([mark] * len(columns))
+    values = [
+        tuple(
+            value if to_db is None else to_db(value)
+            for value, to_db in zip(row.values(), convert, strict=True)
+        )
+        for row in rows
+    ]
+    cursor = conn.connection.driver_connection.cursor()
+    cursor.executemany(f"{verb} INTO {AlertEvent.__tablename__} ({names}) VALUES ({marks})", values)
+    return int(cursor.rowcount)
 
 
 def external_ids(conn: Connection, store_keys: np.ndarray) -> dict[int, str]:
-    query = text("SELECT id, external_id FROM stores WHERE id IN :keys").bindparams(
-        bindparam("keys", expanding=True)
-    )
-    keys = np.unique(store_keys).tolist()
+    sql = "SELECT id, external_id FROM stores WHERE id IN :keys"
+    keys = np.unique(store_keys)
     found: dict[int, str] = {}
-    for low in range(0, len(keys), incidents.KEYS_PER_STATEMENT):
+    for low in range(0, keys.size, incidents.KEYS_PER_STATEMENT):
         chunk = keys[low : low + incidents.KEYS_PER_STATEMENT]
-        found.update({int(key): str(ext) for key, ext in conn.execute(query, {"keys": chunk})})
+        found.update({int(key): str(ext) for key, ext in snapshot.run(conn, sql, {"keys": chunk})})
     return found

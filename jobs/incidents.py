@@ -4,9 +4,10 @@ The engine (`report.find_incidents`) computes them from the same snapshot reads 
 makes. An evaluation reads only the stores that may have changed (those a load wrote rows for,
 and those with an open incident, whose downtime grows as `now` moves) and only the part of
 their history that may have changed (`plan_readings`). A store whose read history begins inside
-an outage is read again further back (doubling the span) until the outage's start is known, so
-a stored incident is always exact; incidents that begin before where a store was read from are
-left as stored.
+an outage is read again further back (doubling the span, at least the week) until the outage's
+start is known, so a stored incident is always exact; incidents that begin before where a store
+was read from are left as stored. A store whose first poll inside business hours arrives is read
+again from its first poll: its evidence was all its polls until then (docs/spec.md).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, bindparam, text
+from sqlalchemy import Connection, Engine, text
 
 import report
 from jobs import snapshot
@@ -27,6 +28,8 @@ from models import Incident
 logger = logging.getLogger(__name__)
 
 READ_BACK_US = snapshot.WEEK_US
+HOUR_US = 3_600_000_000
+AGE_FACTOR = 8  # open incidents up to 8x apart in age share a reading
 KEYS_PER_STATEMENT = 500
 MAX_LISTED_KEYS = 5000  # far below SQLite's limit of bound values (32,766)
 INCIDENT_COLUMNS = [
@@ -53,7 +56,8 @@ def plan_readings(conn: Connection, after_batch: int, batch: int, now_us: int) -
 
     - Stores whose hours, zone or closures changed: the week before `now` (and further back
       where an incident reaches past it), as everything about them may have changed.
-    - Stores with an open incident: from its start (its downtime grows as `now` moves).
+    - Stores with an open incident: from its start (its downtime grows as `now` moves), in
+      readings of stores whose incidents are of similar age.
     - Other stores that got polls: from the batches' earliest new poll. Older incidents of
       theirs cannot change, except one that still reaches it, which is read further back.
     """
@@ -75,15 +79,27 @@ def plan_readings(conn: Connection, after_batch: int, batch: int, now_us: int) -
     ).scalar()
     week_ago = now_us - READ_BACK_US
     readings = [Reading(reshaped, week_ago)]
-    still_open = np.setdiff1d(open_keys, reshaped)
-    if still_open.size:
-        oldest = int(open_starts[np.isin(open_keys, still_open)].min())
-        since = oldest if first_new is None else min(oldest, int(first_new))
-        readings.append(Reading(still_open, min(since, now_us)))
+    still_open = ~np.isin(open_keys, reshaped)
+    starts = np.minimum(open_starts[still_open], now_us)
+    if first_new is not None:
+        starts = np.minimum(starts, int(first_new))
+    readings += readings_by_age(open_keys[still_open], starts, now_us)
     polled = np.setdiff1d(np.setdiff1d(written, reshaped), open_keys)
     if polled.size and first_new is not None:
         readings.append(Reading(polled, min(int(first_new), now_us)))
     return [reading for reading in readings if reading.store_keys.size]
+
+
+def readings_by_age(store_keys: np.ndarray, starts: np.ndarray, now_us: int) -> list[Reading]:
+    """Stores with open incidents, read from their incident's start: stores whose starts lie
+    within a factor AGE_FACTOR of each other (in hours before `now`) share a reading, so a store
+    down for a week does not make the stores down for an hour read the week too."""
+    hours = np.maximum(now_us - starts, HOUR_US) / HOUR_US
+    buckets = np.floor(np.log(hours) / np.log(AGE_FACTOR)).astype(np.int64)
+    return [
+        Reading(store_keys[buckets == bucket], int(starts[buckets == bucket].min()))
+        for bucket in np.unique(buckets)
+    ]
 
 
 OPEN_STARTS = text(
@@ -98,7 +114,7 @@ CHANGED_STORE_ROWS = [
 
 
 def keys_of(conn: Connection, query: str, params: dict) -> np.ndarray:
-    rows = conn.execute(text(query), params).all()
+    rows = snapshot.run(conn, query, params).all()
     return np.unique(np.array([row[0] for row in rows], dtype=np.int64))
 
 
@@ -111,6 +127,7 @@ def compute_readings(
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Incidents of every reading's stores, and where each store's history was read from
     (with `kept`, their hours, zones and closures come from memory)."""
+
     parts = [
         compute_incidents(engine, fixed, reading.store_keys, options, reading.since_us, kept)
         for reading in readings
@@ -132,17 +149,24 @@ def compute_incidents(
     """Incidents of `store_keys` as of the snapshot, and where each store's history was read
     from (its incidents from there on are all in the frame)."""
     oldest = oldest_poll_us(engine, fixed.batch)
-    pending = np.unique(np.asarray(store_keys, dtype=np.int64))
-    since = pd.Series(since_us, index=pending, dtype=np.int64)
+    keys = np.unique(np.asarray(store_keys, dtype=np.int64))
+    since = pd.Series(since_us, index=keys, dtype=np.int64)
     frames = []
-    while pending.size and fixed.now_us is not None:
-        frame = incidents_from(engine, fixed, pending, options, since_us, kept)
+    pending = [(keys, since_us)] if keys.size and fixed.now_us is not None else []
+    while pending:
+        keys, since_us = pending.pop()
+        frame, flipped = incidents_from(engine, fixed, keys, options, since_us, kept)
         cut = frame["first_poll_us"] < since_us
         deeper = np.unique(frame["store_key"][cut]) if oldest < since_us else np.zeros(0)
-        frames.append(frame[~frame["store_key"].isin(deeper)])
-        pending = deeper.astype(np.int64)
-        since_us = fixed.now_us - 2 * (fixed.now_us - since_us)
-        since[pending] = since_us
+        deeper = np.setdiff1d(deeper, flipped)
+        frames.append(frame[~frame["store_key"].isin(np.union1d(deeper, flipped))])
+        # Cut stores: twice as far back, and at least the week (they are few, a read costs
+        # mostly its fixed part). Stores whose evidence changed: their whole history.
+        further = min(fixed.now_us - 2 * (fixed.now_us - since_us), fixed.now_us - READ_BACK_US)
+        for again, again_since in ((deeper, further), (flipped, oldest)):
+            if again.size:
+                pending.append((again.astype(np.int64), again_since))
+                since[again] = again_since
     frame = pd.concat(frames, ignore_index=True) if frames else empty_frame()
     return frame, since
 
@@ -154,8 +178,9 @@ def incidents_from(
     options: report.ReportOptions,
     since_us: int,
     kept: StoreRows | None = None,
-) -> pd.DataFrame:
-    """The engine's incidents of `store_keys`, reading their polls from `since_us`."""
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The engine's incidents of `store_keys`, reading their polls from `since_us`, and the
+    stores among them whose evidence changed kind (`newly_evidenced`)."""
     low, high = int(store_keys.min()), int(store_keys.max()) + 1
     # A few stores spread over many keys are read by key; a dense set by its key range.
     listed = store_keys.tolist() if store_keys.size <= MAX_LISTED_KEYS else None
@@ -182,7 +207,20 @@ def incidents_from(
             "down_now": found.down_now,
         }
     )
-    return frame[frame["store_key"].isin(store_keys)].reset_index(drop=True)
+    flipped = np.intersect1d(newly_evidenced(read, since_us), store_keys)  # a range reads more
+    return frame[frame["store_key"].isin(store_keys)].reset_index(drop=True), flipped
+
+
+def newly_evidenced(read: snapshot.ShardInputs, since_us: int) -> np.ndarray:
+    """Stores whose polls before `since_us` were all outside business hours, and which have one
+    inside them from `since_us` on. Until then all their polls were their evidence (docs/spec.md);
+    from then on only those in business hours are: every incident of theirs may change."""
+    polls = read.inputs.polls
+    chosen = np.isin(polls.store, read.unevidenced) & (polls.ts_us >= since_us)
+    if not chosen.any():
+        return np.zeros(0, dtype=np.int64)
+    store, ts_us = polls.store[chosen], polls.ts_us[chosen]
+    return np.unique(store[report.in_business_hours(read.inputs, store, ts_us)]).astype(np.int64)
 
 
 def empty_frame() -> pd.DataFrame:
@@ -201,14 +239,12 @@ def oldest_poll_us(engine: Engine, batch: int) -> int:
 
 def save_incidents(conn: Connection, frame: pd.DataFrame, since: pd.Series) -> None:
     """Replace each store's stored incidents from its `since` on with `frame`'s."""
-    statement = text(
-        "DELETE FROM incidents WHERE store_key IN :keys AND first_poll_us >= :since"
-    ).bindparams(bindparam("keys", expanding=True))
+    sql = "DELETE FROM incidents WHERE store_key IN :keys AND first_poll_us >= :since"
     for since_us, part in since.groupby(since):
         keys = part.index.to_numpy(np.int64)
         for low in range(0, keys.size, KEYS_PER_STATEMENT):
-            chunk = keys[low : low + KEYS_PER_STATEMENT].tolist()
-            conn.execute(statement, {"keys": chunk, "since": int(since_us)})
+            chunk = keys[low : low + KEYS_PER_STATEMENT]
+            snapshot.run(conn, sql, {"keys": chunk, "since": int(since_us)})
     insert_incidents(conn, frame)
 
 

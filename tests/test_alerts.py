@@ -20,9 +20,9 @@ import requests
 from sqlalchemy import func, select, update
 
 import loader
-from jobs import alerts, deliveries
+from jobs import alerts, deliveries, incidents
 from jobs.leases import LeaseKeeper
-from models import AlertAttempt, AlertEvent, DeliveryStatus, KeyRole, db, utcnow
+from models import AlertAttempt, AlertEvent, DeliveryStatus, KeyRole, Store, db, utcnow
 from tests.brokers import broker_url
 from tests.conftest import make_app
 from tests.owners import bearer, groups_csv
@@ -540,6 +540,24 @@ def test_an_evaluation_reads_the_stores_of_its_batches_and_open_incidents_only(a
     with alert_app.app_context():
         # The last upload was evaluated already: nothing new but s3's open incident.
         assert alerts.evaluate().stores == 1
+
+
+def test_a_store_down_for_an_hour_is_not_read_back_as_far_as_one_down_for_days(alert_app):
+    client = alert_app.test_client()
+    upload(client, "/timezones", ZONES)
+    # Open all day: s1 is down since 2023-01-19 01:00, s2 since 2023-01-23 09:00.
+    rows = ["s1,active,2023-01-19 00:00:00", "s1,inactive,2023-01-19 02:00:00"]
+    rows += ["s2,active,2023-01-23 08:00:00", "s2,inactive,2023-01-23 10:00:00"]
+    upload(client, "/polls", polls(*rows))
+    with alert_app.app_context(), db.engine.connect() as conn:
+        batch, now_us = alerts.alert_state(conn)
+        keys = dict(conn.execute(select(Store.external_id, Store.id)).all())
+        readings = incidents.plan_readings(conn, batch, batch, now_us)
+    since = {int(key): r.since_us for r in readings for key in r.store_keys}
+    assert since == {
+        keys["s1"]: 1_674_090_000_000_000,  # 2023-01-19 01:00 UTC
+        keys["s2"]: 1_674_464_400_000_000,  # 2023-01-23 09:00 UTC
+    }
 
 
 # --------------------------------------------------------------------------- real processes
