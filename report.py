@@ -358,9 +358,10 @@ def _local_to_utc_ticks(
     walls = np.concatenate([local_start, local_end]).astype(np.int64)
     utc = np.empty(walls.size, dtype=np.int64)
     zones = zone_by_code[codes] if codes.size else np.zeros(0, dtype=object)
-    zone_codes, zone_names = pd.factorize(np.concatenate([zones, zones]))
+    zone_codes, zone_names = pd.factorize(zones)
+    zone_codes = np.concatenate([zone_codes, zone_codes])
     order = np.argsort(zone_codes, kind="stable")  # one conversion per zone, starts and ends
-    bounds = np.searchsorted(zone_codes[order], np.arange(len(zone_names) + 1))
+    bounds = group_starts(zone_codes[order], len(zone_names))
     for code, zone in enumerate(zone_names):
         rows = order[bounds[code] : bounds[code + 1]]
         utc[rows] = _wall_seconds_to_utc_us(walls[rows], zone) * TICKS_PER_US

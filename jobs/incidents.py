@@ -114,7 +114,7 @@ CHANGED_STORE_ROWS = [
 
 
 def keys_of(conn: Connection, query: str, params: dict) -> np.ndarray:
-    rows = snapshot.run(conn, query, params).all()
+    rows = conn.execute(text(query), params).all()
     return np.unique(np.array([row[0] for row in rows], dtype=np.int64))
 
 
@@ -127,7 +127,6 @@ def compute_readings(
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Incidents of every reading's stores, and where each store's history was read from
     (with `kept`, their hours, zones and closures come from memory)."""
-
     parts = [
         compute_incidents(engine, fixed, reading.store_keys, options, reading.since_us, kept)
         for reading in readings

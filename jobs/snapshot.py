@@ -165,11 +165,10 @@ def in_shard(keys: dict, column: str = "store_key") -> str:
 
 
 def statement(sql: str) -> TextClause:
-    """A text query whose list parameters (`:groups`, `:keys`, `:store_keys`) expand to their
-    values."""
+    """A text query whose `:groups` list expands to its values (integer key lists are written
+    into the SQL by `run`)."""
     query = text(sql)
-    lists = [name for name in ("groups", "keys", "store_keys") if f":{name}" in sql]
-    return query.bindparams(*(bindparam(name, expanding=True) for name in lists))
+    return query.bindparams(bindparam("groups", expanding=True)) if ":groups" in sql else query
 
 
 def run(conn: Connection, sql: str, params: dict) -> CursorResult:
