@@ -374,6 +374,18 @@ class BatchStore(db.Model):
     store_key: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
 
 
+class EvidencedStore(db.Model):
+    """A store with a poll inside its business hours minus closures, as its current hours,
+    zone and closures say (its evidence is those polls, docs/spec.md): what lets an evaluation
+    leave alone a store whose new polls are all active. A store missing here is read in full,
+    so the table may lag, never lead: rows are written with the incidents, and a store whose
+    hours, zone or closures change is looked at again."""
+
+    __tablename__ = "evidenced_stores"
+    __table_args__: ClassVar[dict] = {"sqlite_with_rowid": False}
+    store_key: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+
+
 class AlertState(db.Model):
     """Single row: the last load batch whose stores incidents and alerts were evaluated for."""
 

@@ -78,6 +78,8 @@ class Computed:
     readings: list[incidents.Reading]
     since: pd.Series  # where each store's history was read from
     by_stale: dict[int | None, pd.DataFrame]  # the incidents per `stale_after` (None: none)
+    known_evidenced: np.ndarray  # `evidenced_stores` as read first
+    evidenced: np.ndarray  # the stores read with a poll inside business hours
 
 
 def _evaluate(clock: deliveries.Clock) -> Evaluation:
@@ -98,6 +100,8 @@ def _evaluate(clock: deliveries.Clock) -> Evaluation:
         session.commit()
         return Evaluation(fixed.batch, None, 0, 0)
     incidents.save_incidents(conn, planned.by_stale[None], planned.since)
+    read = np.concatenate([reading.store_keys for reading in readings] or [np.zeros(0, np.int64)])
+    incidents.save_evidenced(conn, planned.known_evidenced, read, planned.evidenced)
     bound_us = fixed.now_us if state.now_us is None else state.now_us
     events = fire_rules(conn, fixed, readings, planned.by_stale, bound_us, clock())
     store_count = sum(reading.store_keys.size for reading in readings)
@@ -143,21 +147,25 @@ def compute(planned_from: tuple[int, int | None]) -> Computed:
     """Incidents of the stores that may have changed since `planned_from`'s batch, as of the
     latest committed load, and again for each `stale_after` the rules use."""
     fixed = snapshot.fix_snapshot(db.engine, None)
+    none = np.zeros(0, dtype=np.int64)
     if fixed.now_us is None:
-        return Computed(planned_from, fixed, [], pd.Series(), {None: incidents.empty_frame()})
+        empty = {None: incidents.empty_frame()}
+        return Computed(planned_from, fixed, [], pd.Series(), empty, none, none)
+    kept = store_rows.current(db.engine, fixed)
     with db.engine.connect() as conn:
-        readings = incidents.plan_readings(conn, planned_from[0], fixed.batch, fixed.now_us)
+        evidenced = incidents.evidenced_stores(conn)
+        known = incidents.Known(planned_from[1], evidenced, kept)
+        readings = incidents.plan_readings(conn, planned_from[0], fixed.batch, fixed.now_us, known)
         stale_values = conn.scalars(
             select(AlertRule.stale_after_us).where(AlertRule.stale_after_us.is_not(None)).distinct()
         ).all()
-    kept = store_rows.current(db.engine, fixed)
-    found, since = incidents.compute_readings(
-        db.engine, fixed, readings, report.ReportOptions(), kept
-    )
-    by_stale: dict[int | None, pd.DataFrame] = {None: found}
+    found = incidents.compute_readings(db.engine, fixed, readings, report.ReportOptions(), kept)
+    by_stale: dict[int | None, pd.DataFrame] = {None: found.frame}
     for stale_us in sorted(stale_values):
         by_stale[stale_us] = stale_incidents(fixed, readings, stale_us, kept)
-    return Computed(planned_from, fixed, readings, since, by_stale)
+    return Computed(
+        planned_from, fixed, readings, found.since, by_stale, evidenced, found.evidenced
+    )
 
 
 def stale_incidents(
@@ -168,7 +176,7 @@ def stale_incidents(
 ) -> pd.DataFrame:
     """The readings' incidents for rules with `stale_after` (unknown time ends an outage)."""
     options = report.ReportOptions(stale_after_us=stale_us)
-    return incidents.compute_readings(db.engine, fixed, readings, options, kept)[0]
+    return incidents.compute_readings(db.engine, fixed, readings, options, kept).frame
 
 
 def behind() -> bool:

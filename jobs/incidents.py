@@ -7,7 +7,9 @@ their history that may have changed (`plan_readings`). A store whose read histor
 an outage is read again further back (doubling the span, at least the week) until the outage's
 start is known, so a stored incident is always exact; incidents that begin before where a store
 was read from are left as stored. A store whose first poll inside business hours arrives is read
-again from its first poll: its evidence was all its polls until then (docs/spec.md).
+again from its first poll: its evidence was all its polls until then (docs/spec.md). A store
+whose new polls are all active, after the previous `now`, while it had no open incident, is not
+read at all when its evidence cannot change kind (`unchanged_by_new_polls`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import report
 from jobs import snapshot
 from jobs.store_rows import StoreRows
 from loading import writing
-from models import Incident
+from models import EvidencedStore, Incident
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +53,20 @@ class Reading:
     since_us: int
 
 
-def plan_readings(conn: Connection, after_batch: int, batch: int, now_us: int) -> list[Reading]:
+@dataclass(frozen=True)
+class Known:
+    """What an evaluation knows of the stores before it reads them: the previous `now`, the
+    stores with a poll inside business hours (`evidenced_stores`), and every store's hours,
+    zone and closures. Without all three, every store that got polls is read."""
+
+    previous_now_us: int | None = None
+    evidenced: np.ndarray | None = None
+    kept: StoreRows | None = None
+
+
+def plan_readings(
+    conn: Connection, after_batch: int, batch: int, now_us: int, known: Known | None = None
+) -> list[Reading]:
     """What an evaluation of batches (after_batch, batch] reads, store by store.
 
     - Stores whose hours, zone or closures changed: the week before `now` (and further back
@@ -60,6 +75,7 @@ def plan_readings(conn: Connection, after_batch: int, batch: int, now_us: int) -
       readings of stores whose incidents are of similar age.
     - Other stores that got polls: from the batches' earliest new poll. Older incidents of
       theirs cannot change, except one that still reaches it, which is read further back.
+      Those the new polls cannot change at all are left out (`unchanged_by_new_polls`).
     """
     written = keys_of(conn, BATCH_STORES, {"after": after_batch, "batch": batch})
     reshaped = np.unique(
@@ -86,6 +102,8 @@ def plan_readings(conn: Connection, after_batch: int, batch: int, now_us: int) -
     readings += readings_by_age(open_keys[still_open], starts, now_us)
     polled = np.setdiff1d(np.setdiff1d(written, reshaped), open_keys)
     if polled.size and first_new is not None:
+        unchanged = unchanged_by_new_polls(conn, polled, batch, int(first_new), known or Known())
+        polled = np.setdiff1d(polled, unchanged)
         readings.append(Reading(polled, min(int(first_new), now_us)))
     return [reading for reading in readings if reading.store_keys.size]
 
@@ -99,6 +117,61 @@ def readings_by_age(store_keys: np.ndarray, starts: np.ndarray, now_us: int) -> 
     return [
         Reading(store_keys[buckets == bucket], int(starts[buckets == bucket].min()))
         for bucket in np.unique(buckets)
+    ]
+
+
+def unchanged_by_new_polls(
+    conn: Connection, store_keys: np.ndarray, batch: int, first_new_us: int, known: Known
+) -> np.ndarray:
+    """Stores with no open incident whose new polls cannot change any incident of theirs.
+
+    With no open incident, a store's status at the previous `now` was active (or it had no
+    poll). When every new poll is active and after that `now`, its timeline only gains active
+    time after it, and its incidents stay as they are, unless the new polls change which of its
+    polls are evidence: a first poll inside business hours does (docs/spec.md). So the stores
+    left out are those known to have one there already (`known.evidenced`) and those whose new
+    polls all lie outside business hours.
+    """
+    previous_now_us, evidenced, kept = known.previous_now_us, known.evidenced, known.kept
+    if previous_now_us is None or evidenced is None or kept is None:
+        return np.zeros(0, dtype=np.int64)
+    if first_new_us <= previous_now_us:  # some poll came late: read every polled store
+        return np.zeros(0, dtype=np.int64)
+    snapshot.prepare_session(conn)
+    params = {"low": int(first_new_us), "batch": batch}
+    rows = [
+        row
+        for chunk in key_chunks(store_keys)
+        for row in snapshot.run(conn, LEAST_ACTIVE, {**params, "keys": chunk}).cursor.fetchall()
+    ]
+    least = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    all_active = least[least[:, 1] == 1, 0]
+    unsure = np.setdiff1d(all_active, evidenced)
+    if not unsure.size:
+        return all_active
+    where = "store_key IN :keys AND ts_us >= :low AND batch <= :batch"
+    polls = snapshot.concat_polls(
+        [
+            snapshot.packed_polls(conn, where, {**params, "keys": chunk})
+            for chunk in key_chunks(unsure)
+        ]
+    )
+    hours, zones, closures = kept.of(int(unsure.min()), int(unsure.max()) + 1, unsure.tolist())
+    context = report.ReportInputs(report.Polls.of(), hours, zones, closures)
+    inside = report.in_business_hours(context, polls.store, polls.ts_us)
+    return np.setdiff1d(all_active, polls.store[inside]).astype(np.int64)
+
+
+LEAST_ACTIVE = (
+    "SELECT store_key, MIN(active) FROM polls WHERE store_key IN :keys AND ts_us >= :low "
+    "AND batch <= :batch GROUP BY store_key"
+)
+
+
+def key_chunks(store_keys: np.ndarray) -> list[np.ndarray]:
+    return [
+        store_keys[low : low + KEYS_PER_STATEMENT]
+        for low in range(0, store_keys.size, KEYS_PER_STATEMENT)
     ]
 
 
@@ -118,23 +191,37 @@ def keys_of(conn: Connection, query: str, params: dict) -> np.ndarray:
     return np.unique(np.array([row[0] for row in rows], dtype=np.int64))
 
 
+@dataclass(frozen=True)
+class Found:
+    """The incidents of the stores read, where each store's history was read from (its
+    incidents from there on are all in `frame`), and those of the stores with a poll inside
+    business hours."""
+
+    frame: pd.DataFrame
+    since: pd.Series
+    evidenced: np.ndarray
+
+
 def compute_readings(
     engine: Engine,
     fixed: snapshot.Snapshot,
     readings: list[Reading],
     options: report.ReportOptions,
     kept: StoreRows | None = None,
-) -> tuple[pd.DataFrame, pd.Series]:
-    """Incidents of every reading's stores, and where each store's history was read from
-    (with `kept`, their hours, zones and closures come from memory)."""
+) -> Found:
+    """Incidents of every reading's stores (with `kept`, their hours, zones and closures come
+    from memory)."""
     parts = [
         compute_incidents(engine, fixed, reading.store_keys, options, reading.since_us, kept)
         for reading in readings
     ]
     if not parts:
-        return empty_frame(), pd.Series([], dtype=np.int64)
-    frame = pd.concat([part[0] for part in parts], ignore_index=True)
-    return frame, pd.concat([part[1] for part in parts])
+        return Found(empty_frame(), pd.Series([], dtype=np.int64), np.zeros(0, dtype=np.int64))
+    return Found(
+        pd.concat([part.frame for part in parts], ignore_index=True),
+        pd.concat([part.since for part in parts]),
+        np.unique(np.concatenate([part.evidenced for part in parts])),
+    )
 
 
 def compute_incidents(
@@ -144,17 +231,18 @@ def compute_incidents(
     options: report.ReportOptions,
     since_us: int,
     kept: StoreRows | None = None,
-) -> tuple[pd.DataFrame, pd.Series]:
-    """Incidents of `store_keys` as of the snapshot, and where each store's history was read
-    from (its incidents from there on are all in the frame)."""
+) -> Found:
+    """Incidents of `store_keys` as of the snapshot, read from `since_us` (and further back
+    where an incident reaches past it or the store's evidence changed kind)."""
     oldest = oldest_poll_us(engine, fixed.batch)
     keys = np.unique(np.asarray(store_keys, dtype=np.int64))
     since = pd.Series(since_us, index=keys, dtype=np.int64)
-    frames = []
+    frames, evidenced = [], [np.zeros(0, dtype=np.int64)]
     pending = [(keys, since_us)] if keys.size and fixed.now_us is not None else []
     while pending:
         keys, since_us = pending.pop()
-        frame, flipped = incidents_from(engine, fixed, keys, options, since_us, kept)
+        frame, flipped, inside = incidents_from(engine, fixed, keys, options, since_us, kept)
+        evidenced.append(inside)
         cut = frame["first_poll_us"] < since_us
         deeper = np.unique(frame["store_key"][cut]) if oldest < since_us else np.zeros(0)
         deeper = np.setdiff1d(deeper, flipped)
@@ -167,7 +255,7 @@ def compute_incidents(
                 pending.append((again.astype(np.int64), again_since))
                 since[again] = again_since
     frame = pd.concat(frames, ignore_index=True) if frames else empty_frame()
-    return frame, since
+    return Found(frame, since, np.unique(np.concatenate(evidenced)))
 
 
 def incidents_from(
@@ -177,9 +265,10 @@ def incidents_from(
     options: report.ReportOptions,
     since_us: int,
     kept: StoreRows | None = None,
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """The engine's incidents of `store_keys`, reading their polls from `since_us`, and the
-    stores among them whose evidence changed kind (`newly_evidenced`)."""
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The engine's incidents of `store_keys`, reading their polls from `since_us`; the stores
+    among them whose evidence changed kind (`newly_evidenced`), and those with a poll inside
+    business hours (`with_evidence`)."""
     low, high = int(store_keys.min()), int(store_keys.max()) + 1
     # A few stores spread over many keys are read by key; a dense set by its key range.
     listed = store_keys.tolist() if store_keys.size <= MAX_LISTED_KEYS else None
@@ -207,7 +296,8 @@ def incidents_from(
         }
     )
     flipped = np.intersect1d(newly_evidenced(read, since_us), store_keys)  # a range reads more
-    return frame[frame["store_key"].isin(store_keys)].reset_index(drop=True), flipped
+    inside = np.intersect1d(with_evidence(read, since_us, flipped), store_keys)
+    return frame[frame["store_key"].isin(store_keys)].reset_index(drop=True), flipped, inside
 
 
 def newly_evidenced(read: snapshot.ShardInputs, since_us: int) -> np.ndarray:
@@ -222,6 +312,18 @@ def newly_evidenced(read: snapshot.ShardInputs, since_us: int) -> np.ndarray:
     return np.unique(store[report.in_business_hours(read.inputs, store, ts_us)]).astype(np.int64)
 
 
+def with_evidence(read: snapshot.ShardInputs, since_us: int, flipped: np.ndarray) -> np.ndarray:
+    """Stores of the read with a poll inside business hours: those with earlier polls, unless
+    none of these is inside (the read found the latest one inside, if any), those whose first
+    one inside came now (`flipped`), and those first polled now with one inside."""
+    polls = read.inputs.polls
+    had_earlier = np.unique(polls.store[polls.ts_us < since_us]).astype(np.int64)
+    first = ~np.isin(polls.store, had_earlier)
+    store, ts_us = polls.store[first], polls.ts_us[first]
+    new_inside = store[report.in_business_hours(read.inputs, store, ts_us)].astype(np.int64)
+    return np.union1d(np.union1d(np.setdiff1d(had_earlier, read.unevidenced), flipped), new_inside)
+
+
 def empty_frame() -> pd.DataFrame:
     return pd.DataFrame({name: [] for name in INCIDENT_COLUMNS}, dtype=np.int64)
 
@@ -233,7 +335,26 @@ def oldest_poll_us(engine: Engine, batch: int) -> int:
     return np.iinfo(np.int64).max if value is None else int(value)
 
 
-# --------------------------------------------------------------------------- the table
+# --------------------------------------------------------------------------- the tables
+
+
+def evidenced_stores(conn: Connection) -> np.ndarray:
+    sql = f"SELECT store_key FROM {EvidencedStore.__tablename__}"
+    return np.array(snapshot.run(conn, sql, {}).cursor.fetchall(), dtype=np.int64).reshape(-1)
+
+
+def save_evidenced(
+    conn: Connection, known: np.ndarray, read: np.ndarray, evidenced: np.ndarray
+) -> None:
+    """Record which of the stores `read` have a poll inside business hours (`evidenced`),
+    given what the table held before (`known`): a store whose hours changed may have lost it."""
+    table = EvidencedStore.__tablename__
+    for chunk in key_chunks(np.intersect1d(known, np.setdiff1d(read, evidenced))):
+        snapshot.run(conn, f"DELETE FROM {table} WHERE store_key IN :keys", {"keys": chunk})
+    added = np.setdiff1d(evidenced, known)
+    if added.size:
+        verb = "INSERT OR IGNORE" if conn.dialect.name == "sqlite" else "INSERT IGNORE"
+        writing.insert_rows(conn, table, pd.DataFrame({"store_key": added}), verb)
 
 
 def save_incidents(conn: Connection, frame: pd.DataFrame, since: pd.Series) -> None:

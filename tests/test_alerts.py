@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import socket
 import threading
 import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import requests
@@ -542,6 +544,67 @@ def test_an_evaluation_reads_the_stores_of_its_batches_and_open_incidents_only(a
         assert alerts.evaluate().stores == 1
 
 
+def evaluated_store_counts(caplog) -> list[int]:
+    """How many stores each evaluation logged since the capture began read."""
+    return [
+        record.args[1]
+        for record in caplog.records
+        if record.name == "jobs.alerts" and record.msg.startswith("alerts: batch")
+    ]
+
+
+def test_stores_whose_new_polls_are_all_active_are_not_read_again(alert_app, caplog):
+    client = alert_app.test_client()
+    upload(client, "/business_hours", HOURS)
+    upload(client, "/timezones", ZONES)
+    upload(
+        client, "/polls", polls("s1,active,2023-01-23 09:00:00", "s2,active,2023-01-23 09:00:00")
+    )
+    caplog.set_level(logging.INFO, logger="jobs.alerts")
+    caplog.clear()
+    upload(
+        client, "/polls", polls("s1,active,2023-01-23 10:00:00", "s2,inactive,2023-01-23 10:00:00")
+    )
+    assert evaluated_store_counts(caplog) == [1]  # s2: its status changed
+
+
+def incidents_of_s1(client) -> list[tuple[str, str | None]]:
+    found = client.get("/incidents?state=all").get_json()["incidents"]
+    return [(i["started_at"], i["resolved_at"]) for i in found if i["store_id"] == "s1"]
+
+
+def test_a_first_active_poll_inside_business_hours_recomputes_the_store(alert_app):
+    client = alert_app.test_client()
+    upload(client, "/business_hours", HOURS)  # s1: Monday 09:00-17:00 UTC
+    upload(client, "/timezones", ZONES)
+    sunday = ("s1,active,2023-01-22 09:00:00", "s1,inactive,2023-01-22 10:00:00")
+    upload(client, "/polls", polls(*sunday, "s1,active,2023-01-22 11:00:00"))
+    # No poll inside business hours: all are its evidence, and it was down from 09:30 to 10:30.
+    assert incidents_of_s1(client) == [
+        ("2023-01-22T09:30:00.000000Z", "2023-01-22T10:30:00.000000Z")
+    ]
+    upload(client, "/polls", polls("s1,active,2023-01-23 10:00:00"))
+    assert incidents_of_s1(client) == []  # its evidence is Monday's poll alone
+
+
+def test_a_store_whose_hours_change_is_no_longer_known_to_have_evidence(alert_app):
+    client = alert_app.test_client()
+    upload(
+        client,
+        "/business_hours",
+        "store_id,day,start_time_local,end_time_local\ns1,6,09:00,17:00\n",
+    )
+    upload(client, "/timezones", ZONES)
+    sunday = ("s1,active,2023-01-22 09:00:00", "s1,inactive,2023-01-22 10:00:00")
+    upload(client, "/polls", polls(*sunday, "s1,active,2023-01-22 11:00:00"))
+    upload(client, "/business_hours", HOURS)  # Monday only: no poll of s1 is inside them now
+    assert incidents_of_s1(client) == [
+        ("2023-01-22T09:30:00.000000Z", "2023-01-22T10:30:00.000000Z")
+    ]
+    upload(client, "/polls", polls("s1,active,2023-01-23 10:00:00"))
+    assert incidents_of_s1(client) == []
+
+
 def test_a_store_down_for_an_hour_is_not_read_back_as_far_as_one_down_for_days(alert_app):
     client = alert_app.test_client()
     upload(client, "/timezones", ZONES)
@@ -563,12 +626,17 @@ def test_a_store_down_for_an_hour_is_not_read_back_as_far_as_one_down_for_days(a
 # --------------------------------------------------------------------------- real processes
 
 
-def wait_for_calls(receiver: Receiver, count: int, timeout: float = 60.0) -> None:
-    """Return once the receiver has `count` calls (they come from other processes: no hook
-    to wait on)."""
+def wait_for_calls(
+    receiver: Receiver, count: int, logs: list[Path] | None = None, timeout: float = 300.0
+) -> None:
+    """Return once the receiver has `count` calls. They come from other processes, so there is
+    no hook to wait on: the bound only catches a hang (a busy machine takes seconds, not
+    minutes), and the processes' logs say where it stopped."""
     deadline = time.monotonic() + timeout
     while len(receiver.calls) < count:
-        assert time.monotonic() < deadline, f"{len(receiver.calls)} calls, not {count}"
+        if time.monotonic() > deadline:
+            tails = "\n".join(f"--- {log}\n{log.read_text()[-4000:]}" for log in logs or [])
+            pytest.fail(f"{len(receiver.calls)} calls, not {count}, in {timeout} s\n{tails}")
         time.sleep(0.1)
 
 
@@ -602,10 +670,12 @@ def test_two_api_processes_and_two_celery_workers_send_each_event_once(
         assert requests.post(f"{second}/alerts", json=rule, timeout=30).status_code == 201
         down = polls("s1,inactive,2023-01-23 11:00:00")
         assert requests.post(f"{first}/polls", data=down, headers=CSV, timeout=30).ok
-        wait_for_calls(receiver, 1)
+        logs = [tmp_path / f"api{n}.log" for n in range(2)]
+        logs += [tmp_path / f"worker{n}.log" for n in range(2)]
+        wait_for_calls(receiver, 1, logs)
         back = polls("s1,active,2023-01-23 12:00:00")
         assert requests.post(f"{second}/polls", data=back, headers=CSV, timeout=30).ok
-        wait_for_calls(receiver, 2)
+        wait_for_calls(receiver, 2, logs)
         # Both API processes evaluate again (as after a restart): nothing new is owed.
         again = polls("s1,active,2023-01-23 12:10:00")
         for url in (first, second):
@@ -644,7 +714,7 @@ def test_a_served_process_evaluates_and_sends_on_its_own_threads(database_url, r
         assert requests.post(f"{server.url}/alerts", json=rule, timeout=30).status_code == 201
         down = polls("s1,inactive,2023-01-23 11:00:00")
         assert requests.post(f"{server.url}/polls", data=down, headers=CSV, timeout=30).ok
-        wait_for_calls(receiver, 1)
+        wait_for_calls(receiver, 1, [tmp_path / "api.log"])
         headers, raw = receiver.calls[0]
         assert signed(headers, raw) and json.loads(raw)["event"] == "incident.opened"
     finally:
