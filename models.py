@@ -378,8 +378,9 @@ class EvidencedStore(db.Model):
     """A store with a poll inside its business hours minus closures, as its current hours,
     zone and closures say (its evidence is those polls, docs/spec.md): what lets an evaluation
     leave alone a store whose new polls are all active. A store missing here is read in full,
-    so the table may lag, never lead: rows are written with the incidents, and a store whose
-    hours, zone or closures change is looked at again."""
+    so the table may lag, never lead: rows are written with the incidents, and each store an
+    evaluation reads (among them every store whose hours, zone or closures changed) is added
+    or removed as that read found."""
 
     __tablename__ = "evidenced_stores"
     __table_args__: ClassVar[dict] = {"sqlite_with_rowid": False}

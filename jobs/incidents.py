@@ -126,8 +126,9 @@ def unchanged_by_new_polls(
     """Stores with no open incident whose new polls cannot change any incident of theirs.
 
     With no open incident, a store's status at the previous `now` was active (or it had no
-    poll). When every new poll is active and after that `now`, its timeline only gains active
-    time after it, and its incidents stay as they are, unless the new polls change which of its
+    poll). When every new poll is active and after that `now`, no instant of its timeline
+    becomes inactive (the new polls take over from an active one, or from unknown time), and
+    its incidents stay as they are, unless the new polls change which of its
     polls are evidence: a first poll inside business hours does (docs/spec.md). So the stores
     left out are those known to have one there already (`known.evidenced`) and those whose new
     polls all lie outside business hours.
@@ -346,10 +347,12 @@ def evidenced_stores(conn: Connection) -> np.ndarray:
 def save_evidenced(
     conn: Connection, known: np.ndarray, read: np.ndarray, evidenced: np.ndarray
 ) -> None:
-    """Record which of the stores `read` have a poll inside business hours (`evidenced`),
-    given what the table held before (`known`): a store whose hours changed may have lost it."""
+    """Record which of the stores `read` have a poll inside business hours (`evidenced`): a
+    store whose hours changed may have lost it. `known` (the table as the plan read it) only
+    spares inserting rows that are there; the deletes do not trust it, since an evaluation
+    that found nothing new may have added rows since without changing the alert state."""
     table = EvidencedStore.__tablename__
-    for chunk in key_chunks(np.intersect1d(known, np.setdiff1d(read, evidenced))):
+    for chunk in key_chunks(np.setdiff1d(read, evidenced)):
         snapshot.run(conn, f"DELETE FROM {table} WHERE store_key IN :keys", {"keys": chunk})
     added = np.setdiff1d(evidenced, known)
     if added.size:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 import loader
 from jobs import alerts, deliveries, incidents
@@ -603,6 +603,40 @@ def test_a_store_whose_hours_change_is_no_longer_known_to_have_evidence(alert_ap
     ]
     upload(client, "/polls", polls("s1,active,2023-01-23 10:00:00"))
     assert incidents_of_s1(client) == []
+
+
+def test_an_evaluation_that_found_nothing_new_cannot_leave_a_store_marked_evidenced(
+    alert_app, tmp_path, monkeypatch
+):
+    # E1 finds nothing new (it writes the alert state back as it was) but reads s1 for its open
+    # incident and marks it evidenced. It commits after E2 planned, as of a load that moved
+    # s1's hours to Sundays, where none of its polls is. E2 must unmark s1: its first poll on a
+    # Sunday changes its evidence, and that store must be read again.
+    client = alert_app.test_client()
+    upload(client, "/business_hours", HOURS)  # s1: Monday 09:00-17:00 UTC
+    upload(client, "/timezones", ZONES)
+    monday = ("s1,active,2023-01-23 10:00:00", "s1,inactive,2023-01-23 11:00:00")
+    upload(client, "/polls", polls(*monday, "s1,active,2023-01-23 18:00:00"))
+    sundays = tmp_path / "sundays.csv"
+    sundays.write_text("store_id,day,start_time_local,end_time_local\ns1,6,09:00,17:00\n")
+    with alert_app.app_context():
+        db.session.execute(text("DELETE FROM evidenced_stores"))  # as in a database upgraded
+        db.session.commit()
+        with db.engine.connect() as conn:
+            state = alerts.alert_state(conn)
+        first = alerts.compute(state)
+        loader.load(db.engine, hours=sundays)
+        second = alerts.compute(state)
+        plans = iter([first, second])
+        monkeypatch.setattr(alerts, "compute", lambda planned_from: next(plans))
+        alerts.evaluate()  # E1
+        alerts.evaluate()  # E2: the alert state is the one it planned from
+        monkeypatch.undo()
+    assert incidents_of_s1(client) == [
+        ("2023-01-23T10:30:00.000000Z", "2023-01-23T14:30:00.000000Z")
+    ]
+    upload(client, "/polls", polls("s1,active,2023-01-29 10:00:00"))
+    assert incidents_of_s1(client) == []  # its evidence is that Sunday's poll alone
 
 
 def test_a_store_down_for_an_hour_is_not_read_back_as_far_as_one_down_for_days(alert_app):
