@@ -32,6 +32,7 @@ import report
 from engine import timestamps
 from jobs import deliveries, incidents, snapshot, store_rows
 from jobs.options import scope_of
+from loading import writing
 from models import (
     ALERTS_LOCK,
     AlertEvent,
@@ -293,8 +294,7 @@ def existing_events(
     )
     keys = np.unique(store_keys)
     made: dict[str, list[tuple[int, int]]] = {}
-    for low in range(0, keys.size, incidents.KEYS_PER_STATEMENT):
-        chunk = keys[low : low + incidents.KEYS_PER_STATEMENT]
+    for chunk in incidents.key_chunks(keys):
         for event, store_key, started_us in snapshot.run(
             conn, sql, {"rule": rule_id, "keys": chunk}
         ):
@@ -361,7 +361,7 @@ def insert_or_ignore(conn: Connection, rows: list[dict]) -> int:
     convert = [
         column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for column in columns
     ]
-    verb = "INSERT OR IGNORE" if conn.dialect.name == "sqlite" else "INSERT IGNORE"
+    verb = writing.insert_ignoring(conn)
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     names = ", ".join(column.name for column in columns)
     marks = ", ".join([mark] * len(columns))
@@ -381,7 +381,6 @@ def external_ids(conn: Connection, store_keys: np.ndarray) -> dict[int, str]:
     sql = "SELECT id, external_id FROM stores WHERE id IN :keys"
     keys = np.unique(store_keys)
     found: dict[int, str] = {}
-    for low in range(0, keys.size, incidents.KEYS_PER_STATEMENT):
-        chunk = keys[low : low + incidents.KEYS_PER_STATEMENT]
+    for chunk in incidents.key_chunks(keys):
         found.update({int(key): str(ext) for key, ext in snapshot.run(conn, sql, {"keys": chunk})})
     return found

@@ -102,7 +102,8 @@ def plan_readings(
     readings += readings_by_age(open_keys[still_open], starts, now_us)
     polled = np.setdiff1d(np.setdiff1d(written, reshaped), open_keys)
     if polled.size and first_new is not None:
-        unchanged = unchanged_by_new_polls(conn, polled, batch, int(first_new), known or Known())
+        new = (int(first_new), now_us)  # the earliest new poll, and `now`
+        unchanged = unchanged_by_new_polls(conn, polled, batch, new, known or Known())
         polled = np.setdiff1d(polled, unchanged)
         readings.append(Reading(polled, min(int(first_new), now_us)))
     return [reading for reading in readings if reading.store_keys.size]
@@ -121,7 +122,7 @@ def readings_by_age(store_keys: np.ndarray, starts: np.ndarray, now_us: int) -> 
 
 
 def unchanged_by_new_polls(
-    conn: Connection, store_keys: np.ndarray, batch: int, first_new_us: int, known: Known
+    conn: Connection, store_keys: np.ndarray, batch: int, new: tuple[int, int], known: Known
 ) -> np.ndarray:
     """Stores with no open incident whose new polls cannot change any incident of theirs.
 
@@ -131,8 +132,9 @@ def unchanged_by_new_polls(
     its incidents stay as they are, unless the new polls change which of its
     polls are evidence: a first poll inside business hours does (docs/spec.md). So the stores
     left out are those known to have one there already (`known.evidenced`) and those whose new
-    polls all lie outside business hours.
+    polls all lie outside business hours. `new`: the earliest new poll, and `now`.
     """
+    first_new_us, now_us = new
     previous_now_us, evidenced, kept = known.previous_now_us, known.evidenced, known.kept
     if previous_now_us is None or evidenced is None or kept is None:
         return np.zeros(0, dtype=np.int64)
@@ -150,13 +152,7 @@ def unchanged_by_new_polls(
     unsure = np.setdiff1d(all_active, evidenced)
     if not unsure.size:
         return all_active
-    where = "store_key IN :keys AND ts_us >= :low AND batch <= :batch"
-    polls = snapshot.concat_polls(
-        [
-            snapshot.packed_polls(conn, where, {**params, "keys": chunk})
-            for chunk in key_chunks(unsure)
-        ]
-    )
+    polls = snapshot.polls_in_span(conn, batch, unsure, first_new_us, now_us + 1)
     hours, zones, closures = kept.of(int(unsure.min()), int(unsure.max()) + 1, unsure.tolist())
     context = report.ReportInputs(report.Polls.of(), hours, zones, closures)
     inside = report.in_business_hours(context, polls.store, polls.ts_us)
@@ -356,8 +352,8 @@ def save_evidenced(
         snapshot.run(conn, f"DELETE FROM {table} WHERE store_key IN :keys", {"keys": chunk})
     added = np.setdiff1d(evidenced, known)
     if added.size:
-        verb = "INSERT OR IGNORE" if conn.dialect.name == "sqlite" else "INSERT IGNORE"
-        writing.insert_rows(conn, table, pd.DataFrame({"store_key": added}), verb)
+        frame = pd.DataFrame({"store_key": added})
+        writing.insert_rows(conn, table, frame, writing.insert_ignoring(conn))
 
 
 def save_incidents(conn: Connection, frame: pd.DataFrame, since: pd.Series) -> None:
@@ -365,8 +361,7 @@ def save_incidents(conn: Connection, frame: pd.DataFrame, since: pd.Series) -> N
     sql = "DELETE FROM incidents WHERE store_key IN :keys AND first_poll_us >= :since"
     for since_us, part in since.groupby(since):
         keys = part.index.to_numpy(np.int64)
-        for low in range(0, keys.size, KEYS_PER_STATEMENT):
-            chunk = keys[low : low + KEYS_PER_STATEMENT]
+        for chunk in key_chunks(keys):
             snapshot.run(conn, sql, {"keys": chunk, "since": int(since_us)})
     insert_incidents(conn, frame)
 

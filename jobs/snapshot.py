@@ -421,7 +421,7 @@ def latest_evidence_before(
     found: list[report.Polls] = []
     high, span = low, FIRST_LOOKBACK_US
     while pending.size and oldest is not None and high > oldest:
-        rows = _polls_in_span(conn, keys["batch"], pending, high - span, high)
+        rows = polls_in_span(conn, keys["batch"], pending, high - span, high)
         inside = report.in_business_hours(context, rows.store, rows.ts_us)
         latest = _latest_per_store(rows, inside)
         found.append(latest)
@@ -443,9 +443,10 @@ def _oldest_poll_us(conn: Connection, batch: int) -> int | None:
     return None if value is None else int(value)
 
 
-def _polls_in_span(
+def polls_in_span(
     conn: Connection, batch: int, store_keys: np.ndarray, low: int, high: int
 ) -> report.Polls:
+    """The polls of `store_keys` in [low, high) as of `batch`."""
     where = "store_key IN :keys AND ts_us >= :low AND ts_us < :high AND batch <= :batch"
     return concat_polls(
         [

@@ -126,6 +126,11 @@ def bulk_insert(
     return insert_rows(conn, table, rows, verb, same)
 
 
+def insert_ignoring(conn: Connection) -> str:
+    """The verb of an INSERT that skips rows whose unique key exists, in `conn`'s dialect."""
+    return "INSERT OR IGNORE" if conn.dialect.name == "sqlite" else "INSERT IGNORE"
+
+
 def insert_rows(
     conn: Connection,
     table: str,
