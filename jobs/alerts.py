@@ -275,12 +275,15 @@ def fire_rule(
     if due.empty:
         return 0
     made = existing_events(conn, rule.id, due["store_key"].to_numpy(np.int64))
-    external = external_ids(conn, due["store_key"].to_numpy(np.int64))
     created = 0
     for event, incidents_due in ((OPENED, due), (RESOLVED, due[~due["is_open"]])):
         key = pd.MultiIndex.from_arrays([incidents_due["store_key"], incidents_due["started_us"]])
         fresh = incidents_due[~key.isin(made.get(event, []))]
-        created += insert_or_ignore(conn, event_rows(rule, fresh, event, external, fixed, now))
+        if not fresh.empty:
+            rows = event_rows(conn, rule, fresh, event, fixed, now)
+            created += writing.insert_rows(
+                conn, AlertEvent.__tablename__, rows, writing.insert_ignoring(conn)
+            )
     return created
 
 
@@ -289,16 +292,16 @@ def existing_events(
 ) -> dict[str, list[tuple[int, int]]]:
     """The (store, incident start) pairs the rule already has an event for, per event."""
     sql = (
-        "SELECT event, store_key, started_us FROM alert_events "
-        "WHERE rule_id = :rule AND store_key IN :keys"
+        "SELECT store_key, started_us, CASE WHEN event = :resolved THEN 1 ELSE 0 END AS resolved "
+        "FROM alert_events WHERE rule_id = :rule AND store_key IN :keys"
     )
-    keys = np.unique(store_keys)
+    params = {"rule": rule_id, "resolved": RESOLVED}
+    columns = ["store_key", "started_us", "resolved"]
     made: dict[str, list[tuple[int, int]]] = {}
-    for chunk in incidents.key_chunks(keys):
-        for event, store_key, started_us in snapshot.run(
-            conn, sql, {"rule": rule_id, "keys": chunk}
-        ):
-            made.setdefault(event, []).append((int(store_key), int(started_us)))
+    for chunk in incidents.key_chunks(np.unique(store_keys)):
+        rows = snapshot.integer_table(conn, sql, {**params, "keys": chunk}, columns)
+        for store_key, started_us, resolved in rows.tolist():
+            made.setdefault(RESOLVED if resolved else OPENED, []).append((store_key, started_us))
     return made
 
 
@@ -309,78 +312,61 @@ def instants(micros: pd.Series) -> np.ndarray:
 
 
 def event_rows(
+    conn: Connection,
     rule: AlertRule,
     due: pd.DataFrame,
     event: str,
-    external: dict[int, str],
     fixed: snapshot.Snapshot,
     now: datetime,
-) -> list[dict]:
-    """Event rows with the exact bodies they will send (retries send the same bytes)."""
-    started = instants(due["started_us"])
-    resolved = instants(due["resolved_us"])
-    now_text = timestamps.format_instant(fixed.now_us)
-    rows = []
-    for index, (store_key, started_us, business_us, is_open) in enumerate(
-        zip(due["store_key"], due["started_us"], due["business_us"], due["is_open"], strict=True)
-    ):
-        event_id = secrets.token_hex(16)
-        body = {
-            "id": event_id,
-            "event": event,
-            "store_id": external[int(store_key)],
-            "started_at": str(started[index]),
-            "resolved_at": None if is_open else str(resolved[index]),
-            "business_downtime_seconds": int(business_us) / 1_000_000,
-            "now": now_text,
+) -> pd.DataFrame:
+    """Event rows with the exact bodies they will send (retries send the same bytes). The
+    values alike in every row are converted once, as their columns convert them."""
+    event_ids = [secrets.token_hex(16) for _ in range(len(due))]
+    bodies = event_bodies(conn, due, event, event_ids, timestamps.format_instant(fixed.now_us))
+    same = {
+        "rule_id": rule.id,
+        "event": event,
+        "created_at": now,
+        "status": DeliveryStatus.PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+    }
+    rows = pd.DataFrame(
+        {
+            "event_id": event_ids,
+            "store_key": due["store_key"].to_numpy(np.int64),
+            "started_us": due["started_us"].to_numpy(np.int64),
+            "body": bodies,
         }
-        rows.append(
-            {
-                "event_id": event_id,
-                "rule_id": rule.id,
-                "store_key": int(store_key),
-                "started_us": int(started_us),
-                "event": event,
-                "body": json.dumps(body, separators=(",", ":")),
-                "created_at": now,
-                "status": DeliveryStatus.PENDING,
-                "attempts": 0,
-                "next_attempt_at": now,
-            }
+    )
+    return rows.assign(**{name: bound(conn, name, value) for name, value in same.items()})
+
+
+def event_bodies(
+    conn: Connection, due: pd.DataFrame, event: str, event_ids: list[str], now_text: str
+) -> list[str]:
+    """The JSON bodies, byte for byte as `json.dumps(body, separators=(",", ":"))` writes
+    them, filled into one template (thousands of events: no dict and encoder per event)."""
+    store_ids = store_rows.external_ids(conn, due["store_key"].to_numpy(np.int64))
+    started = instants(due["started_us"]).tolist()
+    resolved = [f'"{text}"' for text in instants(due["resolved_us"]).tolist()]
+    ends = np.where(due["is_open"].to_numpy(bool), "null", np.array(resolved, dtype=object))
+    seconds = (due["business_us"].to_numpy(np.int64) / 1_000_000).tolist()
+    template = (
+        '{"id":"%s","event":' + json.dumps(event) + ',"store_id":%s,"started_at":"%s",'
+        '"resolved_at":%s,"business_downtime_seconds":%r,"now":' + json.dumps(now_text) + "}"
+    )
+    return [
+        template % (event_id, json.dumps(store_id), start, end, second)
+        for event_id, store_id, start, end, second in zip(
+            event_ids, store_ids, started, ends.tolist(), seconds, strict=True
         )
-    return rows
-
-
-def insert_or_ignore(conn: Connection, rows: list[dict]) -> int:
-    """Insert rows whose unique key is new; the others are left as they are. Returns the
-    number inserted. The rows go through the driver's executemany, their values converted as
-    the columns' types convert them (thousands of rows: no per-row statement building)."""
-    if not rows:
-        return 0
-    columns = [AlertEvent.__table__.c[name] for name in rows[0]]
-    convert = [
-        column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for column in columns
     ]
-    verb = writing.insert_ignoring(conn)
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    names = ", ".join(column.name for column in columns)
-    marks = ", ".join([mark] * len(columns))
-    values = [
-        tuple(
-            value if to_db is None else to_db(value)
-            for value, to_db in zip(row.values(), convert, strict=True)
-        )
-        for row in rows
-    ]
-    cursor = conn.connection.driver_connection.cursor()
-    cursor.executemany(f"{verb} INTO {AlertEvent.__tablename__} ({names}) VALUES ({marks})", values)
-    return int(cursor.rowcount)
 
 
-def external_ids(conn: Connection, store_keys: np.ndarray) -> dict[int, str]:
-    sql = "SELECT id, external_id FROM stores WHERE id IN :keys"
-    keys = np.unique(store_keys)
-    found: dict[int, str] = {}
-    for chunk in incidents.key_chunks(keys):
-        found.update({int(key): str(ext) for key, ext in snapshot.run(conn, sql, {"keys": chunk})})
-    return found
+def bound(conn: Connection, column: str, value: object) -> object:
+    """`value` as the column's type sends it to `conn`'s database."""
+    column_type = AlertEvent.__table__.c[column].type.dialect_impl(conn.dialect)
+    to_db = column_type.bind_processor(conn.dialect)
+    value = value if to_db is None else to_db(value)
+    return value

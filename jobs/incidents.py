@@ -78,17 +78,9 @@ def plan_readings(
       Those the new polls cannot change at all are left out (`unchanged_by_new_polls`).
     """
     written = keys_of(conn, BATCH_STORES, {"after": after_batch, "batch": batch})
-    reshaped = np.unique(
-        np.concatenate(
-            [
-                keys_of(conn, query, {"after": after_batch, "batch": batch})
-                for query in CHANGED_STORE_ROWS
-            ]
-        )
-    )
-    open_rows = conn.execute(OPEN_STARTS, {"yes": True}).all()
-    open_keys = np.array([row[0] for row in open_rows], dtype=np.int64)
-    open_starts = np.array([row[1] for row in open_rows], dtype=np.int64)
+    reshaped = reshaped_stores(conn, after_batch, batch, known or Known())
+    open_rows = snapshot.integer_table(conn, OPEN_STARTS, {"yes": True}, ["store_key", "started"])
+    open_keys, open_starts = open_rows[:, 0], open_rows[:, 1]
     first_new = conn.execute(
         text("SELECT MIN(min_ts_us) FROM load_batches WHERE id > :after AND id <= :batch"),
         {"after": after_batch, "batch": batch},
@@ -107,6 +99,16 @@ def plan_readings(
         polled = np.setdiff1d(polled, unchanged)
         readings.append(Reading(polled, min(int(first_new), now_us)))
     return [reading for reading in readings if reading.store_keys.size]
+
+
+def reshaped_stores(conn: Connection, after_batch: int, batch: int, known: Known) -> np.ndarray:
+    """Stores whose hours, zone or closures batches (after_batch, batch] changed. None when the
+    kept rows are of a version no later than `after_batch` (those tables hold no row added or
+    retired since), else read (a scan of each table)."""
+    if known.kept is not None and known.kept.version.last_change <= after_batch:
+        return np.zeros(0, dtype=np.int64)
+    params = {"after": after_batch, "batch": batch}
+    return np.unique(np.concatenate([keys_of(conn, query, params) for query in CHANGED_STORE_ROWS]))
 
 
 def readings_by_age(store_keys: np.ndarray, starts: np.ndarray, now_us: int) -> list[Reading]:
@@ -142,12 +144,14 @@ def unchanged_by_new_polls(
         return np.zeros(0, dtype=np.int64)
     snapshot.prepare_session(conn)
     params = {"low": int(first_new_us), "batch": batch}
-    rows = [
-        row
-        for chunk in key_chunks(store_keys)
-        for row in snapshot.run(conn, LEAST_ACTIVE, {**params, "keys": chunk}).cursor.fetchall()
-    ]
-    least = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    columns = ["store_key", "least_active"]
+    least = np.concatenate(
+        [np.zeros((0, 2), dtype=np.int64)]
+        + [
+            snapshot.integer_table(conn, LEAST_ACTIVE, {**params, "keys": chunk}, columns)
+            for chunk in key_chunks(store_keys)
+        ]
+    )
     all_active = least[least[:, 1] == 1, 0]
     unsure = np.setdiff1d(all_active, evidenced)
     if not unsure.size:
@@ -160,7 +164,8 @@ def unchanged_by_new_polls(
 
 
 LEAST_ACTIVE = (
-    "SELECT store_key, MIN(active) FROM polls WHERE store_key IN :keys AND ts_us >= :low "
+    "SELECT store_key, MIN(active) AS least_active FROM polls WHERE store_key IN :keys "
+    "AND ts_us >= :low "
     "AND batch <= :batch GROUP BY store_key"
 )
 
@@ -172,8 +177,9 @@ def key_chunks(store_keys: np.ndarray) -> list[np.ndarray]:
     ]
 
 
-OPEN_STARTS = text(
-    "SELECT store_key, MIN(started_us) FROM incidents WHERE is_open = :yes GROUP BY store_key"
+OPEN_STARTS = (
+    "SELECT store_key, MIN(started_us) AS started FROM incidents WHERE is_open = :yes "
+    "GROUP BY store_key"
 )
 BATCH_STORES = "SELECT store_key FROM batch_stores WHERE batch > :after AND batch <= :batch"
 CHANGED_STORE_ROWS = [
@@ -184,8 +190,7 @@ CHANGED_STORE_ROWS = [
 
 
 def keys_of(conn: Connection, query: str, params: dict) -> np.ndarray:
-    rows = conn.execute(text(query), params).all()
-    return np.unique(np.array([row[0] for row in rows], dtype=np.int64))
+    return np.unique(snapshot.integer_table(conn, query, params, ["store_key"]))
 
 
 @dataclass(frozen=True)
@@ -337,7 +342,7 @@ def oldest_poll_us(engine: Engine, batch: int) -> int:
 
 def evidenced_stores(conn: Connection) -> np.ndarray:
     sql = f"SELECT store_key FROM {EvidencedStore.__tablename__}"
-    return np.array(snapshot.run(conn, sql, {}).cursor.fetchall(), dtype=np.int64).reshape(-1)
+    return snapshot.integer_table(conn, sql, {}, ["store_key"]).reshape(-1)
 
 
 def save_evidenced(
@@ -368,7 +373,7 @@ def save_incidents(conn: Connection, frame: pd.DataFrame, since: pd.Series) -> N
 
 def insert_incidents(conn: Connection, frame: pd.DataFrame) -> None:
     """Insert the frame's incidents as plain integer rows (booleans 0/1; `resolved_us` NULL
-    while open): the driver's bulk insert, thousands of rows at a time."""
+    while open): thousands of rows a statement."""
     if frame.empty:
         return
     rows = frame[INCIDENT_COLUMNS].astype(np.int64)

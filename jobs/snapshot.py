@@ -143,10 +143,12 @@ def prepare_session(conn: Connection) -> None:
     """MySQL truncates GROUP_CONCAT at 1 KB unless told otherwise. MariaDB turns an IN list
     of 1,000 values or more into a join with a temporary table, which loses the loose index
     scan of each store's latest poll (0.9 s instead of 0.07 s for 4,000 stores): keep lists."""
-    if conn.dialect.name == "mysql":
-        conn.execute(text(f"SET SESSION group_concat_max_len = {MAX_GROUP_CONCAT_BYTES}"))
+    if conn.dialect.name != "mysql":
+        return
+    settings = f"group_concat_max_len = {MAX_GROUP_CONCAT_BYTES}"
     if getattr(conn.dialect, "is_mariadb", False):
-        conn.execute(text("SET SESSION in_predicate_conversion_threshold = 0"))
+        settings += ", in_predicate_conversion_threshold = 0"
+    conn.execute(text(f"SET SESSION {settings}"))
 
 
 MEMBERS = (
@@ -270,6 +272,20 @@ def integer_rows(
     return decode_integers(values).reshape(-1, len(columns))
 
 
+def integer_table(conn: Connection, sql: str, params: dict, columns: list[str]) -> np.ndarray:
+    """The rows of a query of integer columns (named `columns`, never NULL) as a matrix.
+
+    On MySQL they cross the (pure-Python) driver as one packed text value: 10,000 rows of two
+    columns take 4 ms instead of 35 ms. Integer key lists are written as `run` writes them."""
+    if conn.dialect.name != "mysql":
+        rows = run(conn, sql, params).cursor.fetchall()
+        return np.array(rows, dtype=np.int64).reshape(-1, len(columns))
+    prepare_session(conn)
+    row_text = f"CONCAT_WS(',', {', '.join(columns)})"
+    packed = run(conn, f"SELECT GROUP_CONCAT({row_text}) FROM ({sql}) AS rows_", params).scalar()
+    return decode_integers([packed] if packed else []).reshape(-1, len(columns))
+
+
 def decode_integers(values: list[str | bytes]) -> np.ndarray:
     """Comma-separated integers (str or bytes, as drivers return them) → one int64 array."""
     if not values:
@@ -365,7 +381,8 @@ BEFORE_QUERY = (
 # scan (one seek per store), with its batch. Its correlated form above walks back through the
 # whole week of each store there (an index "ref" on the store, not a range).
 LATEST_BEFORE_ANY_BATCH = (
-    "SELECT p.store_key, p.ts_us * 2 + p.active, p.batch FROM polls p JOIN "
+    "SELECT p.store_key AS store_key, p.ts_us * 2 + p.active AS packed, p.batch AS batch "
+    "FROM polls p JOIN "
     "(SELECT store_key, MAX(ts_us) AS ts_us FROM polls WHERE {shard} "
     "AND ts_us < :low GROUP BY store_key) latest "
     "ON p.store_key = latest.store_key AND p.ts_us = latest.ts_us"
@@ -382,8 +399,7 @@ def latest_polls_before(conn: Connection, keys: dict, low: int) -> report.Polls:
     if conn.dialect.name != "mysql":
         return _correlated_latest_before(conn, keys, low, in_shard(keys, "s.id"))
     sql = LATEST_BEFORE_ANY_BATCH.format(shard=in_shard(keys))
-    rows = run(conn, sql, {**keys, "low": low}).cursor.fetchall()
-    table = np.array(rows, dtype=np.int64).reshape(-1, 3)
+    table = integer_table(conn, sql, {**keys, "low": low}, ["store_key", "packed", "batch"])
     seen = table[:, 2] <= keys["batch"]
     found = report.Polls.of(table[seen, 0], table[seen, 1] >> 1, (table[seen, 1] & 1).astype(bool))
     later = np.unique(table[~seen, 0])

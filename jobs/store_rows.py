@@ -131,6 +131,73 @@ def database_instance(conn: Connection) -> str:
 
 
 def forget() -> None:
-    """Drop every kept database's rows (tests)."""
+    """Drop every kept database's rows and ids (tests)."""
     with _LOCK:
         _CACHE.clear()
+        _IDS.clear()
+
+
+# --------------------------------------------------------------------------- external ids
+
+
+@dataclass
+class KnownIds:
+    """External ids of keys 0 .. len-1 (None where no store has that key). A store's key and
+    id never change and stores are never deleted, so only newer keys are ever read; the id of
+    the last key is checked each time, which tells a database restored from a backup."""
+
+    ids: np.ndarray  # object array indexed by key
+
+
+_IDS: OrderedDict[str, KnownIds] = OrderedDict()
+
+
+def external_ids(conn: Connection, store_keys: np.ndarray) -> np.ndarray:
+    """The external id of each of `store_keys` (all of them stores), kept per database."""
+    keys = np.asarray(store_keys, dtype=np.int64)
+    if not keys.size:
+        return np.zeros(0, dtype=object)
+    if int(keys.max()) > STORES_LIMIT:
+        return _read_ids(conn, keys)
+    identity = f"{conn.engine.url}#{database_instance(conn)}"
+    with _LOCK:
+        kept = _IDS.get(identity)
+    ids = kept.ids if kept is not None and _still_valid(conn, kept.ids) else np.zeros(0, object)
+    if int(keys.max()) >= ids.size:
+        ids = _extended(conn, ids, int(keys.max()) + 1)
+        with _LOCK:
+            _IDS[identity] = KnownIds(ids)
+            _IDS.move_to_end(identity)
+            while len(_IDS) > CACHED_DATABASES:
+                _IDS.popitem(last=False)
+    return ids[keys]
+
+
+def _still_valid(conn: Connection, ids: np.ndarray) -> bool:
+    if not ids.size:
+        return True
+    query = text("SELECT external_id FROM stores WHERE id = :key")
+    return conn.execute(query, {"key": ids.size - 1}).scalar() == ids[-1]
+
+
+def _extended(conn: Connection, ids: np.ndarray, size: int) -> np.ndarray:
+    """`ids` and the ids of keys from its end to the last store's (at least `size` keys)."""
+    rows = conn.execute(
+        text("SELECT id, external_id FROM stores WHERE id >= :low"), {"low": ids.size}
+    ).all()
+    last = max([size - 1, *(int(row[0]) for row in rows)])
+    grown = np.full(last + 1, None, dtype=object)
+    grown[: ids.size] = ids
+    for key, external_id in rows:
+        grown[int(key)] = str(external_id)
+    return grown
+
+
+def _read_ids(conn: Connection, keys: np.ndarray) -> np.ndarray:
+    sql = "SELECT id, external_id FROM stores WHERE id IN :keys"
+    unique = np.unique(keys)
+    found: dict[int, str] = {}
+    for low in range(0, unique.size, snapshot.KEYS_PER_QUERY):
+        chunk = unique[low : low + snapshot.KEYS_PER_QUERY]
+        found.update({int(key): str(ext) for key, ext in snapshot.run(conn, sql, {"keys": chunk})})
+    return np.array([found[int(key)] for key in keys], dtype=object)
