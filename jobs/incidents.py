@@ -211,53 +211,64 @@ def compute_readings(
     options: report.ReportOptions,
     kept: StoreRows | None = None,
 ) -> Found:
-    """Incidents of every reading's stores (with `kept`, their hours, zones and closures come
-    from memory)."""
-    parts = [
-        compute_incidents(engine, fixed, reading.store_keys, options, reading.since_us, kept)
-        for reading in readings
-    ]
-    if not parts:
-        return Found(empty_frame(), pd.Series([], dtype=np.int64), np.zeros(0, dtype=np.int64))
-    return Found(
-        pd.concat([part.frame for part in parts], ignore_index=True),
-        pd.concat([part.since for part in parts]),
-        np.unique(np.concatenate([part.evidenced for part in parts])),
-    )
+    """Incidents of every reading's stores as of the snapshot (with `kept`, their hours, zones
+    and closures come from memory), in waves: the readings, then the stores to read again
+    (`settle`), one reading per place to read from: a store's incidents depend only on its
+    own rows and that place, never on the other stores read with it."""
+    none = np.zeros(0, dtype=np.int64)
+    pending = [reading for reading in readings if reading.store_keys.size]
+    if fixed.now_us is None or not pending:
+        return Found(empty_frame(), pd.Series([], dtype=np.int64), none)
+    oldest = oldest_poll_us(engine, fixed.batch)
+    since = pd.concat([pd.Series(r.since_us, index=r.store_keys) for r in pending])
+    frames, evidenced = [], [none]
+    while pending:
+        again: list[Reading] = []
+        for reading in pending:
+            frame, inside, redo = settle(engine, fixed, reading, options, kept, oldest)
+            frames.append(frame)
+            evidenced.append(inside)
+            again += redo
+        pending = by_place(again)
+        for reading in pending:
+            since[reading.store_keys] = reading.since_us
+    frame = pd.concat(frames, ignore_index=True) if frames else empty_frame()
+    return Found(frame, since.sort_index(), np.unique(np.concatenate(evidenced)))
 
 
-def compute_incidents(
+def settle(
     engine: Engine,
     fixed: snapshot.Snapshot,
-    store_keys: np.ndarray,
+    reading: Reading,
     options: report.ReportOptions,
-    since_us: int,
-    kept: StoreRows | None = None,
-) -> Found:
-    """Incidents of `store_keys` as of the snapshot, read from `since_us` (and further back
-    where an incident reaches past it or the store's evidence changed kind)."""
-    oldest = oldest_poll_us(engine, fixed.batch)
-    keys = np.unique(np.asarray(store_keys, dtype=np.int64))
-    since = pd.Series(since_us, index=keys, dtype=np.int64)
-    frames, evidenced = [], [np.zeros(0, dtype=np.int64)]
-    pending = [(keys, since_us)] if keys.size and fixed.now_us is not None else []
-    while pending:
-        keys, since_us = pending.pop()
-        frame, flipped, inside = incidents_from(engine, fixed, keys, options, since_us, kept)
-        evidenced.append(inside)
-        cut = frame["first_poll_us"] < since_us
-        deeper = np.unique(frame["store_key"][cut]) if oldest < since_us else np.zeros(0)
-        deeper = np.setdiff1d(deeper, flipped)
-        frames.append(frame[~frame["store_key"].isin(np.union1d(deeper, flipped))])
-        # Cut stores: twice as far back, and at least the week (they are few, a read costs
-        # mostly its fixed part). Stores whose evidence changed: their whole history.
-        further = min(fixed.now_us - 2 * (fixed.now_us - since_us), fixed.now_us - READ_BACK_US)
-        for again, again_since in ((deeper, further), (flipped, oldest)):
-            if again.size:
-                pending.append((again.astype(np.int64), again_since))
-                since[again] = again_since
-    frame = pd.concat(frames, ignore_index=True) if frames else empty_frame()
-    return Found(frame, since, np.unique(np.concatenate(evidenced)))
+    kept: StoreRows | None,
+    oldest: int,
+) -> tuple[pd.DataFrame, np.ndarray, list[Reading]]:
+    """One reading's incidents of the stores it settles, the stores with a poll inside
+    business hours, and what to read again: the stores whose history read begins inside an
+    outage (twice as far back, at least the week: they are few, and a read costs mostly its
+    fixed part), and those whose evidence changed kind (`newly_evidenced`: from the first
+    poll)."""
+    frame, flipped, inside = incidents_from(
+        engine, fixed, reading.store_keys, options, reading.since_us, kept
+    )
+    cut = frame["first_poll_us"] < reading.since_us
+    deeper = np.unique(frame["store_key"][cut]) if oldest < reading.since_us else np.zeros(0)
+    deeper = np.setdiff1d(deeper, flipped).astype(np.int64)
+    settled = frame[~frame["store_key"].isin(np.union1d(deeper, flipped))]
+    further = min(2 * reading.since_us - fixed.now_us, fixed.now_us - READ_BACK_US)
+    return settled, inside, [Reading(deeper, further), Reading(flipped, oldest)]
+
+
+def by_place(readings: list[Reading]) -> list[Reading]:
+    """The readings' stores, one reading per place to read from."""
+    if not readings:
+        return []
+    keys = np.concatenate([reading.store_keys for reading in readings])
+    starts = np.concatenate([np.full(r.store_keys.size, r.since_us) for r in readings])
+    return [
+        Reading(keys[starts == start].astype(np.int64), int(start)) for start in np.unique(starts)
+    ]
 
 
 def incidents_from(
