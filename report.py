@@ -413,6 +413,21 @@ def in_business_hours(inputs: ReportInputs, store: np.ndarray, ts_us: np.ndarray
     return business_intervals(inputs, np.asarray(stores), spans).contains(codes, ticks)
 
 
+def business_between(
+    inputs: ReportInputs, stores: np.ndarray, low_us: int, high_us: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each store's business time (hours minus closures) in [low, high), in µs, and whether
+    `high` lies inside it (`stores`: distinct). Exact: interval bounds are whole µs."""
+    codes = np.arange(stores.size, dtype=np.int64)
+    low, high = low_us * TICKS_PER_US, high_us * TICKS_PER_US
+    first_day = np.full(stores.size, low // DAY_TICKS - 2, dtype=np.int64)
+    last_day = np.full(stores.size, high // DAY_TICKS + 2, dtype=np.int64)
+    business = business_intervals(inputs, stores, DaySpans(codes, first_day, last_day))
+    lows, highs = np.full(stores.size, low), np.full(stores.size, high)
+    held = BusinessClock.over(business, low, high).between(codes, lows, highs)
+    return held // TICKS_PER_US, business.contains(codes, highs)
+
+
 # --------------------------------------------------------------------------- status
 
 

@@ -76,7 +76,8 @@ def run(name: str, url: str, folder: Path, uploads: list[Path], scratch: Path) -
             seconds = time.perf_counter() - started
             print(
                 f"{name}: evaluation after {upload.name}: {seconds:.2f} s "
-                f"({after.stores} stores, {after.events} events)"
+                f"({after.stores} stores, {after.carried} of them carried forward, "
+                f"{after.events} events)"
             )
         db.engine.dispose()
 

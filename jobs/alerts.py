@@ -57,8 +57,9 @@ class Evaluation:
 
     batch: int
     now_us: int | None
-    stores: int
+    stores: int  # stores evaluated: read, or carried forward without reading
     events: int
+    carried: int = 0  # of those, carried forward (`incidents.carry_forward`)
 
 
 def evaluate(clock: deliveries.Clock = utcnow) -> Evaluation:
@@ -76,7 +77,9 @@ class Computed:
 
     planned_from: tuple[int, int | None]  # the alert state (evaluated batch, now) read first
     fixed: snapshot.Snapshot
-    readings: list[incidents.Reading]
+    readings: list[incidents.Reading]  # the stores read
+    carried: np.ndarray  # the stores whose open incident was carried forward without reading
+    stale_readings: list[incidents.Reading]  # what rules with `stale_after` read
     since: pd.Series  # where each store's history was read from
     by_stale: dict[int | None, pd.DataFrame]  # the incidents per `stale_after` (None: none)
     known_evidenced: np.ndarray  # `evidenced_stores` as read first
@@ -100,18 +103,22 @@ def _evaluate(clock: deliveries.Clock) -> Evaluation:
         state.evaluated_batch = max(state.evaluated_batch, fixed.batch)
         session.commit()
         return Evaluation(fixed.batch, None, 0, 0)
-    incidents.save_incidents(conn, planned.by_stale[None], planned.since)
+    incidents.save_incidents(conn, planned.by_stale[None], planned.since, planned.carried)
     read = np.concatenate([reading.store_keys for reading in readings] or [np.zeros(0, np.int64)])
     incidents.save_evidenced(conn, planned.known_evidenced, read, planned.evidenced)
     bound_us = fixed.now_us if state.now_us is None else state.now_us
-    events = fire_rules(conn, fixed, readings, planned.by_stale, bound_us, clock())
-    store_count = sum(reading.store_keys.size for reading in readings)
+    events = fire_rules(conn, fixed, planned.stale_readings, planned.by_stale, bound_us, clock())
+    store_count = int(read.size + planned.carried.size)
     state.evaluated_batch, state.now_us = fixed.batch, fixed.now_us
     session.commit()
     logger.info(
-        "alerts: batch %d evaluated (%d stores, %d new events)", fixed.batch, store_count, events
+        "alerts: batch %d evaluated (%d stores, %d of them carried forward, %d new events)",
+        fixed.batch,
+        store_count,
+        planned.carried.size,
+        events,
     )
-    return Evaluation(fixed.batch, fixed.now_us, int(store_count), events)
+    return Evaluation(fixed.batch, fixed.now_us, store_count, events, int(planned.carried.size))
 
 
 def evaluate_and_send(app: Flask | None = None, send: bool = True) -> Evaluation | None:
@@ -151,21 +158,36 @@ def compute(planned_from: tuple[int, int | None]) -> Computed:
     none = np.zeros(0, dtype=np.int64)
     if fixed.now_us is None:
         empty = {None: incidents.empty_frame()}
-        return Computed(planned_from, fixed, [], pd.Series(), empty, none, none)
+        return Computed(planned_from, fixed, [], none, [], pd.Series(), empty, none, none)
     kept = store_rows.current(db.engine, fixed)
     with db.engine.connect() as conn:
         evidenced = incidents.evidenced_stores(conn)
         known = incidents.Known(planned_from[1], evidenced, kept)
-        readings = incidents.plan_readings(conn, planned_from[0], fixed.batch, fixed.now_us, known)
+        plan = incidents.plan_readings(conn, planned_from[0], fixed.batch, fixed.now_us, known)
         stale_values = conn.scalars(
             select(AlertRule.stale_after_us).where(AlertRule.stale_after_us.is_not(None)).distinct()
         ).all()
-    found = incidents.compute_readings(db.engine, fixed, readings, report.ReportOptions(), kept)
-    by_stale: dict[int | None, pd.DataFrame] = {None: found.frame}
+    found = incidents.compute_readings(
+        db.engine, fixed, plan.readings, report.ReportOptions(), kept
+    )
+    frame, carried_keys = found.frame, none
+    if not plan.carried.empty and kept is not None and planned_from[1] is not None:
+        carried = incidents.carry_forward(plan.carried, kept, planned_from[1], fixed.now_us)
+        frame = pd.concat([frame, carried.frame], ignore_index=True)
+        carried_keys = carried.frame["store_key"].to_numpy(np.int64)
+    by_stale: dict[int | None, pd.DataFrame] = {None: frame}
     for stale_us in sorted(stale_values):
-        by_stale[stale_us] = stale_incidents(fixed, readings, stale_us, kept)
+        by_stale[stale_us] = stale_incidents(fixed, plan.with_carried, stale_us, kept)
     return Computed(
-        planned_from, fixed, readings, found.since, by_stale, evidenced, found.evidenced
+        planned_from,
+        fixed,
+        plan.readings,
+        carried_keys,
+        plan.with_carried,
+        found.since,
+        by_stale,
+        evidenced,
+        found.evidenced,
     )
 
 

@@ -64,41 +64,84 @@ class Known:
     kept: StoreRows | None = None
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What an evaluation reads: `readings` for its incidents, and `carried`, the open
+    incidents it carries forward to `now` without reading their stores (`carry_forward`).
+    `with_carried` also reads the carried stores (as before carrying existed): the readings of
+    the rules with `stale_after`, whose incidents are not kept."""
+
+    readings: list[Reading]
+    carried: pd.DataFrame
+    with_carried: list[Reading]
+
+
 def plan_readings(
     conn: Connection, after_batch: int, batch: int, now_us: int, known: Known | None = None
-) -> list[Reading]:
+) -> Plan:
     """What an evaluation of batches (after_batch, batch] reads, store by store.
 
     - Stores whose hours, zone or closures changed: the week before `now` (and further back
       where an incident reaches past it), as everything about them may have changed.
-    - Stores with an open incident: from its start (its downtime grows as `now` moves), in
-      readings of stores whose incidents are of similar age.
+    - Stores with an open incident that got polls: from its start, in readings of stores whose
+      incidents are of similar age. Those that got none are carried forward (`carriable`).
     - Other stores that got polls: from the batches' earliest new poll. Older incidents of
       theirs cannot change, except one that still reaches it, which is read further back.
       Those the new polls cannot change at all are left out (`unchanged_by_new_polls`).
     """
+    known = known or Known()
     written = keys_of(conn, BATCH_STORES, {"after": after_batch, "batch": batch})
-    reshaped = reshaped_stores(conn, after_batch, batch, known or Known())
-    open_rows = snapshot.integer_table(conn, OPEN_STARTS, {"yes": True}, ["store_key", "started"])
-    open_keys, open_starts = open_rows[:, 0], open_rows[:, 1]
+    reshaped = reshaped_stores(conn, after_batch, batch, known)
+    open_rows = open_incidents(conn)
     first_new = conn.execute(
         text("SELECT MIN(min_ts_us) FROM load_batches WHERE id > :after AND id <= :batch"),
         {"after": after_batch, "batch": batch},
     ).scalar()
     week_ago = now_us - READ_BACK_US
-    readings = [Reading(reshaped, week_ago)]
-    still_open = ~np.isin(open_keys, reshaped)
-    starts = np.minimum(open_starts[still_open], now_us)
+    starts = open_rows[~open_rows["store_key"].isin(reshaped)].groupby("store_key")["started_us"]
+    starts = np.minimum(starts.min(), now_us)
     if first_new is not None:
         starts = np.minimum(starts, int(first_new))
-    readings += readings_by_age(open_keys[still_open], starts, now_us)
-    polled = np.setdiff1d(np.setdiff1d(written, reshaped), open_keys)
+    open_keys = starts.index.to_numpy(np.int64)
+    by_age = readings_by_age(open_keys, starts.to_numpy(np.int64), now_us)
+    readings = [Reading(reshaped, week_ago)]
+    polled = np.setdiff1d(np.setdiff1d(written, reshaped), open_rows["store_key"])
     if polled.size and first_new is not None:
         new = (int(first_new), now_us)  # the earliest new poll, and `now`
-        unchanged = unchanged_by_new_polls(conn, polled, batch, new, known or Known())
+        unchanged = unchanged_by_new_polls(conn, polled, batch, new, known)
         polled = np.setdiff1d(polled, unchanged)
         readings.append(Reading(polled, min(int(first_new), now_us)))
-    return [reading for reading in readings if reading.store_keys.size]
+    carried = carriable(open_rows, np.union1d(written, reshaped), now_us, known)
+    kept_open = [
+        Reading(np.setdiff1d(r.store_keys, carried["store_key"]), r.since_us) for r in by_age
+    ]
+    return Plan(
+        [r for r in readings + kept_open if r.store_keys.size],
+        carried,
+        [r for r in readings + by_age if r.store_keys.size],
+    )
+
+
+def open_incidents(conn: Connection) -> pd.DataFrame:
+    """The open incidents as stored: store, start, first poll and business time so far."""
+    columns = ["store_key", "started_us", "first_poll_us", "business_us"]
+    rows = snapshot.integer_table(conn, OPEN_ROWS, {"yes": True}, columns)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def carriable(
+    open_rows: pd.DataFrame, changed: np.ndarray, now_us: int, known: Known
+) -> pd.DataFrame:
+    """The open incidents that need no reading: those of stores with one open incident, no
+    new poll and no new hours, zone or closures. A store's status at the previous `now` was
+    inactive and no poll came since, so its last poll still owns all time to `now`: only its
+    business time grows, by that of (previous `now`, `now`]. Needs that `now` and every store's
+    rows in memory; else none."""
+    previous = known.previous_now_us
+    if previous is None or known.kept is None or now_us < previous:
+        return open_rows.iloc[0:0]
+    single = ~open_rows["store_key"].duplicated(keep=False)
+    return open_rows[single & ~open_rows["store_key"].isin(changed)]
 
 
 def reshaped_stores(conn: Connection, after_batch: int, batch: int, known: Known) -> np.ndarray:
@@ -177,9 +220,8 @@ def key_chunks(store_keys: np.ndarray) -> list[np.ndarray]:
     ]
 
 
-OPEN_STARTS = (
-    "SELECT store_key, MIN(started_us) AS started FROM incidents WHERE is_open = :yes "
-    "GROUP BY store_key"
+OPEN_ROWS = (
+    "SELECT store_key, started_us, first_poll_us, business_us FROM incidents WHERE is_open = :yes"
 )
 BATCH_STORES = "SELECT store_key FROM batch_stores WHERE batch > :after AND batch <= :batch"
 CHANGED_STORE_ROWS = [
@@ -271,6 +313,32 @@ def by_place(readings: list[Reading]) -> list[Reading]:
     ]
 
 
+def carry_forward(
+    carried: pd.DataFrame, kept: StoreRows, previous_now_us: int, now_us: int
+) -> Found:
+    """The carried open incidents (`carriable`) as of `now`: their business time grown by
+    that of (previous `now`, `now`], down now where `now` is inside business hours. `since`
+    is empty: the stores' other incidents stay as they are (`save_incidents`)."""
+    keys = carried["store_key"].to_numpy(np.int64)
+    if not keys.size:
+        return Found(empty_frame(), pd.Series([], dtype=np.int64), np.zeros(0, dtype=np.int64))
+    hours, zones, closures = kept.of(int(keys.min()), int(keys.max()) + 1, keys.tolist())
+    inputs = report.ReportInputs(report.Polls.of(), hours, zones, closures)
+    grown, down_now = report.business_between(inputs, keys, previous_now_us, now_us)
+    frame = pd.DataFrame(
+        {
+            "store_key": keys,
+            "started_us": carried["started_us"].to_numpy(np.int64),
+            "first_poll_us": carried["first_poll_us"].to_numpy(np.int64),
+            "resolved_us": np.full(keys.size, -1, dtype=np.int64),
+            "business_us": carried["business_us"].to_numpy(np.int64) + grown,
+            "is_open": np.ones(keys.size, dtype=bool),
+            "down_now": down_now,
+        }
+    )
+    return Found(frame, pd.Series([], dtype=np.int64), np.zeros(0, dtype=np.int64))
+
+
 def incidents_from(
     engine: Engine,
     fixed: snapshot.Snapshot,
@@ -338,7 +406,11 @@ def with_evidence(read: snapshot.ShardInputs, since_us: int, flipped: np.ndarray
 
 
 def empty_frame() -> pd.DataFrame:
-    return pd.DataFrame({name: [] for name in INCIDENT_COLUMNS}, dtype=np.int64)
+    """No incidents, with the engine's column types (flags are booleans)."""
+    flags = ("is_open", "down_now")
+    return pd.DataFrame(
+        {name: np.zeros(0, dtype=bool if name in flags else np.int64) for name in INCIDENT_COLUMNS}
+    )
 
 
 def oldest_poll_us(engine: Engine, batch: int) -> int:
@@ -372,13 +444,19 @@ def save_evidenced(
         writing.insert_rows(conn, table, frame, writing.insert_ignoring(conn))
 
 
-def save_incidents(conn: Connection, frame: pd.DataFrame, since: pd.Series) -> None:
-    """Replace each store's stored incidents from its `since` on with `frame`'s."""
+def save_incidents(
+    conn: Connection, frame: pd.DataFrame, since: pd.Series, carried: np.ndarray | None = None
+) -> None:
+    """Replace each store's stored incidents from its `since` on, and the open incident of
+    each `carried` store (its only one that changes), with `frame`'s."""
     sql = "DELETE FROM incidents WHERE store_key IN :keys AND first_poll_us >= :since"
     for since_us, part in since.groupby(since):
         keys = part.index.to_numpy(np.int64)
         for chunk in key_chunks(keys):
             snapshot.run(conn, sql, {"keys": chunk, "since": int(since_us)})
+    sql = "DELETE FROM incidents WHERE store_key IN :keys AND is_open = :yes"
+    for chunk in key_chunks(np.zeros(0, dtype=np.int64) if carried is None else carried):
+        snapshot.run(conn, sql, {"keys": chunk, "yes": True})
     insert_incidents(conn, frame)
 
 

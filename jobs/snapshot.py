@@ -143,12 +143,13 @@ def prepare_session(conn: Connection) -> None:
     """MySQL truncates GROUP_CONCAT at 1 KB unless told otherwise. MariaDB turns an IN list
     of 1,000 values or more into a join with a temporary table, which loses the loose index
     scan of each store's latest poll (0.9 s instead of 0.07 s for 4,000 stores): keep lists."""
-    if conn.dialect.name != "mysql":
+    if conn.dialect.name != "mysql" or conn.info.get("prepared_for_reads"):
         return
     settings = f"group_concat_max_len = {MAX_GROUP_CONCAT_BYTES}"
     if getattr(conn.dialect, "is_mariadb", False):
         settings += ", in_predicate_conversion_threshold = 0"
     conn.execute(text(f"SET SESSION {settings}"))
+    conn.info["prepared_for_reads"] = True  # the driver's connection keeps its settings
 
 
 MEMBERS = (

@@ -544,6 +544,33 @@ def test_an_evaluation_reads_the_stores_of_its_batches_and_open_incidents_only(a
         assert alerts.evaluate().stores == 1
 
 
+def test_an_open_incident_of_a_store_without_new_polls_grows_without_reading_it(alert_app, caplog):
+    client = alert_app.test_client()
+    upload(client, "/business_hours", HOURS)  # Monday 09:00-17:00 UTC
+    upload(client, "/timezones", ZONES)
+    rows = ["s1,active,2023-01-23 09:00:00", "s1,inactive,2023-01-23 10:00:00"]
+    upload(client, "/polls", polls(*rows, "s2,active,2023-01-23 10:00:00"))
+    caplog.set_level(logging.INFO, logger="jobs.alerts")
+
+    def s1_now() -> tuple[float, bool]:
+        found = client.get("/incidents").get_json()["incidents"]
+        assert [i["started_at"] for i in found] == ["2023-01-23T09:30:00.000000Z"]
+        return found[0]["business_downtime_seconds"], found[0]["down_now"]
+
+    assert s1_now() == (1800.0, True)
+    # Only s2 is polled: s1's last poll still owns the time up to `now`.
+    upload(client, "/polls", polls("s2,active,2023-01-23 12:00:00"))
+    assert s1_now() == (9000.0, True)  # 09:30-12:00
+    upload(client, "/polls", polls("s2,active,2023-01-23 18:00:00"))
+    assert s1_now() == (27000.0, False)  # 09:30-17:00; closed at 18:00
+    carried = [
+        record.args[2]
+        for record in caplog.records
+        if record.name == "jobs.alerts" and record.msg.startswith("alerts: batch")
+    ]
+    assert carried == [1, 1]  # s1, read neither time
+
+
 def evaluated_store_counts(caplog) -> list[int]:
     """How many stores each evaluation logged since the capture began read."""
     return [
@@ -649,7 +676,7 @@ def test_a_store_down_for_an_hour_is_not_read_back_as_far_as_one_down_for_days(a
     with alert_app.app_context(), db.engine.connect() as conn:
         batch, now_us = alerts.alert_state(conn)
         keys = dict(conn.execute(select(Store.external_id, Store.id)).all())
-        readings = incidents.plan_readings(conn, batch, batch, now_us)
+        readings = incidents.plan_readings(conn, batch, batch, now_us).readings
     since = {int(key): r.since_us for r in readings for key in r.store_keys}
     assert since == {
         keys["s1"]: 1_674_090_000_000_000,  # 2023-01-19 01:00 UTC

@@ -201,6 +201,27 @@ def test_dst_gap_start_moves_to_end_of_gap():
     assert got["s"][1] == 2.0
 
 
+def test_business_between_counts_hours_minus_closures_and_says_whether_the_end_is_inside():
+    # Chicago springs forward Sun 2023-03-12: open 02:30–05:00 is 08:00–10:00 UTC (as above).
+    # A closure 04:00–04:30 CDT (09:00–09:30 UTC) leaves 1.5 h. s2 (no hours) is open always.
+    shops = inputs(
+        hours=[("s1", 6, "02:30", "05:00")],
+        zones=[("s1", "America/Chicago")],
+        closures=[("s1", "2023-03-12 04:00", "2023-03-12 04:30")],
+    )
+    stores = np.array(["s1", "s2"])
+    held, inside = report.business_between(
+        shops, stores, at("2023-03-12 07:00"), at("2023-03-12 09:45")
+    )
+    assert held.tolist() == [4_500_000_000, 9_900_000_000]  # 08:00–09:00, 09:30–09:45; 2 h 45
+    assert inside.tolist() == [True, True]  # 09:45 UTC is after the closure, before 10:00
+    held, inside = report.business_between(
+        shops, stores, at("2023-03-12 09:10"), at("2023-03-12 11:00")
+    )
+    assert held.tolist() == [1_800_000_000, 6_600_000_000]  # 09:30–10:00; 1 h 50 min
+    assert inside.tolist() == [False, True]
+
+
 def test_dst_overlap_takes_first_occurrence():
     # Chicago falls back Sun 2023-11-05 02:00 CDT → 01:00 CST. Open Sun 01:30–03:00:
     # 01:30 occurs twice → first (CDT, UTC−5) = 06:30 UTC; 03:00 CST = 09:00 UTC → 2.5 h.
