@@ -220,7 +220,9 @@ def _literals(column: pd.Series, driver) -> list[str]:
         return np.where(column.to_numpy(bool), "1", "0").tolist()
     if pd.api.types.is_integer_dtype(column.dtype):
         return list(map(str, column.to_numpy(np.int64).tolist()))
-    return [driver.escape(value) for value in column.tolist()]
+    codes, values = pd.factorize(column)  # each distinct value escaped once; a missing one: -1
+    escaped = [driver.escape(value) for value in values] + ["NULL"]
+    return np.array(escaped, dtype=object)[codes].tolist()
 
 
 def _load_data_local(

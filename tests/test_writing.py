@@ -235,6 +235,29 @@ def test_duplicate_polls_alone_are_no_reason_to_fail(app):
         assert writing.bulk_insert(conn, "polls", frame, skip_duplicates=True) == 0
 
 
+@pytest.mark.parametrize("statement_bytes", [1 << 20, 40])
+def test_insert_rows_stores_every_value_as_sent(app, monkeypatch, statement_bytes):
+    # On MySQL/MariaDB the rows become literals (40 bytes: a statement a row or two).
+    monkeypatch.setattr(writing, "STATEMENT_BYTES", statement_bytes)
+    texts = ["it's", "back\\slash \\N", "%s %(x)s", "\N{PILE OF POO} ó", "", None, "NULL"]
+    frame = pd.DataFrame(
+        {"id": range(1, len(texts) + 1), "label": texts, "flag": [True, False] * 3 + [True]}
+    )
+    with app.app_context(), db.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE scratch (id BIGINT PRIMARY KEY, label TEXT, flag INT)")
+        try:
+            assert writing.insert_rows(conn, "scratch", frame) == len(texts)
+            again = writing.insert_rows(conn, "scratch", frame, writing.insert_ignoring(conn))
+            stored = conn.exec_driver_sql("SELECT id, label, flag FROM scratch ORDER BY id").all()
+        finally:
+            conn.exec_driver_sql("DROP TABLE scratch")
+    assert again == 0
+    assert [tuple(row) for row in stored] == [
+        (index + 1, label, int(flag))
+        for index, (label, flag) in enumerate(zip(texts, frame["flag"], strict=True))
+    ]
+
+
 # --------------------------------------------------------------------------- versions
 
 CURRENT_HOURS = (
