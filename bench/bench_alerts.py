@@ -2,9 +2,10 @@
 
 For SQLite and MariaDB: loop-full loaded (`loader.load`), a first evaluation (every store), one
 alert rule, then 10,000-poll uploads an hour apart after the data's latest poll (the next poll
-of 10,000 stores: half of them inactive; all active again; all active) and the evaluation that
-follows each, timed alone. The yardstick (pandas reading
-the polls file) runs in the same process, since the machine's speed varies from day to day.
+of 10,000 stores: each as its latest poll was, the hourly case; half of them inactive; all
+active again; all active) and the evaluation that follows each, timed alone. The yardstick
+(pandas reading the polls file) runs in the same process, since the machine's speed varies
+from day to day.
 
     python bench/bench_alerts.py [--rows 10000] [--only SQLite|MariaDB]
 """
@@ -27,14 +28,20 @@ from jobs import alerts
 from models import AlertRule, db, init_schema
 
 
-def next_hour_polls(folder: Path, rows: int, out: Path, hours: int = 1, down: bool = True) -> Path:
-    """`rows` polls of distinct stores, `hours` after the latest poll; with `down`, every
-    second one inactive (else all active)."""
+def next_hour_polls(folder: Path, rows: int, out: Path, hours: int, mode: str) -> Path:
+    """`rows` polls of distinct stores, `hours` after the latest poll: each store's status as
+    its latest poll had it (`as-before`), every second one inactive (`half-down`), or all
+    active (`all-active`)."""
     polls = pd.read_csv(folder / "store_status.csv.gz", dtype=str)
-    latest = pd.to_datetime(polls["timestamp_utc"].str.removesuffix(" UTC"), format="ISO8601").max()
+    instants = pd.to_datetime(polls["timestamp_utc"].str.removesuffix(" UTC"), format="ISO8601")
+    latest = polls.assign(at=instants).sort_values("at").drop_duplicates("store_id", keep="last")
     stores = polls["store_id"].drop_duplicates().head(rows)
-    moment = (latest + pd.Timedelta(hours=hours)).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
-    status = ["inactive" if n % 2 and down else "active" for n in range(len(stores))]
+    moment = (instants.max() + pd.Timedelta(hours=hours)).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+    if mode == "as-before":
+        status = latest.set_index("store_id")["status"].reindex(stores).to_numpy()
+    else:
+        down = mode == "half-down"
+        status = ["inactive" if n % 2 and down else "active" for n in range(len(stores))]
     frame = pd.DataFrame({"store_id": stores, "status": status, "timestamp_utc": moment})
     frame.to_csv(out, index=False)
     return out
@@ -76,7 +83,7 @@ def run(name: str, url: str, folder: Path, uploads: list[Path], scratch: Path) -
             seconds = time.perf_counter() - started
             print(
                 f"{name}: evaluation after {upload.name}: {seconds:.2f} s "
-                f"({after.stores} stores, {after.carried} of them carried forward, "
+                f"({after.stores} stores, {getattr(after, 'carried', 0)} carried forward, "
                 f"{after.events} events)"
             )
         db.engine.dispose()
@@ -91,9 +98,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         uploads = [
-            next_hour_polls(folder, args.rows, scratch / "half-down.csv"),
-            next_hour_polls(folder, args.rows, scratch / "all-back.csv", hours=2, down=False),
-            next_hour_polls(folder, args.rows, scratch / "all-up.csv", hours=3, down=False),
+            next_hour_polls(folder, args.rows, scratch / "as-before.csv", 1, "as-before"),
+            next_hour_polls(folder, args.rows, scratch / "half-down.csv", 2, "half-down"),
+            next_hour_polls(folder, args.rows, scratch / "all-back.csv", 3, "all-active"),
+            next_hour_polls(folder, args.rows, scratch / "all-up.csv", 4, "all-active"),
         ]
         print(f"yardstick (pandas reads the polls file): {yardstick(folder):.2f} s")
         for name, url in targets(scratch).items():
