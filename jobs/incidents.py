@@ -9,7 +9,9 @@ start is known, so a stored incident is always exact; incidents that begin befor
 was read from are left as stored. A store whose first poll inside business hours arrives is read
 again from its first poll: its evidence was all its polls until then (docs/spec.md). A store
 whose new polls are all active, after the previous `now`, while it had no open incident, is not
-read at all when its evidence cannot change kind (`unchanged_by_new_polls`).
+read at all when its evidence cannot change kind (`unchanged_by_new_polls`). The open incident
+of a store that got no poll and no new hours, zone or closures is carried forward without
+reading: it only grows by the business time since the previous `now` (`carry_forward`).
 """
 
 from __future__ import annotations
