@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 
@@ -11,7 +12,7 @@ from jobs import snapshot, store_rows
 from loading import writing
 from models import db
 from tests.conftest import SAMPLE
-from tests.loading import HOURS_HEADER, load, scalar, write
+from tests.loading import HOURS_HEADER, load, rows, scalar, write
 
 STORE = "2914615253234349417"  # a store of the sample with hours
 LATER = datetime(2031, 1, 1)
@@ -94,3 +95,32 @@ def test_a_database_restored_and_loaded_again_is_read_again(app):
         conn.execute(text("UPDATE load_batches SET started_at = :at"), {"at": LATER})
     _, again = kept(app)
     assert first is not None and again is not None and again is not first
+
+
+def test_kept_ids_are_those_of_the_stores_and_follow_new_stores_and_a_restore(app, tmp_path):
+    def ids_of(keys: list[int]) -> list[str]:
+        with app.app_context(), db.engine.connect() as conn:
+            return store_rows.external_ids(conn, np.array(keys)).tolist()
+
+    def stored(keys: list[int]) -> list[str]:
+        found = dict(rows(app, "SELECT id, external_id FROM stores"))
+        return [found[key] for key in keys]
+
+    load(app, SAMPLE)
+    last = scalar(app, "SELECT MAX(id) FROM stores")
+    keys = [last, 1, 2, last]
+    assert ids_of(keys) == stored(keys)
+    # A new store is read (only newer keys are); a restored database with another store at a
+    # kept key is noticed by the last kept key's id.
+    write(
+        tmp_path / "polls.csv",
+        "store_id,status,timestamp_utc\nnew-store,active,2031-01-01 00:00:00\n",
+    )
+    load(app, polls=tmp_path / "polls.csv")
+    assert ids_of([last + 1, 1]) == ["new-store", stored([1])[0]]
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE stores SET external_id = 'restored' WHERE id = :key"), {"key": last + 1}
+        )
+        conn.execute(text("UPDATE stores SET external_id = 'other' WHERE id = 1"))
+    assert ids_of([1, last + 1]) == ["other", "restored"]
