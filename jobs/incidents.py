@@ -86,7 +86,8 @@ def plan_readings(
     - Stores whose hours, zone or closures changed: the week before `now` (and further back
       where an incident reaches past it), as everything about them may have changed.
     - Stores with an open incident that got polls: from its start, in readings of stores whose
-      incidents are of similar age. Those that got none are carried forward (`carriable`).
+      incidents are of similar age. Those that got none, or only inactive ones that cannot
+      change their evidence (`still_down_stores`), are carried forward (`carriable`).
     - Other stores that got polls: from the batches' earliest new poll. Older incidents of
       theirs cannot change, except one that still reaches it, which is read further back.
       Those the new polls cannot change at all are left out (`unchanged_by_new_polls`).
@@ -113,7 +114,10 @@ def plan_readings(
         unchanged = unchanged_by_new_polls(conn, polled, batch, new, known)
         polled = np.setdiff1d(polled, unchanged)
         readings.append(Reading(polled, min(int(first_new), now_us)))
-    carried = carriable(open_rows, np.union1d(written, reshaped), now_us, known)
+    polled_open = np.intersect1d(np.setdiff1d(written, reshaped), open_rows["store_key"])
+    still_down = still_down_stores(conn, polled_open, batch, first_new, known)
+    changed = np.union1d(np.setdiff1d(written, still_down), reshaped)
+    carried = carriable(open_rows, changed, now_us, known)
     kept_open = [
         Reading(np.setdiff1d(r.store_keys, carried["store_key"]), r.since_us) for r in by_age
     ]
@@ -129,6 +133,40 @@ def open_incidents(conn: Connection) -> pd.DataFrame:
     columns = ["store_key", "started_us", "first_poll_us", "business_us"]
     rows = snapshot.integer_table(conn, OPEN_ROWS, {"yes": True}, columns)
     return pd.DataFrame(rows, columns=columns)
+
+
+def still_down_stores(
+    conn: Connection, store_keys: np.ndarray, batch: int, first_new: int | None, known: Known
+) -> np.ndarray:
+    """Stores with an open incident whose new polls are all inactive and after the previous
+    `now`, known to have a poll inside business hours (`known.evidenced`): their outage goes on
+    through every new poll (those inside business hours are inactive evidence, the others are
+    no evidence), so their incident only grows, as if they had got no poll."""
+    none = np.zeros(0, dtype=np.int64)
+    previous_now_us, evidenced = known.previous_now_us, known.evidenced
+    if first_new is None or previous_now_us is None or evidenced is None:
+        return none
+    if first_new <= previous_now_us:  # some poll came late
+        return none
+    statuses = new_poll_statuses(conn, np.intersect1d(store_keys, evidenced), batch, first_new)
+    return statuses[statuses[:, 2] == 0, 0]
+
+
+def new_poll_statuses(
+    conn: Connection, store_keys: np.ndarray, batch: int, first_new_us: int
+) -> np.ndarray:
+    """Per store with polls from `first_new_us` on (as of `batch`): its key, the least and the
+    most of their `active` (1 and 1: all active; 0 and 0: all inactive)."""
+    snapshot.prepare_session(conn)
+    params = {"low": int(first_new_us), "batch": batch}
+    columns = ["store_key", "least_active", "most_active"]
+    return np.concatenate(
+        [np.zeros((0, 3), dtype=np.int64)]
+        + [
+            snapshot.integer_table(conn, NEW_POLL_STATUS, {**params, "keys": chunk}, columns)
+            for chunk in key_chunks(store_keys)
+        ]
+    )
 
 
 def carriable(
@@ -187,16 +225,7 @@ def unchanged_by_new_polls(
         return np.zeros(0, dtype=np.int64)
     if first_new_us <= previous_now_us:  # some poll came late: read every polled store
         return np.zeros(0, dtype=np.int64)
-    snapshot.prepare_session(conn)
-    params = {"low": int(first_new_us), "batch": batch}
-    columns = ["store_key", "least_active"]
-    least = np.concatenate(
-        [np.zeros((0, 2), dtype=np.int64)]
-        + [
-            snapshot.integer_table(conn, LEAST_ACTIVE, {**params, "keys": chunk}, columns)
-            for chunk in key_chunks(store_keys)
-        ]
-    )
+    least = new_poll_statuses(conn, store_keys, batch, first_new_us)
     all_active = least[least[:, 1] == 1, 0]
     unsure = np.setdiff1d(all_active, evidenced)
     if not unsure.size:
@@ -208,10 +237,9 @@ def unchanged_by_new_polls(
     return np.setdiff1d(all_active, polls.store[inside]).astype(np.int64)
 
 
-LEAST_ACTIVE = (
-    "SELECT store_key, MIN(active) AS least_active FROM polls WHERE store_key IN :keys "
-    "AND ts_us >= :low "
-    "AND batch <= :batch GROUP BY store_key"
+NEW_POLL_STATUS = (
+    "SELECT store_key, MIN(active) AS least_active, MAX(active) AS most_active FROM polls "
+    "WHERE store_key IN :keys AND ts_us >= :low AND batch <= :batch GROUP BY store_key"
 )
 
 

@@ -552,23 +552,31 @@ def test_an_open_incident_of_a_store_without_new_polls_grows_without_reading_it(
     upload(client, "/polls", polls(*rows, "s2,active,2023-01-23 10:00:00"))
     caplog.set_level(logging.INFO, logger="jobs.alerts")
 
-    def s1_now() -> tuple[float, bool]:
-        found = client.get("/incidents").get_json()["incidents"]
+    def s1_now() -> tuple[float, str | None, bool]:
+        found = client.get("/incidents?state=all").get_json()["incidents"]
         assert [i["started_at"] for i in found] == ["2023-01-23T09:30:00.000000Z"]
-        return found[0]["business_downtime_seconds"], found[0]["down_now"]
+        return found[0]["business_downtime_seconds"], found[0]["resolved_at"], found[0]["down_now"]
 
-    assert s1_now() == (1800.0, True)
+    assert s1_now() == (1800.0, None, True)
     # Only s2 is polled: s1's last poll still owns the time up to `now`.
     upload(client, "/polls", polls("s2,active,2023-01-23 12:00:00"))
-    assert s1_now() == (9000.0, True)  # 09:30-12:00
+    assert s1_now() == (9000.0, None, True)  # 09:30-12:00
+    # s1 is polled inactive again: its outage goes on (s1 has a poll inside business hours).
+    upload(
+        client, "/polls", polls("s1,inactive,2023-01-23 13:00:00", "s2,active,2023-01-23 13:00:00")
+    )
+    assert s1_now() == (12600.0, None, True)  # 09:30-13:00
     upload(client, "/polls", polls("s2,active,2023-01-23 18:00:00"))
-    assert s1_now() == (27000.0, False)  # 09:30-17:00; closed at 18:00
+    assert s1_now() == (27000.0, None, False)  # 09:30-17:00; closed at 18:00
     carried = [
         record.args[2]
         for record in caplog.records
         if record.name == "jobs.alerts" and record.msg.startswith("alerts: batch")
     ]
-    assert carried == [1, 1]  # s1, read neither time
+    assert carried == [1, 1, 1]  # s1, read none of these times
+    # An active poll that comes late (before `now`) ends it where it takes over: 14:00.
+    upload(client, "/polls", polls("s1,active,2023-01-23 15:00:00"))
+    assert s1_now() == (16200.0, "2023-01-23T14:00:00.000000Z", False)
 
 
 def evaluated_store_counts(caplog) -> list[int]:
