@@ -9,7 +9,7 @@ start is known, so a stored incident is always exact; incidents that begin befor
 was read from are left as stored. A store whose first poll inside business hours arrives is read
 again from its first poll: its evidence was all its polls until then (docs/spec.md). A store
 whose new polls are all active, after the previous `now`, while it had no open incident, is not
-read at all when its evidence cannot change kind (`unchanged_by_new_polls`). The open incident
+read at all when its evidence cannot change kind (`unaffected_by_new_polls`). The open incident
 of a store that got no poll and no new hours, zone or closures is carried forward without
 reading: it only grows by the business time since the previous `now` (`carry_forward`).
 """
@@ -86,13 +86,14 @@ def plan_readings(
     - Stores whose hours, zone or closures changed: the week before `now` (and further back
       where an incident reaches past it), as everything about them may have changed.
     - Stores with an open incident that got polls: from its start, in readings of stores whose
-      incidents are of similar age. Those that got none, or only inactive ones that cannot
-      change their evidence (`still_down_stores`), are carried forward (`carriable`).
+      incidents are of similar age. Those that got none, or none that changes their incidents
+      (`unaffected_by_new_polls`), are carried forward (`carriable`).
     - Other stores that got polls: from the batches' earliest new poll. Older incidents of
       theirs cannot change, except one that still reaches it, which is read further back.
-      Those the new polls cannot change at all are left out (`unchanged_by_new_polls`).
+      Those the new polls cannot change at all are left out (`unaffected_by_new_polls`).
     """
     known = known or Known()
+    none = np.zeros(0, dtype=np.int64)
     written = keys_of(conn, BATCH_STORES, {"after": after_batch, "batch": batch})
     reshaped = reshaped_stores(conn, after_batch, batch, known)
     open_rows = open_incidents(conn)
@@ -111,11 +112,14 @@ def plan_readings(
     polled = np.setdiff1d(np.setdiff1d(written, reshaped), open_rows["store_key"])
     if polled.size and first_new is not None:
         new = (int(first_new), now_us)  # the earliest new poll, and `now`
-        unchanged = unchanged_by_new_polls(conn, polled, batch, new, known)
+        unchanged = unaffected_by_new_polls(conn, polled, batch, new, known, down=False)
         polled = np.setdiff1d(polled, unchanged)
         readings.append(Reading(polled, min(int(first_new), now_us)))
     polled_open = np.intersect1d(np.setdiff1d(written, reshaped), open_rows["store_key"])
-    still_down = still_down_stores(conn, polled_open, batch, first_new, known)
+    still_down = none
+    if polled_open.size and first_new is not None:
+        new = (int(first_new), now_us)
+        still_down = unaffected_by_new_polls(conn, polled_open, batch, new, known, down=True)
     changed = np.union1d(np.setdiff1d(written, still_down), reshaped)
     carried = carriable(open_rows, changed, now_us, known)
     kept_open = [
@@ -133,23 +137,6 @@ def open_incidents(conn: Connection) -> pd.DataFrame:
     columns = ["store_key", "started_us", "first_poll_us", "business_us"]
     rows = snapshot.integer_table(conn, OPEN_ROWS, {"yes": True}, columns)
     return pd.DataFrame(rows, columns=columns)
-
-
-def still_down_stores(
-    conn: Connection, store_keys: np.ndarray, batch: int, first_new: int | None, known: Known
-) -> np.ndarray:
-    """Stores with an open incident whose new polls are all inactive and after the previous
-    `now`, known to have a poll inside business hours (`known.evidenced`): their outage goes on
-    through every new poll (those inside business hours are inactive evidence, the others are
-    no evidence), so their incident only grows, as if they had got no poll."""
-    none = np.zeros(0, dtype=np.int64)
-    previous_now_us, evidenced = known.previous_now_us, known.evidenced
-    if first_new is None or previous_now_us is None or evidenced is None:
-        return none
-    if first_new <= previous_now_us:  # some poll came late
-        return none
-    statuses = new_poll_statuses(conn, np.intersect1d(store_keys, evidenced), batch, first_new)
-    return statuses[statuses[:, 2] == 0, 0]
 
 
 def new_poll_statuses(
@@ -206,35 +193,46 @@ def readings_by_age(store_keys: np.ndarray, starts: np.ndarray, now_us: int) -> 
     ]
 
 
-def unchanged_by_new_polls(
-    conn: Connection, store_keys: np.ndarray, batch: int, new: tuple[int, int], known: Known
+def unaffected_by_new_polls(
+    conn: Connection,
+    store_keys: np.ndarray,
+    batch: int,
+    new: tuple[int, int],
+    known: Known,
+    down: bool,
 ) -> np.ndarray:
-    """Stores with no open incident whose new polls cannot change any incident of theirs.
+    """Stores whose new polls change none of their incidents (but an open one's growth).
 
-    With no open incident, a store's status at the previous `now` was active (or it had no
-    poll). When every new poll is active and after that `now`, no instant of its timeline
-    becomes inactive (the new polls take over from an active one, or from unknown time), and
-    its incidents stay as they are, unless the new polls change which of its
-    polls are evidence: a first poll inside business hours does (docs/spec.md). So the stores
-    left out are those known to have one there already (`known.evidenced`) and those whose new
-    polls all lie outside business hours. `new`: the earliest new poll, and `now`.
+    `down`: the stores have an open incident (their status at the previous `now` was
+    inactive), else none (active, or no poll). When every new poll is after that `now`, a new
+    poll changes nothing if it is no evidence (outside business hours, while the store has a
+    poll inside them: `known.evidenced`) or has that same status: the timeline keeps its
+    status from the previous `now` on. A store without a poll inside business hours has all
+    its polls as evidence until one comes inside them, which changes every incident of it
+    (docs/spec.md). `new`: the earliest new poll, and `now`.
     """
     first_new_us, now_us = new
     previous_now_us, evidenced, kept = known.previous_now_us, known.evidenced, known.kept
+    none = np.zeros(0, dtype=np.int64)
     if previous_now_us is None or evidenced is None or kept is None:
-        return np.zeros(0, dtype=np.int64)
+        return none
     if first_new_us <= previous_now_us:  # some poll came late: read every polled store
-        return np.zeros(0, dtype=np.int64)
-    least = new_poll_statuses(conn, store_keys, batch, first_new_us)
-    all_active = least[least[:, 1] == 1, 0]
-    unsure = np.setdiff1d(all_active, evidenced)
+        return none
+    same = 0 if down else 1  # the status at the previous `now`
+    statuses = new_poll_statuses(conn, store_keys, batch, first_new_us)
+    uniform = (statuses[:, 1] == same) & (statuses[:, 2] == same)
+    has_evidence = np.isin(statuses[:, 0], evidenced)
+    settled = statuses[uniform & has_evidence, 0]
+    unsure = statuses[uniform != has_evidence, 0]  # alike but maybe a first poll inside; or mixed
     if not unsure.size:
-        return all_active
+        return settled
     polls = snapshot.polls_in_span(conn, batch, unsure, first_new_us, now_us + 1)
     hours, zones, closures = kept.of(int(unsure.min()), int(unsure.max()) + 1, unsure.tolist())
     context = report.ReportInputs(report.Polls.of(), hours, zones, closures)
     inside = report.in_business_hours(context, polls.store, polls.ts_us)
-    return np.setdiff1d(all_active, polls.store[inside]).astype(np.int64)
+    other = polls.active != bool(same)
+    changing = (inside & other) | ~np.isin(polls.store, evidenced) & (inside | other)
+    return np.union1d(settled, np.setdiff1d(unsure, polls.store[changing])).astype(np.int64)
 
 
 NEW_POLL_STATUS = (
