@@ -170,11 +170,10 @@ def compute(planned_from: tuple[int, int | None]) -> Computed:
     found = incidents.compute_readings(
         db.engine, fixed, plan.readings, report.ReportOptions(), kept
     )
-    frame, carried_keys = found.frame, none
-    if not plan.carried.empty and kept is not None and planned_from[1] is not None:
+    frame = found.frame
+    if not plan.carried.empty:  # only with a previous `now` and the rows kept (`carriable`)
         carried = incidents.carry_forward(plan.carried, kept, planned_from[1], fixed.now_us)
-        frame = pd.concat([frame, carried.frame], ignore_index=True)
-        carried_keys = carried.frame["store_key"].to_numpy(np.int64)
+        frame = pd.concat([frame, carried], ignore_index=True)
     by_stale: dict[int | None, pd.DataFrame] = {None: frame}
     for stale_us in sorted(stale_values):
         by_stale[stale_us] = stale_incidents(fixed, plan.with_carried, stale_us, kept)
@@ -182,7 +181,7 @@ def compute(planned_from: tuple[int, int | None]) -> Computed:
         planned_from,
         fixed,
         plan.readings,
-        carried_keys,
+        plan.carried["store_key"].to_numpy(np.int64),
         plan.with_carried,
         found.since,
         by_stale,
@@ -369,7 +368,7 @@ def event_bodies(
 ) -> list[str]:
     """The JSON bodies, byte for byte as `json.dumps(body, separators=(",", ":"))` writes
     them, filled into one template (thousands of events: no dict and encoder per event)."""
-    store_ids = store_rows.external_ids(conn, due["store_key"].to_numpy(np.int64))
+    store_ids = store_rows.external_ids(conn.engine, due["store_key"].to_numpy(np.int64))
     started = instants(due["started_us"]).tolist()
     resolved = [f'"{text}"' for text in instants(due["resolved_us"]).tolist()]
     ends = np.where(due["is_open"].to_numpy(bool), "null", np.array(resolved, dtype=object))

@@ -8,10 +8,10 @@ an outage is read again further back (doubling the span, at least the week) unti
 start is known, so a stored incident is always exact; incidents that begin before where a store
 was read from are left as stored. A store whose first poll inside business hours arrives is read
 again from its first poll: its evidence was all its polls until then (docs/spec.md). A store
-whose new polls are all active, after the previous `now`, while it had no open incident, is not
-read at all when its evidence cannot change kind (`unaffected_by_new_polls`). The open incident
-of a store that got no poll and no new hours, zone or closures is carried forward without
-reading: it only grows by the business time since the previous `now` (`carry_forward`).
+whose new polls, after the previous `now`, are all no evidence or of the status it had then, is
+not read at all when its evidence cannot change kind (`unaffected_by_new_polls`); if it had an
+open incident, that incident is carried forward without reading: it only grows by the business
+time since the previous `now` (`carry_forward`), as it does for a store that got no poll.
 """
 
 from __future__ import annotations
@@ -122,9 +122,8 @@ def plan_readings(
         still_down = unaffected_by_new_polls(conn, polled_open, batch, new, known, down=True)
     changed = np.union1d(np.setdiff1d(written, still_down), reshaped)
     carried = carriable(open_rows, changed, now_us, known)
-    kept_open = [
-        Reading(np.setdiff1d(r.store_keys, carried["store_key"]), r.since_us) for r in by_age
-    ]
+    read_open = ~starts.index.isin(carried["store_key"])
+    kept_open = readings_by_age(open_keys[read_open], starts.to_numpy(np.int64)[read_open], now_us)
     return Plan(
         [r for r in readings + kept_open if r.store_keys.size],
         carried,
@@ -144,7 +143,6 @@ def new_poll_statuses(
 ) -> np.ndarray:
     """Per store with polls from `first_new_us` on (as of `batch`): its key, the least and the
     most of their `active` (1 and 1: all active; 0 and 0: all inactive)."""
-    snapshot.prepare_session(conn)
     params = {"low": int(first_new_us), "batch": batch}
     columns = ["store_key", "least_active", "most_active"]
     return np.concatenate(
@@ -159,11 +157,11 @@ def new_poll_statuses(
 def carriable(
     open_rows: pd.DataFrame, changed: np.ndarray, now_us: int, known: Known
 ) -> pd.DataFrame:
-    """The open incidents that need no reading: those of stores with one open incident, no
-    new poll and no new hours, zone or closures. A store's status at the previous `now` was
-    inactive and no poll came since, so its last poll still owns all time to `now`: only its
-    business time grows, by that of (previous `now`, `now`]. Needs that `now` and every store's
-    rows in memory; else none."""
+    """The open incidents that need no reading: those of stores with one open incident whose
+    hours, zone and closures are unchanged and which got no poll, or none that changes their
+    incidents (not in `changed`). A store's status at the previous `now` was inactive and
+    stays so up to `now`: only its business time grows, by that of (previous `now`, `now`].
+    Needs that `now` and every store's rows in memory; else none."""
     previous = known.previous_now_us
     if previous is None or known.kept is None or now_us < previous:
         return open_rows.iloc[0:0]
@@ -223,7 +221,8 @@ def unaffected_by_new_polls(
     uniform = (statuses[:, 1] == same) & (statuses[:, 2] == same)
     has_evidence = np.isin(statuses[:, 0], evidenced)
     settled = statuses[uniform & has_evidence, 0]
-    unsure = statuses[uniform != has_evidence, 0]  # alike but maybe a first poll inside; or mixed
+    # Alike, but maybe a first poll inside business hours; or mixed, maybe all outside them.
+    unsure = statuses[uniform != has_evidence, 0]
     if not unsure.size:
         return settled
     polls = snapshot.polls_in_span(conn, batch, unsure, first_new_us, now_us + 1)
@@ -231,7 +230,7 @@ def unaffected_by_new_polls(
     context = report.ReportInputs(report.Polls.of(), hours, zones, closures)
     inside = report.in_business_hours(context, polls.store, polls.ts_us)
     other = polls.active != bool(same)
-    changing = (inside & other) | ~np.isin(polls.store, evidenced) & (inside | other)
+    changing = (inside & other) | (~np.isin(polls.store, evidenced) & (inside | other))
     return np.union1d(settled, np.setdiff1d(unsure, polls.store[changing])).astype(np.int64)
 
 
@@ -343,17 +342,17 @@ def by_place(readings: list[Reading]) -> list[Reading]:
 
 def carry_forward(
     carried: pd.DataFrame, kept: StoreRows, previous_now_us: int, now_us: int
-) -> Found:
+) -> pd.DataFrame:
     """The carried open incidents (`carriable`) as of `now`: their business time grown by
-    that of (previous `now`, `now`], down now where `now` is inside business hours. `since`
-    is empty: the stores' other incidents stay as they are (`save_incidents`)."""
+    that of (previous `now`, `now`], down now where `now` is inside business hours (the
+    stores' other incidents stay as they are: `save_incidents`)."""
     keys = carried["store_key"].to_numpy(np.int64)
     if not keys.size:
-        return Found(empty_frame(), pd.Series([], dtype=np.int64), np.zeros(0, dtype=np.int64))
+        return empty_frame()
     hours, zones, closures = kept.of(int(keys.min()), int(keys.max()) + 1, keys.tolist())
     inputs = report.ReportInputs(report.Polls.of(), hours, zones, closures)
     grown, down_now = report.business_between(inputs, keys, previous_now_us, now_us)
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         {
             "store_key": keys,
             "started_us": carried["started_us"].to_numpy(np.int64),
@@ -364,7 +363,6 @@ def carry_forward(
             "down_now": down_now,
         }
     )
-    return Found(frame, pd.Series([], dtype=np.int64), np.zeros(0, dtype=np.int64))
 
 
 def incidents_from(
@@ -483,7 +481,7 @@ def save_incidents(
         for chunk in key_chunks(keys):
             snapshot.run(conn, sql, {"keys": chunk, "since": int(since_us)})
     sql = "DELETE FROM incidents WHERE store_key IN :keys AND is_open = :yes"
-    for chunk in key_chunks(np.zeros(0, dtype=np.int64) if carried is None else carried):
+    for chunk in key_chunks(carried) if carried is not None else []:
         snapshot.run(conn, sql, {"keys": chunk, "yes": True})
     insert_incidents(conn, frame)
 

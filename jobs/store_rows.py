@@ -17,6 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, fields
 
 import numpy as np
+import pandas as pd
 from sqlalchemy import Connection, Engine, text
 
 import report
@@ -152,25 +153,33 @@ class KnownIds:
 _IDS: OrderedDict[str, KnownIds] = OrderedDict()
 
 
-def external_ids(conn: Connection, store_keys: np.ndarray) -> np.ndarray:
-    """The external id of each of `store_keys` (all of them stores), kept per database."""
+def external_ids(engine: Engine, store_keys: np.ndarray) -> np.ndarray:
+    """The external id of each of `store_keys` (all of them stores), kept per database. Read
+    on a connection of its own: an id never changes once committed, and a transaction that
+    began before a store was committed would not see it."""
     keys = np.asarray(store_keys, dtype=np.int64)
     if not keys.size:
         return np.zeros(0, dtype=object)
-    if int(keys.max()) > STORES_LIMIT:
-        return _read_ids(conn, keys)
-    identity = f"{conn.engine.url}#{database_instance(conn)}"
-    with _LOCK:
-        kept = _IDS.get(identity)
-    ids = kept.ids if kept is not None and _still_valid(conn, kept.ids) else np.zeros(0, object)
-    if int(keys.max()) >= ids.size:
-        ids = _extended(conn, ids, int(keys.max()) + 1)
+    with engine.connect() as conn:
+        if int(keys.max()) > STORES_LIMIT:
+            return _read_ids(conn, keys)
+        identity = f"{engine.url}#{database_instance(conn)}"
         with _LOCK:
-            _IDS[identity] = KnownIds(ids)
-            _IDS.move_to_end(identity)
-            while len(_IDS) > CACHED_DATABASES:
-                _IDS.popitem(last=False)
+            kept = _IDS.get(identity)
+        ids = kept.ids if kept is not None and _still_valid(conn, kept.ids) else _NO_IDS
+        if int(keys.max()) >= ids.size:
+            ids = _extended(conn, ids)
+            with _LOCK:
+                _IDS[identity] = KnownIds(ids)
+                _IDS.move_to_end(identity)
+                while len(_IDS) > CACHED_DATABASES:
+                    _IDS.popitem(last=False)
+    if int(keys.max()) >= ids.size or pd.isna(ids[keys]).any():
+        raise LookupError("an evaluated store has no row in `stores`")
     return ids[keys]
+
+
+_NO_IDS = np.zeros(0, dtype=object)
 
 
 def _still_valid(conn: Connection, ids: np.ndarray) -> bool:
@@ -180,13 +189,12 @@ def _still_valid(conn: Connection, ids: np.ndarray) -> bool:
     return conn.execute(query, {"key": ids.size - 1}).scalar() == ids[-1]
 
 
-def _extended(conn: Connection, ids: np.ndarray, size: int) -> np.ndarray:
-    """`ids` and the ids of keys from its end to the last store's (at least `size` keys)."""
+def _extended(conn: Connection, ids: np.ndarray) -> np.ndarray:
+    """`ids` and the ids of the keys after its end, up to the last store's."""
     rows = conn.execute(
         text("SELECT id, external_id FROM stores WHERE id >= :low"), {"low": ids.size}
     ).all()
-    last = max([size - 1, *(int(row[0]) for row in rows)])
-    grown = np.full(last + 1, None, dtype=object)
+    grown = np.full(max([ids.size - 1, *(int(row[0]) for row in rows)]) + 1, None, dtype=object)
     grown[: ids.size] = ids
     for key, external_id in rows:
         grown[int(key)] = str(external_id)

@@ -13,6 +13,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,7 @@ from models import BusinessHours, Closure, Store, StoreGroupMember, StoreTimezon
 POLL_BUFFER_ROWS = 1_000_000
 EXECUTEMANY_ROWS = 50_000
 ROWS_PER_STATEMENT = 100  # SQLite: rows of one INSERT (3-7 columns: far below its 32,766 values)
-STATEMENT_BYTES = 1 << 20  # MySQL: text of one INSERT of literals (max_allowed_packet: 16 MB)
+STATEMENT_BYTES = 1 << 20  # MySQL: characters of one INSERT of literals (≤ 4 MB; packets: 16 MB)
 IN_LIST_SIZE = 500
 DUPLICATE_KEY = 1062  # MySQL/MariaDB warning: a row skipped by IGNORE for its key
 SHOWN_WARNINGS = 5
@@ -197,8 +198,8 @@ def literal_rows(conn: Connection, rows: pd.DataFrame, same: dict[str, int]) -> 
 
     PyMySQL binds nothing on the server: its executemany writes each value into the statement
     too, through its converters, several calls a value. Here a column is written at once:
-    integers and booleans as digits, anything else through the driver's own `escape` (what
-    its executemany calls; text follows the server's NO_BACKSLASH_ESCAPES)."""
+    integers and booleans as digits, text through the driver's own `escape` (what its
+    executemany calls), each distinct value once (`_literal`)."""
     driver = conn.connection.driver_connection
     columns = [_literals(rows[name], driver) for name in rows.columns]
     suffix = "".join(f",{int(value)}" for value in same.values()) + ")"
@@ -220,9 +221,23 @@ def _literals(column: pd.Series, driver) -> list[str]:
         return np.where(column.to_numpy(bool), "1", "0").tolist()
     if pd.api.types.is_integer_dtype(column.dtype):
         return list(map(str, column.to_numpy(np.int64).tolist()))
-    codes, values = pd.factorize(column)  # each distinct value escaped once; a missing one: -1
-    escaped = [driver.escape(value) for value in values] + ["NULL"]
-    return np.array(escaped, dtype=object)[codes].tolist()
+    codes, values = pd.factorize(column)  # each distinct value written once; a missing one: -1
+    written = [_literal(value, driver) for value in values] + ["NULL"]
+    return np.array(written, dtype=object)[codes].tolist()
+
+
+def _literal(value: object, driver) -> str:
+    """Text through the driver's escaping (which follows NO_BACKSLASH_ESCAPES), integers and
+    booleans as digits, a date and time without zone as its ISO text; nothing else."""
+    if isinstance(value, str):
+        return driver.escape(value)
+    if isinstance(value, bool | np.bool_):
+        return "1" if value else "0"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return f"'{value.isoformat(sep=' ')}'"
+    raise TypeError(f"no SQL literal for a {type(value).__name__}")
 
 
 def _load_data_local(

@@ -289,3 +289,20 @@ def polls_read(as_of: int) -> int:
 def run_load(app, path: Path) -> None:
     with app.app_context():
         loader.load(db.engine, polls=path)
+
+
+def test_integer_reads_give_every_row_or_fail(app, monkeypatch):
+    # On MySQL/MariaDB rows cross packed (PACKED_STORES stores a value); a value the server
+    # cuts short must fail the read, never drop rows.
+    monkeypatch.setattr(snapshot, "PACKED_STORES", 3)
+    with app.app_context():
+        loader.load(db.engine, SAMPLE)
+    sql = "SELECT id AS store_key, id * 2 AS twice FROM stores WHERE id <= :last"
+    with app.app_context(), db.engine.connect() as conn:
+        rows = snapshot.integer_table(conn, sql, {"last": 10}, ["store_key", "twice"])
+        assert sorted(rows.tolist()) == [[key, 2 * key] for key in range(1, 11)]
+        if conn.dialect.name == "mysql":
+            conn.exec_driver_sql("SET SESSION group_concat_max_len = 8")
+            with pytest.raises(RuntimeError, match="lost values"):
+                snapshot.integer_table(conn, sql, {"last": 10}, ["store_key", "twice"])
+        conn.invalidate()  # its session settings are not the pool's

@@ -99,8 +99,8 @@ def test_a_database_restored_and_loaded_again_is_read_again(app):
 
 def test_kept_ids_are_those_of_the_stores_and_follow_new_stores_and_a_restore(app, tmp_path):
     def ids_of(keys: list[int]) -> list[str]:
-        with app.app_context(), db.engine.connect() as conn:
-            return store_rows.external_ids(conn, np.array(keys)).tolist()
+        with app.app_context():
+            return store_rows.external_ids(db.engine, np.array(keys)).tolist()
 
     def stored(keys: list[int]) -> list[str]:
         found = dict(rows(app, "SELECT id, external_id FROM stores"))
@@ -124,3 +124,5 @@ def test_kept_ids_are_those_of_the_stores_and_follow_new_stores_and_a_restore(ap
         )
         conn.execute(text("UPDATE stores SET external_id = 'other' WHERE id = 1"))
     assert ids_of([1, last + 1]) == ["other", "restored"]
+    with pytest.raises(LookupError):
+        ids_of([last + 2])  # no such store

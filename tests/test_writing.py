@@ -4,6 +4,7 @@ versioned hours, time zones and closures, and the purge of old versions."""
 from __future__ import annotations
 
 import tempfile
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -256,6 +257,17 @@ def test_insert_rows_stores_every_value_as_sent(app, monkeypatch, statement_byte
         (index + 1, label, int(flag))
         for index, (label, flag) in enumerate(zip(texts, frame["flag"], strict=True))
     ]
+
+
+def test_literal_rows_refuse_values_they_cannot_write_exactly(app):
+    # A zone-aware time or a float has no one right literal: refused, never guessed.
+    with app.app_context(), db.engine.connect() as conn:
+        if conn.dialect.name != "mysql":
+            pytest.skip("literal rows are written on MySQL/MariaDB only")
+        for value in (datetime(2023, 1, 1, tzinfo=UTC), 0.5):
+            frame = pd.DataFrame({"value": pd.Series([value], dtype=object)})
+            with pytest.raises(TypeError, match="no SQL literal"):
+                list(writing.literal_rows(conn, frame, {}))
 
 
 # --------------------------------------------------------------------------- versions
