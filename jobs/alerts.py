@@ -389,5 +389,4 @@ def bound(conn: Connection, column: str, value: object) -> object:
     """`value` as the column's type sends it to `conn`'s database."""
     column_type = AlertEvent.__table__.c[column].type.dialect_impl(conn.dialect)
     to_db = column_type.bind_processor(conn.dialect)
-    value = value if to_db is None else to_db(value)
-    return value
+    return value if to_db is None else to_db(value)

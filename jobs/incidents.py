@@ -109,17 +109,16 @@ def plan_readings(
     open_keys = starts.index.to_numpy(np.int64)
     by_age = readings_by_age(open_keys, starts.to_numpy(np.int64), now_us)
     readings = [Reading(reshaped, week_ago)]
-    polled = np.setdiff1d(np.setdiff1d(written, reshaped), open_rows["store_key"])
-    if polled.size and first_new is not None:
+    polled = np.setdiff1d(written, reshaped)
+    polled_open = np.intersect1d(polled, open_rows["store_key"])
+    polled = np.setdiff1d(polled, polled_open)
+    still_down = none
+    if first_new is not None:
         new = (int(first_new), now_us)  # the earliest new poll, and `now`
         unchanged = unaffected_by_new_polls(conn, polled, batch, new, known, down=False)
+        still_down = unaffected_by_new_polls(conn, polled_open, batch, new, known, down=True)
         polled = np.setdiff1d(polled, unchanged)
         readings.append(Reading(polled, min(int(first_new), now_us)))
-    polled_open = np.intersect1d(np.setdiff1d(written, reshaped), open_rows["store_key"])
-    still_down = none
-    if polled_open.size and first_new is not None:
-        new = (int(first_new), now_us)
-        still_down = unaffected_by_new_polls(conn, polled_open, batch, new, known, down=True)
     changed = np.union1d(np.setdiff1d(written, still_down), reshaped)
     carried = carriable(open_rows, changed, now_us, known)
     read_open = ~starts.index.isin(carried["store_key"])

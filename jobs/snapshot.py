@@ -257,20 +257,10 @@ def read_store_ids(conn: Connection, keys: dict) -> pd.Series:
 def integer_rows(
     conn: Connection, table: str, columns: list[str], where: str, params: dict
 ) -> np.ndarray:
-    """Rows of integer columns of a table as a matrix.
-
-    On MySQL one packed text value per store crosses the (pure-Python) driver; SQLite's C
-    driver is faster with plain rows. `table`, `columns` and `where` are fixed strings of this
-    module; values are bound parameters.
-    """
-    if conn.dialect.name != "mysql":
-        sql = f"SELECT {', '.join(columns)} FROM {table} WHERE {where}"
-        rows = run(conn, sql, params).cursor.fetchall()
-        return np.array(rows, dtype=np.int64).reshape(-1, len(columns))
-    row_text = f"CONCAT_WS(',', {', '.join(columns)})"
-    sql = f"SELECT GROUP_CONCAT({row_text}) FROM {table} WHERE {where} GROUP BY store_key"
-    values = [row[0] for row in run(conn, sql, params).cursor.fetchall()]
-    return decode_integers(values).reshape(-1, len(columns))
+    """Rows of integer columns of a table as a matrix (`integer_table`). `table`, `columns`
+    and `where` are fixed strings of this module; values are bound parameters."""
+    sql = f"SELECT {', '.join(columns)} FROM {table} WHERE {where}"
+    return integer_table(conn, sql, params, columns)
 
 
 def integer_table(conn: Connection, sql: str, params: dict, columns: list[str]) -> np.ndarray:

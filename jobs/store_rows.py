@@ -88,12 +88,17 @@ def current(engine: Engine, fixed: snapshot.Snapshot) -> StoreRows | None:
         read = read_all(conn, fixed, version)
         if tables_version(conn) != version:  # a load changed them while they were read
             return None
-    with _LOCK:
-        _CACHE[identity] = read
-        _CACHE.move_to_end(identity)
-        while len(_CACHE) > CACHED_DATABASES:
-            _CACHE.popitem(last=False)
+    _keep(_CACHE, identity, read)
     return read
+
+
+def _keep(cache: OrderedDict, identity: str, value: object) -> None:
+    """Keep `value` for the database `identity`, and the CACHED_DATABASES latest only."""
+    with _LOCK:
+        cache[identity] = value
+        cache.move_to_end(identity)
+        while len(cache) > CACHED_DATABASES:
+            cache.popitem(last=False)
 
 
 def read_all(conn: Connection, fixed: snapshot.Snapshot, version: Version) -> StoreRows:
@@ -141,16 +146,10 @@ def forget() -> None:
 # --------------------------------------------------------------------------- external ids
 
 
-@dataclass
-class KnownIds:
-    """External ids of keys 0 .. len-1 (None where no store has that key). A store's key and
-    id never change and stores are never deleted, so only newer keys are ever read; the id of
-    the last key is checked each time, which tells a database restored from a backup."""
-
-    ids: np.ndarray  # object array indexed by key
-
-
-_IDS: OrderedDict[str, KnownIds] = OrderedDict()
+# External ids by key (None where no store has that key), per database. A store's key and id
+# never change and stores are never deleted, so only newer keys are ever read; the id of the
+# last key is checked each time, which tells a database restored from a backup.
+_IDS: OrderedDict[str, np.ndarray] = OrderedDict()
 
 
 def external_ids(engine: Engine, store_keys: np.ndarray) -> np.ndarray:
@@ -161,22 +160,25 @@ def external_ids(engine: Engine, store_keys: np.ndarray) -> np.ndarray:
     if not keys.size:
         return np.zeros(0, dtype=object)
     with engine.connect() as conn:
-        if int(keys.max()) > STORES_LIMIT:
-            return _read_ids(conn, keys)
-        identity = f"{engine.url}#{database_instance(conn)}"
-        with _LOCK:
-            kept = _IDS.get(identity)
-        ids = kept.ids if kept is not None and _still_valid(conn, kept.ids) else _NO_IDS
-        if int(keys.max()) >= ids.size:
-            ids = _extended(conn, ids)
-            with _LOCK:
-                _IDS[identity] = KnownIds(ids)
-                _IDS.move_to_end(identity)
-                while len(_IDS) > CACHED_DATABASES:
-                    _IDS.popitem(last=False)
-    if int(keys.max()) >= ids.size or pd.isna(ids[keys]).any():
+        found = _read_ids(conn, keys) if int(keys.max()) > STORES_LIMIT else _kept_ids(conn, keys)
+    if pd.isna(found).any():
         raise LookupError("an evaluated store has no row in `stores`")
-    return ids[keys]
+    return found
+
+
+def _kept_ids(conn: Connection, keys: np.ndarray) -> np.ndarray:
+    identity = f"{conn.engine.url}#{database_instance(conn)}"
+    with _LOCK:
+        ids = _IDS.get(identity, _NO_IDS)
+    if not _still_valid(conn, ids):
+        ids = _NO_IDS
+    if int(keys.max()) >= ids.size:
+        ids = _extended(conn, ids)
+        _keep(_IDS, identity, ids)
+    found = np.full(keys.size, None, dtype=object)
+    known = keys < ids.size
+    found[known] = ids[keys[known]]
+    return found
 
 
 _NO_IDS = np.zeros(0, dtype=object)
@@ -208,4 +210,4 @@ def _read_ids(conn: Connection, keys: np.ndarray) -> np.ndarray:
     for low in range(0, unique.size, snapshot.KEYS_PER_QUERY):
         chunk = unique[low : low + snapshot.KEYS_PER_QUERY]
         found.update({int(key): str(ext) for key, ext in snapshot.run(conn, sql, {"keys": chunk})})
-    return np.array([found[int(key)] for key in keys], dtype=object)
+    return np.array([found.get(int(key)) for key in keys], dtype=object)
