@@ -252,7 +252,16 @@ def claim(event_row: int, owner: str, now: datetime) -> bool:
 
 
 def settle(event_row: int, owner: str, outcome: Outcome, now: datetime) -> None:
-    """Record the attempt; Delivered, or Pending again after the backoff, or Failed."""
+    """Record the attempt; Delivered, or Pending again after the backoff, or Failed.
+
+    The transaction starts with a write to the event's row (which changes nothing), so it
+    holds the write lock before it reads: on SQLite a transaction that read first cannot write
+    once another process has committed meanwhile ("database is locked" at once), and the
+    attempt, already sent, would be sent again."""
+    db.session.execute(
+        update(AlertEvent).where(AlertEvent.id == event_row).values(owner=AlertEvent.owner),
+        execution_options={"synchronize_session": False},
+    )
     event = db.session.get(AlertEvent, event_row)
     if event is None:  # its rule was deleted meanwhile
         db.session.commit()

@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import socket
+import sqlite3
 import threading
 import time
 from datetime import timedelta
@@ -283,6 +284,53 @@ def test_a_sender_killed_mid_delivery_leaves_the_event_to_another(alert_app, rec
             expired = later + deliveries.LEASE + timedelta(seconds=1)
             assert deliveries.deliver_due(lambda: expired) == 1
         assert [body["event"] for body in back.bodies()] == ["incident.opened"]
+    finally:
+        back.stop()
+
+
+def test_a_sent_event_is_recorded_though_another_process_writes_meanwhile(
+    alert_app, receiver, monkeypatch
+):
+    client = alert_app.test_client()
+    start(client, receiver)
+    receiver.stop()  # the first attempt is refused: the event stays Pending
+    upload(client, "/polls", polls("s1,inactive,2023-01-23 11:00:00"))
+    back = Receiver(receiver.port)
+    writes = []
+
+    def other_process_writes() -> None:
+        """Another process commits a write, unless this one holds the write lock."""
+        url = db.engine.url
+        if url.get_backend_name() == "sqlite":
+            other = sqlite3.connect(url.database, timeout=0)
+        else:
+            other = db.engine.raw_connection()
+        try:
+            other.cursor().execute("UPDATE service_locks SET uses = uses + 1")
+            other.commit()
+            writes.append("committed")
+        except sqlite3.OperationalError:
+            writes.append("refused: locked")
+        finally:
+            other.close()
+
+    real_insert = deliveries.insert
+
+    def insert_after_another_write(*args, **kwargs):
+        other_process_writes()  # between the settling's read and its first insert
+        return real_insert(*args, **kwargs)
+
+    try:
+        with alert_app.app_context():
+            event = db.session.scalars(select(AlertEvent)).one()
+            later = event.next_attempt_at + timedelta(seconds=1)
+            monkeypatch.setattr(deliveries, "insert", insert_after_another_write)
+            assert deliveries.deliver_due(lambda: later) == 1
+            monkeypatch.undo()
+            assert db.session.get(AlertEvent, event.id).status == DeliveryStatus.DELIVERED
+            assert db.session.scalar(select(func.count()).select_from(AlertAttempt)) == 2
+        assert [body["event"] for body in back.bodies()] == ["incident.opened"]
+        assert len(writes) == 1
     finally:
         back.stop()
 
