@@ -59,8 +59,9 @@ from loading.validation import (
     check_chunk,
     row_errors,
 )
-from loading.writing import PollWriter, VersionedRows
+from loading.writing import PollWriter, VersionedRows, combined_summary, insert_rows
 from models import (
+    BatchPolls,
     BatchStore,
     BusinessHours,
     Closure,
@@ -379,7 +380,7 @@ def _write_all(
         ):
             batch, database = _next_batch(conn)
             keys = StoreKeys(conn, known_stores(f"{engine.url}#{database}"))
-            spans = []
+            spans, poll_summaries = [], []
             for item in file_loads:
                 # A command's load checks the next chunk in a thread while it writes one; an
                 # upload (checked in a first pass already) reads one chunk at a time, so that
@@ -391,9 +392,10 @@ def _write_all(
                     else worked_ahead(_checked_values(item, progress))
                 )
                 with contextlib.closing(values) as checked:
-                    spans.append(_load_file(conn, item, keys, batch, checked))
+                    spans.append(_load_file(conn, item, keys, batch, checked, poll_summaries))
             _record_batch(conn, batch, started, file_loads, spans)
             _record_batch_stores(conn, batch, keys)
+            _record_batch_polls(conn, batch, poll_summaries)
         keys.remember()
     except LockWaitTimeout as exc:
         raise LoadError("database", LOCKED) from exc
@@ -469,9 +471,10 @@ def _load_file(
     keys: StoreKeys,
     batch: int,
     values: Iterable[dict],
+    poll_summaries: list[pd.DataFrame],
 ) -> tuple[int | None, int | None]:
     """Write one input's checked values into the open transaction; return the (min, max)
-    poll instant."""
+    poll instant (and add what polls it sent per store to `poll_summaries`)."""
     if item.kind != POLLS:
         _write_store_rows(conn, item, keys, values, batch)
         return None, None
@@ -481,6 +484,7 @@ def _load_file(
             if part["ts_us"].size:
                 writer.add(keys.keys_for(part["store_id"]), part["ts_us"], part["active"])
         writer.finish()
+        poll_summaries.append(writer.summary())
     finally:
         writer.close()
     item.summary.loaded += writer.inserted
@@ -520,6 +524,13 @@ def _record_batch_stores(conn: Connection, batch: int, keys: StoreKeys) -> None:
 
 
 BATCH_STORES_PER_INSERT = 10_000
+
+
+def _record_batch_polls(conn: Connection, batch: int, summaries: list[pd.DataFrame]) -> None:
+    """What this batch sent for each store's polls (`models.BatchPolls`)."""
+    rows = combined_summary(summaries)
+    if not rows.empty:
+        insert_rows(conn, BatchPolls.__tablename__, rows, same={"batch": batch})
 
 
 def _record_batch(

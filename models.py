@@ -374,6 +374,24 @@ class BatchStore(db.Model):
     store_key: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
 
 
+class BatchPolls(db.Model):
+    """What a load batch sent for a store's polls: how many, the first instant, the least and
+    the most status (a repeat of a poll the database already holds, which it skips, is
+    counted too). Of the polls an evaluation sees as new (all after its previous `now`), this
+    never says less than they are: one poll is that poll, and alike statuses are theirs. It
+    spares reading them. Batches loaded before the table existed have no rows: their stores
+    are read."""
+
+    __tablename__ = "batch_polls"
+    __table_args__: ClassVar[dict] = {"sqlite_with_rowid": False}
+    batch: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    store_key: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    polls: Mapped[int] = mapped_column(Integer)
+    first_ts_us: Mapped[int] = mapped_column(BigInteger)
+    least_active: Mapped[bool] = mapped_column(Boolean)
+    most_active: Mapped[bool] = mapped_column(Boolean)
+
+
 class EvidencedStore(db.Model):
     """A store with a poll inside its business hours minus closures, as its current hours,
     zone and closures say (its evidence is those polls, docs/spec.md): what lets an evaluation

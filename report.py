@@ -441,6 +441,7 @@ class Evidence:
     active: np.ndarray
     known_starts: np.ndarray
     known_ends: np.ndarray
+    inside: np.ndarray  # per store code: its evidence is its polls inside business hours
 
 
 def select_evidence(polls: StorePolls, business: Intervals, stale_ticks: int | None) -> Evidence:
@@ -458,7 +459,7 @@ def select_evidence(polls: StorePolls, business: Intervals, stale_ticks: int | N
     if stale_ticks is not None:
         starts = np.maximum(starts, ticks - stale_ticks)
         ends = np.minimum(ends, ticks + stale_ticks)
-    return Evidence(codes, ticks, active, starts, ends)
+    return Evidence(codes, ticks, active, starts, ends, any_inside)
 
 
 # --------------------------------------------------------------------------- clocks
@@ -581,6 +582,46 @@ class Incidents:
     business_us: np.ndarray
     is_open: np.ndarray
     down_now: np.ndarray
+    ends: TimelineEnds
+
+
+@dataclass(frozen=True)
+class TimelineEnds:
+    """How the timeline of each store with a poll inside business hours ends at `now`, in µs:
+    its latest evidence poll, and, when that poll is inactive, the first poll of the inactive
+    run it ends and the evidence poll before that run (-1: none). With `stale_after`, a run
+    is any inactive stretch, unknown time ignored."""
+
+    stores: np.ndarray
+    last_us: np.ndarray
+    last_active: np.ndarray
+    run_first_us: np.ndarray
+    before_run_us: np.ndarray
+
+
+def timeline_ends(state_polls: StorePolls, evidence: Evidence) -> TimelineEnds:
+    """The timeline ends (`TimelineEnds`) from the evidence polls, sorted by store and time."""
+    codes, ticks, active = evidence.codes, evidence.ticks, evidence.active
+    if not codes.size:
+        none = np.zeros(0, dtype=np.int64)
+        return TimelineEnds(state_polls.stores[none], none, none.astype(bool), none, none)
+    position = np.arange(codes.size)
+    same_store = np.r_[False, codes[1:] == codes[:-1]]
+    run_starts = ~active & ~(same_store & np.r_[False, ~active[:-1]])
+    run_start = np.maximum.accumulate(np.where(run_starts, position, 0))
+    last = np.flatnonzero(np.r_[codes[1:] != codes[:-1], True])
+    last = last[evidence.inside[codes[last]]]
+    down = ~active[last]
+    first = np.where(down, run_start[last], last)
+    has_before = down & same_store[first]
+    none = np.int64(-1)
+    return TimelineEnds(
+        state_polls.stores[codes[last]],
+        ticks[last] // TICKS_PER_US,
+        active[last],
+        np.where(down, ticks[first] // TICKS_PER_US, none),
+        np.where(has_before, ticks[np.maximum(first - 1, 0)] // TICKS_PER_US, none),
+    )
 
 
 def find_incidents(
@@ -613,6 +654,7 @@ def find_incidents(
         business_us=held // TICKS_PER_US,
         is_open=is_open,
         down_now=is_open & business.contains(codes, at_now),
+        ends=timeline_ends(state.polls, state.evidence),
     )
 
 

@@ -20,17 +20,18 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
 from flask import Flask, current_app
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select, text, update
 
 import report
 from engine import timestamps
-from jobs import deliveries, incidents, snapshot, store_rows
+from jobs import deliveries, incidents, last_evidence, snapshot, store_rows
+from jobs.last_evidence import Ends
 from jobs.options import scope_of
 from loading import writing
 from models import (
@@ -57,9 +58,10 @@ class Evaluation:
 
     batch: int
     now_us: int | None
-    stores: int  # stores evaluated: read, or carried forward without reading
+    stores: int  # stores evaluated: read, computed from memory, or carried forward
     events: int
     carried: int = 0  # of those, carried forward (`incidents.carry_forward`)
+    remembered: int = 0  # of those, computed from memory (`incidents.from_memory`)
 
 
 def evaluate(clock: deliveries.Clock = utcnow) -> Evaluation:
@@ -84,6 +86,9 @@ class Computed:
     by_stale: dict[int | None, pd.DataFrame]  # the incidents per `stale_after` (None: none)
     known_evidenced: np.ndarray  # `evidenced_stores` as read first
     evidenced: np.ndarray  # the stores read with a poll inside business hours
+    remembered: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    remembered_open: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    ends: Ends | None = None  # how the stores' timelines end as of `fixed` (`last_evidence`)
 
 
 def _evaluate(clock: deliveries.Clock) -> Evaluation:
@@ -103,22 +108,39 @@ def _evaluate(clock: deliveries.Clock) -> Evaluation:
         state.evaluated_batch = max(state.evaluated_batch, fixed.batch)
         session.commit()
         return Evaluation(fixed.batch, None, 0, 0)
-    incidents.save_incidents(conn, planned.by_stale[None], planned.since, planned.carried)
-    read = np.concatenate([reading.store_keys for reading in readings] or [np.zeros(0, np.int64)])
+    replaced_open = np.union1d(planned.carried, planned.remembered_open)
+    incidents.save_incidents(
+        conn, planned.by_stale[None], planned.since, replaced_open, planned.planned_from[1]
+    )
+    read = np.concatenate(
+        [reading.store_keys for reading in readings] + [planned.remembered]
+    ).astype(np.int64)
     incidents.save_evidenced(conn, planned.known_evidenced, read, planned.evidenced)
     bound_us = fixed.now_us if state.now_us is None else state.now_us
     events = fire_rules(conn, fixed, planned.stale_readings, planned.by_stale, bound_us, clock())
     store_count = int(read.size + planned.carried.size)
     state.evaluated_batch, state.now_us = fixed.batch, fixed.now_us
+    ends_at = ends_key(conn, fixed.batch, fixed.now_us)
     session.commit()
+    if planned.ends is not None:
+        last_evidence.keep(*ends_at, planned.ends)
     logger.info(
-        "alerts: batch %d evaluated (%d stores, %d of them carried forward, %d new events)",
+        "alerts: batch %d evaluated (%d stores, %d of them carried forward, %d computed from "
+        "memory, %d new events)",
         fixed.batch,
         store_count,
         planned.carried.size,
+        planned.remembered.size,
         events,
     )
-    return Evaluation(fixed.batch, fixed.now_us, store_count, events, int(planned.carried.size))
+    return Evaluation(
+        fixed.batch,
+        fixed.now_us,
+        store_count,
+        events,
+        int(planned.carried.size),
+        int(planned.remembered.size),
+    )
 
 
 def evaluate_and_send(app: Flask | None = None, send: bool = True) -> Evaluation | None:
@@ -162,15 +184,20 @@ def compute(planned_from: tuple[int, int | None]) -> Computed:
     kept = store_rows.current(db.engine, fixed)
     with db.engine.connect() as conn:
         evidenced = incidents.evidenced_stores(conn)
-        known = incidents.Known(planned_from[1], evidenced, kept)
+        ends = None if kept is None else kept_ends(conn, planned_from)
+        known = incidents.Known(planned_from[1], evidenced, kept, ends)
         plan = incidents.plan_readings(conn, planned_from[0], fixed.batch, fixed.now_us, known)
         stale_values = conn.scalars(
             select(AlertRule.stale_after_us).where(AlertRule.stale_after_us.is_not(None)).distinct()
         ).all()
+    options = report.ReportOptions()
     found = incidents.compute_readings(
-        db.engine, fixed, plan.readings, report.ReportOptions(), kept
+        db.engine, fixed, plan.readings, options, kept, with_ends=kept is not None
     )
-    frame = found.frame
+    parts = [found]
+    if kept is not None and plan.remembered.store_keys.size:
+        parts.append(incidents.from_memory(plan.remembered, kept, fixed.now_us))
+    frame = pd.concat([part.frame for part in parts], ignore_index=True)
     if not plan.carried.empty:  # only with a previous `now` and the rows kept (`carriable`)
         carried = incidents.carry_forward(plan.carried, kept, planned_from[1], fixed.now_us)
         frame = pd.concat([frame, carried], ignore_index=True)
@@ -183,11 +210,60 @@ def compute(planned_from: tuple[int, int | None]) -> Computed:
         plan.readings,
         plan.carried["store_key"].to_numpy(np.int64),
         plan.with_carried,
-        found.since,
+        pd.concat([part.since for part in parts]).sort_index(),
         by_stale,
         evidenced,
-        found.evidenced,
+        np.unique(np.concatenate([part.evidenced for part in parts])),
+        plan.remembered.store_keys,
+        plan.remembered.open_keys,
+        None if kept is None else ends_after(ends, parts, plan.unread),
     )
+
+
+def ends_after(before: Ends | None, parts: list[incidents.Found], unread: incidents.Unread) -> Ends:
+    """How the stores' timelines end after the evaluation: as found for the stores computed;
+    for a store with one new poll that was not computed, as before but with that poll as its
+    latest evidence when it is inside business hours (a store not kept whose poll is inside
+    and active is kept from now on: it has no open incident); stores that got several new
+    polls and were not computed are no longer kept."""
+    computed = np.concatenate([part.since.index.to_numpy(np.int64) for part in parts])
+    before = before or Ends.empty()
+    moved = report.Polls.of(
+        unread.polls.store[unread.inside],
+        unread.polls.ts_us[unread.inside],
+        unread.polls.active[unread.inside],
+    )
+    starting = unread.inside & unread.polls.active & ~np.isin(unread.polls.store, before.store)
+    first_known = Ends(
+        unread.polls.store[starting].astype(np.int64),
+        unread.polls.ts_us[starting],
+        np.ones(int(starting.sum()), dtype=bool),
+        np.full(int(starting.sum()), last_evidence.NONE, dtype=np.int64),
+        np.full(int(starting.sum()), last_evidence.NONE, dtype=np.int64),
+    )
+    fresh = last_evidence.concat([part.ends for part in parts] + [first_known])
+    return before.advanced(np.union1d(computed, unread.several), fresh, moved)
+
+
+def evidence_state(conn: Connection, batch: int, now_us: int | None) -> last_evidence.State:
+    """An alert state as `last_evidence` keeps it: with when its batch started (a database
+    restored from a backup and loaded again reaches the same batch with other polls)."""
+    started = conn.execute(
+        text("SELECT started_at FROM load_batches WHERE id = :batch"), {"batch": batch}
+    ).scalar()
+    return batch, -1 if now_us is None else now_us, str(started)
+
+
+def ends_key(conn: Connection, batch: int, now_us: int | None) -> tuple[str, last_evidence.State]:
+    """The database and alert state that `last_evidence` keeps the stores' ends for."""
+    return f"{conn.engine.url}#{store_rows.database_instance(conn)}", evidence_state(
+        conn, batch, now_us
+    )
+
+
+def kept_ends(conn: Connection, planned_from: tuple[int, int | None]) -> Ends | None:
+    """How the stores' timelines ended as of `planned_from`, if this process keeps that."""
+    return last_evidence.kept(*ends_key(conn, *planned_from))
 
 
 def stale_incidents(

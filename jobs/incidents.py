@@ -11,20 +11,24 @@ again from its first poll: its evidence was all its polls until then (docs/spec.
 whose new polls, after the previous `now`, are all no evidence or of the status it had then, is
 not read at all when its evidence cannot change kind (`unaffected_by_new_polls`); if it had an
 open incident, that incident is carried forward without reading: it only grows by the business
-time since the previous `now` (`carry_forward`), as it does for a store that got no poll.
+time since the previous `now` (`carry_forward`), as it does for a store that got no poll. A
+store with a poll inside business hours whose one new poll does change it is computed from the
+polls the process keeps of how its timeline ended (`last_evidence`, `remembered_polls`), when
+the process evaluated the previous state itself. What each load sent per store (`batch_polls`)
+tells an evaluation what the new polls are, without reading them.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, text
 
 import report
-from jobs import snapshot
+from jobs import last_evidence, snapshot
 from jobs.store_rows import StoreRows
 from loading import writing
 from models import EvidencedStore, Incident
@@ -59,11 +63,46 @@ class Reading:
 class Known:
     """What an evaluation knows of the stores before it reads them: the previous `now`, the
     stores with a poll inside business hours (`evidenced_stores`), and every store's hours,
-    zone and closures. Without all three, every store that got polls is read."""
+    zone and closures. Without all three, every store that got polls is read. With `ends`
+    (how the stores' timelines ended at the previous `now`, `last_evidence`), a store that got
+    one new poll is computed from memory (`Remembered`)."""
 
     previous_now_us: int | None = None
     evidenced: np.ndarray | None = None
     kept: StoreRows | None = None
+    ends: last_evidence.Ends | None = None
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """Stores computed from memory instead of read (`remembered`): the polls that give them
+    the timeline their polls give from before their open incident on, their open incident's
+    store (those whose stored open incident is replaced) and the earliest new poll."""
+
+    polls: report.Polls
+    store_keys: np.ndarray
+    open_keys: np.ndarray
+    first_new_us: int
+
+    @classmethod
+    def none(cls) -> Remembered:
+        none = np.zeros(0, dtype=np.int64)
+        return cls(report.Polls.of(), none, none, 0)
+
+
+@dataclass(frozen=True)
+class Unread:
+    """Stores with new polls that an evaluation neither reads nor computes from memory (their
+    polls change nothing): the one new poll of each that got one, and whether it is inside
+    business hours; those that got several."""
+
+    polls: report.Polls
+    inside: np.ndarray
+    several: np.ndarray
+
+    @classmethod
+    def none(cls) -> Unread:
+        return cls(report.Polls.of(), np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -76,6 +115,8 @@ class Plan:
     readings: list[Reading]
     carried: pd.DataFrame
     with_carried: list[Reading]
+    remembered: Remembered = field(default_factory=lambda: Remembered.none())
+    unread: Unread = field(default_factory=lambda: Unread.none())
 
 
 def plan_readings(
@@ -112,22 +153,86 @@ def plan_readings(
     polled = np.setdiff1d(written, reshaped)
     polled_open = np.intersect1d(polled, open_rows["store_key"])
     polled = np.setdiff1d(polled, polled_open)
-    still_down = none
+    still_down, unchanged = none, none
+    remembered, unread = Remembered.none(), Unread.none()
     if first_new is not None:
-        new = (int(first_new), now_us)  # the earliest new poll, and `now`
+        new = new_polls(conn, after_batch, batch, int(first_new), now_us)
         unchanged = unaffected_by_new_polls(conn, polled, batch, new, known, down=False)
         still_down = unaffected_by_new_polls(conn, polled_open, batch, new, known, down=True)
         polled = np.setdiff1d(polled, unchanged)
         readings.append(Reading(polled, min(int(first_new), now_us)))
+        changing = np.union1d(polled, np.setdiff1d(polled_open, still_down))
+        remembered = remembered_polls(changing, open_rows, new, known)
+        unread = unread_polls(np.union1d(unchanged, still_down), new, known)
     changed = np.union1d(np.setdiff1d(written, still_down), reshaped)
     carried = carriable(open_rows, changed, now_us, known)
-    read_open = ~starts.index.isin(carried["store_key"])
+    read_open = ~starts.index.isin(carried["store_key"]) & ~starts.index.isin(remembered.open_keys)
     kept_open = readings_by_age(open_keys[read_open], starts.to_numpy(np.int64)[read_open], now_us)
+    to_read = [without(reading, remembered.store_keys) for reading in readings + kept_open]
     return Plan(
-        [r for r in readings + kept_open if r.store_keys.size],
+        [reading for reading in to_read if reading.store_keys.size],
         carried,
         [r for r in readings + by_age if r.store_keys.size],
+        remembered,
+        unread,
     )
+
+
+def without(reading: Reading, store_keys: np.ndarray) -> Reading:
+    return Reading(np.setdiff1d(reading.store_keys, store_keys), reading.since_us)
+
+
+def remembered_polls(
+    changing: np.ndarray, open_rows: pd.DataFrame, new: NewPolls, known: Known
+) -> Remembered:
+    """The stores among `changing` (polled stores whose new polls change their incidents) that
+    are computed from memory: one new poll, every new poll after the previous `now`, a poll
+    inside business hours, and how their timeline ended kept (`known.ends`) and consistent
+    with the stored open incident, if any (`last_evidence.timeline_polls`)."""
+    ends, previous_now_us = known.ends, known.previous_now_us
+    if ends is None or new.per_store is None or known.evidenced is None or known.kept is None:
+        return Remembered.none()
+    if previous_now_us is None or new.first_new_us <= previous_now_us:
+        return Remembered.none()
+    summary = new.per_store[np.isin(new.per_store[:, 0], changing) & (new.per_store[:, 1] == 1)]
+    summary = summary[np.isin(summary[:, 0], known.evidenced)]
+    summary = summary[np.argsort(summary[:, 0])]
+    kept = ends.of(summary[:, 0])
+    summary = summary[np.isin(summary[:, 0], kept.store)]  # both sorted by store
+    open_first = open_rows.drop_duplicates("store_key", keep=False).set_index("store_key")
+    stored_first = open_first["first_poll_us"].reindex(kept.store).fillna(NONE_US)
+    opened = kept.open_first_us != last_evidence.NONE
+    usable = np.where(
+        opened,
+        (stored_first.to_numpy(np.int64) == kept.open_first_us) & ~kept.last_active,
+        kept.last_active & ~np.isin(kept.store, open_rows["store_key"]),
+    )
+    kept, summary = kept.rows(usable), summary[usable]
+    one_new = report.Polls.of(summary[:, 0], summary[:, 2], summary[:, 3].astype(bool))
+    polls = last_evidence.timeline_polls(kept, one_new)
+    return Remembered(polls, kept.store, kept.store[opened[usable]], new.first_new_us)
+
+
+NONE_US = -1
+
+
+def unread_polls(unread: np.ndarray, new: NewPolls, known: Known) -> Unread:
+    """The new polls of the stores that are not read (`Unread`), where known one by one (every
+    new poll after the previous `now`: each store's one new poll is its latest)."""
+    previous_now_us = known.previous_now_us
+    fast = previous_now_us is not None and new.first_new_us > previous_now_us
+    if new.per_store is None or known.kept is None or not fast or not unread.size:
+        return Unread(report.Polls.of(), np.zeros(0, dtype=bool), unread)
+    summary = new.per_store[np.isin(new.per_store[:, 0], unread)]
+    one = summary[summary[:, 1] == 1]
+    polls = report.Polls.of(one[:, 0], one[:, 2], one[:, 3].astype(bool))
+    keys = one[:, 0]
+    if not keys.size:
+        return Unread(polls, np.zeros(0, dtype=bool), np.setdiff1d(unread, keys))
+    hours, zones, closures = known.kept.of(int(keys.min()), int(keys.max()) + 1, keys.tolist())
+    context = report.ReportInputs(report.Polls.of(), hours, zones, closures)
+    inside = report.in_business_hours(context, polls.store, polls.ts_us)
+    return Unread(polls, inside, np.setdiff1d(unread, keys))
 
 
 def open_incidents(conn: Connection) -> pd.DataFrame:
@@ -137,20 +242,28 @@ def open_incidents(conn: Connection) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def new_poll_statuses(
-    conn: Connection, store_keys: np.ndarray, batch: int, first_new_us: int
-) -> np.ndarray:
-    """Per store with polls from `first_new_us` on (as of `batch`): its key, the least and the
-    most of their `active` (1 and 1: all active; 0 and 0: all inactive)."""
-    params = {"low": int(first_new_us), "batch": batch}
-    columns = ["store_key", "least_active", "most_active"]
-    return np.concatenate(
-        [np.zeros((0, 3), dtype=np.int64)]
-        + [
-            snapshot.integer_table(conn, NEW_POLL_STATUS, {**params, "keys": chunk}, columns)
-            for chunk in key_chunks(store_keys)
-        ]
-    )
+@dataclass(frozen=True)
+class NewPolls:
+    """What the evaluated batches sent for polls (`models.BatchPolls`), per store summed over
+    them: columns store_key, polls, first_ts_us, least_active, most_active (None when some
+    batch with polls has no rows: it was loaded before the table existed); the earliest new
+    poll, and `now`."""
+
+    per_store: np.ndarray | None
+    first_new_us: int
+    now_us: int
+
+
+def new_polls(
+    conn: Connection, after_batch: int, batch: int, first_new_us: int, now_us: int
+) -> NewPolls:
+    """The summary of the polls of batches (after_batch, batch] (`NewPolls`)."""
+    params = {"after": after_batch, "batch": batch}
+    unsummarized = conn.execute(text(UNSUMMARIZED_BATCHES), params).scalar()
+    per_store = None
+    if not unsummarized:
+        per_store = snapshot.integer_table(conn, NEW_POLLS, params, NEW_POLL_COLUMNS)
+    return NewPolls(per_store, first_new_us, now_us)
 
 
 def carriable(
@@ -194,7 +307,7 @@ def unaffected_by_new_polls(
     conn: Connection,
     store_keys: np.ndarray,
     batch: int,
-    new: tuple[int, int],
+    new: NewPolls,
     known: Known,
     down: bool,
 ) -> np.ndarray:
@@ -206,36 +319,55 @@ def unaffected_by_new_polls(
     poll inside them: `known.evidenced`) or has that same status: the timeline keeps its
     status from the previous `now` on. A store without a poll inside business hours has all
     its polls as evidence until one comes inside them, which changes every incident of it
-    (docs/spec.md). `new`: the earliest new poll, and `now`.
+    (docs/spec.md). What the new polls are comes from their summary (`new`); only the polls of
+    stores that got several, of which some may be inside business hours, are read.
     """
-    first_new_us, now_us = new
     previous_now_us, evidenced, kept = known.previous_now_us, known.evidenced, known.kept
     none = np.zeros(0, dtype=np.int64)
-    if previous_now_us is None or evidenced is None or kept is None:
+    if previous_now_us is None or evidenced is None or kept is None or new.per_store is None:
         return none
-    if first_new_us <= previous_now_us:  # some poll came late: read every polled store
+    if new.first_new_us <= previous_now_us:  # some poll came late: read every polled store
         return none
+    # Every new poll is after the previous `now`, so the batches' polls repeat no older one:
+    # one poll sent is the poll stored, and alike statuses sent are those stored.
     same = 0 if down else 1  # the status at the previous `now`
-    statuses = new_poll_statuses(conn, store_keys, batch, first_new_us)
-    uniform = (statuses[:, 1] == same) & (statuses[:, 2] == same)
-    has_evidence = np.isin(statuses[:, 0], evidenced)
-    settled = statuses[uniform & has_evidence, 0]
+    summary = new.per_store[np.isin(new.per_store[:, 0], store_keys)]
+    uniform = (summary[:, 3] == same) & (summary[:, 4] == same)
+    has_evidence = np.isin(summary[:, 0], evidenced)
+    settled = summary[uniform & has_evidence, 0]
     # Alike, but maybe a first poll inside business hours; or mixed, maybe all outside them.
-    unsure = statuses[uniform != has_evidence, 0]
+    unsure = summary[uniform != has_evidence]
     if not unsure.size:
         return settled
-    polls = snapshot.polls_in_span(conn, batch, unsure, first_new_us, now_us + 1)
-    hours, zones, closures = kept.of(int(unsure.min()), int(unsure.max()) + 1, unsure.tolist())
+    one = unsure[unsure[:, 1] == 1]
+    polls = snapshot.concat_polls(
+        [
+            report.Polls.of(one[:, 0], one[:, 2], one[:, 3].astype(bool)),
+            snapshot.polls_in_span(
+                conn, batch, unsure[unsure[:, 1] > 1, 0], new.first_new_us, new.now_us + 1
+            ),
+        ]
+    )
+    unsure_keys = unsure[:, 0]
+    hours, zones, closures = kept.of(
+        int(unsure_keys.min()), int(unsure_keys.max()) + 1, unsure_keys.tolist()
+    )
     context = report.ReportInputs(report.Polls.of(), hours, zones, closures)
     inside = report.in_business_hours(context, polls.store, polls.ts_us)
     other = polls.active != bool(same)
     changing = (inside & other) | (~np.isin(polls.store, evidenced) & (inside | other))
-    return np.union1d(settled, np.setdiff1d(unsure, polls.store[changing])).astype(np.int64)
+    return np.union1d(settled, np.setdiff1d(unsure_keys, polls.store[changing])).astype(np.int64)
 
 
-NEW_POLL_STATUS = (
-    "SELECT store_key, MIN(active) AS least_active, MAX(active) AS most_active FROM polls "
-    "WHERE store_key IN :keys AND ts_us >= :low AND batch <= :batch GROUP BY store_key"
+NEW_POLL_COLUMNS = ["store_key", "polls", "first_ts_us", "least_active", "most_active"]
+NEW_POLLS = (
+    "SELECT store_key, SUM(polls) AS polls, MIN(first_ts_us) AS first_ts_us, "
+    "MIN(least_active) AS least_active, MAX(most_active) AS most_active FROM batch_polls "
+    "WHERE batch > :after AND batch <= :batch GROUP BY store_key"
+)
+UNSUMMARIZED_BATCHES = (
+    "SELECT COUNT(*) FROM load_batches l WHERE l.id > :after AND l.id <= :batch "
+    "AND l.min_ts_us IS NOT NULL AND NOT EXISTS (SELECT 1 FROM batch_polls b WHERE b.batch = l.id)"
 )
 
 
@@ -270,6 +402,7 @@ class Found:
     frame: pd.DataFrame
     since: pd.Series
     evidenced: np.ndarray
+    ends: last_evidence.Ends = field(default_factory=last_evidence.Ends.empty)
 
 
 def compute_readings(
@@ -278,30 +411,48 @@ def compute_readings(
     readings: list[Reading],
     options: report.ReportOptions,
     kept: StoreRows | None = None,
+    with_ends: bool = False,
 ) -> Found:
     """Incidents of every reading's stores as of the snapshot (with `kept`, their hours, zones
     and closures come from memory), in waves: the readings, then the stores to read again
     (`settle`), one reading per place to read from: a store's incidents depend only on its
-    own rows and that place, never on the other stores read with it."""
+    own rows and that place, never on the other stores read with it. `with_ends`: how the
+    stores' timelines end, too (`last_evidence.ends_of`)."""
     none = np.zeros(0, dtype=np.int64)
     pending = [reading for reading in readings if reading.store_keys.size]
     if fixed.now_us is None or not pending:
         return Found(empty_frame(), pd.Series([], dtype=np.int64), none)
     oldest = oldest_poll_us(engine, fixed.batch)
     since = pd.concat([pd.Series(r.since_us, index=r.store_keys) for r in pending])
-    frames, evidenced = [], [none]
+    frames, evidenced, ends = [], [none], [last_evidence.Ends.empty()]
     while pending:
         again: list[Reading] = []
         for reading in pending:
-            frame, inside, redo = settle(engine, fixed, reading, options, kept, oldest)
-            frames.append(frame)
-            evidenced.append(inside)
-            again += redo
+            settled = settle(engine, fixed, reading, options, kept, oldest, with_ends)
+            frames.append(settled.frame)
+            evidenced.append(settled.evidenced)
+            ends.append(settled.ends)
+            again += settled.again
         pending = by_place(again)
         for reading in pending:
             since[reading.store_keys] = reading.since_us
     frame = pd.concat(frames, ignore_index=True) if frames else empty_frame()
-    return Found(frame, since.sort_index(), np.unique(np.concatenate(evidenced)))
+    return Found(
+        frame,
+        since.sort_index(),
+        np.unique(np.concatenate(evidenced)),
+        last_evidence.concat(ends),
+    )
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What one reading settles (`settle`), and what it leaves to read again."""
+
+    frame: pd.DataFrame
+    evidenced: np.ndarray
+    ends: last_evidence.Ends
+    again: list[Reading]
 
 
 def settle(
@@ -311,21 +462,26 @@ def settle(
     options: report.ReportOptions,
     kept: StoreRows | None,
     oldest: int,
-) -> tuple[pd.DataFrame, np.ndarray, list[Reading]]:
+    with_ends: bool = False,
+) -> Settled:
     """One reading's incidents of the stores it settles, the stores with a poll inside
-    business hours, and what to read again: the stores whose history read begins inside an
-    outage (twice as far back, at least the week: they are few, and a read costs mostly its
-    fixed part), and those whose evidence changed kind (`newly_evidenced`: from the first
-    poll)."""
-    frame, flipped, inside = incidents_from(
+    business hours, how the settled stores' timelines end (`with_ends`), and what to read
+    again: the stores whose history read begins inside an outage (twice as far back, at least
+    the week: they are few, and a read costs mostly its fixed part), and those whose evidence
+    changed kind (`newly_evidenced`: from the first poll)."""
+    frame, flipped, inside, ends_found = incidents_from(
         engine, fixed, reading.store_keys, options, reading.since_us, kept
     )
     cut = frame["first_poll_us"] < reading.since_us
     deeper = np.unique(frame["store_key"][cut]) if oldest < reading.since_us else np.zeros(0)
     deeper = np.setdiff1d(deeper, flipped).astype(np.int64)
-    settled = frame[~frame["store_key"].isin(np.union1d(deeper, flipped))]
+    again = np.union1d(deeper, flipped)
+    settled = frame[~frame["store_key"].isin(again)]
+    ends = last_evidence.Ends.empty()
+    if with_ends:
+        ends = last_evidence.ends_of(ends_found, np.setdiff1d(reading.store_keys, again))
     further = min(2 * reading.since_us - fixed.now_us, fixed.now_us - READ_BACK_US)
-    return settled, inside, [Reading(deeper, further), Reading(flipped, oldest)]
+    return Settled(settled, inside, ends, [Reading(deeper, further), Reading(flipped, oldest)])
 
 
 def by_place(readings: list[Reading]) -> list[Reading]:
@@ -337,6 +493,25 @@ def by_place(readings: list[Reading]) -> list[Reading]:
     return [
         Reading(keys[starts == start].astype(np.int64), int(start)) for start in np.unique(starts)
     ]
+
+
+def from_memory(
+    remembered: Remembered, kept: StoreRows, now_us: int, with_ends: bool = True
+) -> Found:
+    """The incidents of the stores computed from memory (`Remembered`): the engine's from
+    their remembered polls, the same from before their open incident on as from all their
+    polls. Each is read as from the earliest new poll (their older incidents stay), and
+    their stored open incident is replaced (`save_incidents`)."""
+    keys = remembered.store_keys
+    if not keys.size:
+        return Found(empty_frame(), pd.Series([], dtype=np.int64), keys)
+    hours, zones, closures = kept.of(int(keys.min()), int(keys.max()) + 1, keys.tolist())
+    inputs = report.ReportInputs(remembered.polls, hours, zones, closures)
+    found = report.find_incidents(inputs, now_us, report.ReportOptions())
+    frame = engine_frame(found)
+    ends = last_evidence.ends_of(found.ends, keys) if with_ends else last_evidence.Ends.empty()
+    since = pd.Series(remembered.first_new_us, index=keys, dtype=np.int64)
+    return Found(frame, since, keys, ends)
 
 
 def carry_forward(
@@ -371,10 +546,10 @@ def incidents_from(
     options: report.ReportOptions,
     since_us: int,
     kept: StoreRows | None = None,
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, report.TimelineEnds]:
     """The engine's incidents of `store_keys`, reading their polls from `since_us`; the stores
-    among them whose evidence changed kind (`newly_evidenced`), and those with a poll inside
-    business hours (`with_evidence`)."""
+    among them whose evidence changed kind (`newly_evidenced`), those with a poll inside
+    business hours (`with_evidence`), and how their timelines end (the engine's)."""
     low, high = int(store_keys.min()), int(store_keys.max()) + 1
     # A few stores spread over many keys are read by key; a dense set by its key range.
     listed = store_keys.tolist() if store_keys.size <= MAX_LISTED_KEYS else None
@@ -390,7 +565,16 @@ def incidents_from(
         kept_rows=None if kept is None else kept.of,
     )
     found = report.find_incidents(read.inputs, fixed.now_us, options)
-    frame = pd.DataFrame(
+    frame = engine_frame(found)
+    flipped = np.intersect1d(newly_evidenced(read, since_us), store_keys)  # a range reads more
+    inside = np.intersect1d(with_evidence(read, since_us, flipped), store_keys)
+    mine = frame[frame["store_key"].isin(store_keys)].reset_index(drop=True)
+    return mine, flipped, inside, found.ends
+
+
+def engine_frame(found: report.Incidents) -> pd.DataFrame:
+    """The engine's incidents as a frame of the table's columns."""
+    return pd.DataFrame(
         {
             "store_key": found.stores.astype(np.int64),
             "started_us": found.started_us,
@@ -401,9 +585,6 @@ def incidents_from(
             "down_now": found.down_now,
         }
     )
-    flipped = np.intersect1d(newly_evidenced(read, since_us), store_keys)  # a range reads more
-    inside = np.intersect1d(with_evidence(read, since_us, flipped), store_keys)
-    return frame[frame["store_key"].isin(store_keys)].reset_index(drop=True), flipped, inside
 
 
 def newly_evidenced(read: snapshot.ShardInputs, since_us: int) -> np.ndarray:
@@ -470,17 +651,25 @@ def save_evidenced(
 
 
 def save_incidents(
-    conn: Connection, frame: pd.DataFrame, since: pd.Series, carried: np.ndarray | None = None
+    conn: Connection,
+    frame: pd.DataFrame,
+    since: pd.Series,
+    replaced_open: np.ndarray | None = None,
+    previous_now_us: int | None = None,
 ) -> None:
     """Replace each store's stored incidents from its `since` on, and the open incident of
-    each `carried` store (its only one that changes), with `frame`'s."""
+    each store of `replaced_open` (carried forward, or computed from memory), with `frame`'s.
+    A stored incident's first poll is at most the previous `now`: from a later `since` there
+    is nothing to delete."""
     sql = "DELETE FROM incidents WHERE store_key IN :keys AND first_poll_us >= :since"
     for since_us, part in since.groupby(since):
+        if previous_now_us is not None and since_us > previous_now_us:
+            continue
         keys = part.index.to_numpy(np.int64)
         for chunk in key_chunks(keys):
             snapshot.run(conn, sql, {"keys": chunk, "since": int(since_us)})
     sql = "DELETE FROM incidents WHERE store_key IN :keys AND is_open = :yes"
-    for chunk in key_chunks(carried) if carried is not None else []:
+    for chunk in key_chunks(replaced_open) if replaced_open is not None else []:
         snapshot.run(conn, sql, {"keys": chunk, "yes": True})
     insert_incidents(conn, frame)
 

@@ -63,6 +63,7 @@ class PollWriter:
         self.written = 0
         self.low: int | None = None
         self.high: int | None = None
+        self.per_store: list[pd.DataFrame] = []  # of each block written (`block_summary`)
 
     def add(self, keys: np.ndarray, instants: np.ndarray, active: np.ndarray) -> None:
         self.parts.append((keys, instants, active))
@@ -102,6 +103,49 @@ class PollWriter:
         batch = {"batch": self.batch}  # one value for every row: written once in the statement
         self.inserted += bulk_insert(self.conn, "polls", rows, skip_duplicates=True, same=batch)
         self.written += keys.size
+        self.per_store.append(block_summary(keys, instants, active))
+
+    def summary(self) -> pd.DataFrame:
+        """Per store, what the load sent for its polls (`models.BatchPolls`)."""
+        return combined_summary(self.per_store)
+
+
+def combined_summary(blocks: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per store, the polls, first instant, least and most status of every block's polls (a
+    store may span blocks)."""
+    if not blocks:
+        none = np.zeros(0, dtype=np.int64)
+        return block_summary(none, none, none.astype(bool))
+    return (
+        pd.concat(blocks, ignore_index=True)
+        .groupby("store_key", as_index=False, sort=True)
+        .agg(
+            polls=("polls", "sum"),
+            first_ts_us=("first_ts_us", "min"),
+            least_active=("least_active", "min"),
+            most_active=("most_active", "max"),
+        )
+    )
+
+
+def block_summary(keys: np.ndarray, instants: np.ndarray, active: np.ndarray) -> pd.DataFrame:
+    """Per store of a block in key order: its polls, first instant, least and most status."""
+    active = active.astype(bool)
+    if not keys.size:
+        least = most = active
+        starts = np.zeros(0, dtype=np.int64)
+    else:
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        least, most = np.minimum.reduceat(active, starts), np.maximum.reduceat(active, starts)
+    return pd.DataFrame(
+        {
+            "store_key": keys[starts].astype(np.int64),
+            "polls": np.diff(np.r_[starts, keys.size]).astype(np.int64),
+            "first_ts_us": instants[starts].astype(np.int64),
+            "least_active": least,
+            "most_active": most,
+        }
+    )
 
 
 # --------------------------------------------------------------------------- bulk inserts
@@ -222,8 +266,26 @@ def _literals(column: pd.Series, driver) -> list[str]:
     if pd.api.types.is_integer_dtype(column.dtype):
         return list(map(str, column.to_numpy(np.int64).tolist()))
     codes, values = pd.factorize(column)  # each distinct value written once; a missing one: -1
-    written = [_literal(value, driver) for value in values] + ["NULL"]
-    return np.array(written, dtype=object)[codes].tolist()
+    written = _text_literals(values, driver)
+    if written is None:
+        written = [_literal(value, driver) for value in values]
+    return np.array([*written, "NULL"], dtype=object)[codes].tolist()
+
+
+TEXT_SEPARATOR = "\x1e"  # no escaping changes it
+
+
+def _text_literals(values: np.ndarray, driver) -> list[str] | None:
+    """Texts escaped by the driver in one call (thousands of event bodies: one call a value
+    cost more than the server's insert), or None when a value is no text or holds the
+    separator."""
+    if pd.api.types.infer_dtype(values, skipna=False) != "string":
+        return None
+    joined = TEXT_SEPARATOR.join(values.tolist())
+    if joined.count(TEXT_SEPARATOR) != max(len(values) - 1, 0):
+        return None
+    escaped = driver.escape(joined)[1:-1].split(TEXT_SEPARATOR)
+    return [f"'{text}'" for text in escaped] if len(values) else []
 
 
 def _literal(value: object, driver) -> str:

@@ -23,7 +23,7 @@ import requests
 from sqlalchemy import func, select, text, update
 
 import loader
-from jobs import alerts, deliveries, incidents
+from jobs import alerts, deliveries, incidents, last_evidence
 from jobs.leases import LeaseKeeper
 from models import AlertAttempt, AlertEvent, DeliveryStatus, KeyRole, Store, db, utcnow
 from tests.brokers import broker_url
@@ -649,6 +649,69 @@ def test_stores_whose_new_polls_are_all_active_are_not_read_again(alert_app, cap
         client, "/polls", polls("s1,active,2023-01-23 10:00:00", "s2,inactive,2023-01-23 10:00:00")
     )
     assert evaluated_store_counts(caplog) == [1]  # s2: its status changed
+
+
+def remembered_counts(caplog) -> list[int]:
+    """How many stores each evaluation logged since the capture began computed from memory."""
+    return [
+        record.args[3]
+        for record in caplog.records
+        if record.name == "jobs.alerts" and record.msg.startswith("alerts: batch")
+    ]
+
+
+def s1_incidents(client) -> list[tuple[str, str | None, float]]:
+    found = client.get("/incidents?state=all").get_json()["incidents"]
+    return sorted(
+        (i["started_at"], i["resolved_at"], i["business_downtime_seconds"])
+        for i in found
+        if i["store_id"] == "s1"
+    )
+
+
+def test_a_store_with_one_new_poll_is_computed_from_memory(alert_app, caplog):
+    client = alert_app.test_client()
+    upload(client, "/business_hours", HOURS)  # Monday 09:00-17:00 UTC
+    upload(client, "/timezones", ZONES)
+    upload(
+        client, "/polls", polls("s1,active,2023-01-23 09:00:00", "s2,active,2023-01-23 09:00:00")
+    )
+    caplog.set_level(logging.INFO, logger="jobs.alerts")
+    caplog.clear()
+    upload(client, "/polls", polls("s1,inactive,2023-01-23 10:00:00"))
+    assert s1_incidents(client) == [("2023-01-23T09:30:00.000000Z", None, 1800.0)]
+    upload(client, "/polls", polls("s1,inactive,2023-01-23 11:00:00"))  # carried forward
+    upload(client, "/polls", polls("s1,active,2023-01-23 12:00:00"))
+    assert s1_incidents(client) == [
+        ("2023-01-23T09:30:00.000000Z", "2023-01-23T11:30:00.000000Z", 7200.0)
+    ]
+    assert remembered_counts(caplog) == [1, 0, 1]
+    # A process that does not keep the state it evaluates from reads, and keeps what it read.
+    last_evidence.forget()
+    upload(client, "/polls", polls("s1,inactive,2023-01-23 13:00:00"))
+    upload(client, "/polls", polls("s1,active,2023-01-23 14:00:00"))
+    assert s1_incidents(client)[1:] == [
+        ("2023-01-23T12:30:00.000000Z", "2023-01-23T13:30:00.000000Z", 3600.0)
+    ]
+    assert remembered_counts(caplog) == [1, 0, 1, 0, 1]
+
+
+def test_a_poll_repeated_in_two_loads_not_yet_evaluated_is_the_first_loaded(alert_app, tmp_path):
+    # What a load sent per store (`batch_polls`) counts a repeat that the database skipped:
+    # an evaluation must read such a store's polls, not take the last load's word for them.
+    client = alert_app.test_client()
+    upload(client, "/business_hours", HOURS)
+    upload(client, "/timezones", ZONES)
+    upload(client, "/polls", polls("s1,active,2023-01-23 09:00:00"))
+    first = tmp_path / "first.csv"
+    first.write_text(polls("s1,active,2023-01-23 10:00:00"))
+    again = tmp_path / "again.csv"
+    again.write_text(polls("s1,inactive,2023-01-23 10:00:00", "s2,active,2023-01-23 10:00:00"))
+    with alert_app.app_context():
+        loader.load(db.engine, polls=first)
+        loader.load(db.engine, polls=again)
+        alerts.evaluate()
+    assert s1_incidents(client) == []
 
 
 def incidents_of_s1(client) -> list[tuple[str, str | None]]:

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
+from jobs import last_evidence
 from models import db
 from tests.conftest import make_app
 from tests.examples import examples
@@ -38,21 +39,38 @@ ZONES = "store_id,timezone_str\ns1,America/New_York\ns3,Asia/Kolkata\n"  # s2: t
 
 @st.composite
 def scenarios(draw):
-    """Polls (store, minute, active, upload) and when the hours arrive (before upload n).
-    Uploads follow time (as hourly pollers send them) or mix it."""
-    uploads = draw(st.integers(1, 4))
-    in_time_order = draw(st.booleans())
+    """Polls (store, minute, active, upload), when the hours arrive (before upload n), and
+    before which uploads the process forgets how the stores' timelines ended (as when another
+    process evaluated meanwhile). Uploads follow time, one poll of a store each (as hourly
+    pollers send them: computed from memory), or several; or they mix it."""
+    order = draw(st.sampled_from(["hourly", "in time", "mixed"]))
+    uploads = draw(st.integers(1, 6))
     polls = []
     for store in ("s1", "s2", "s3"):
-        minutes = draw(st.lists(st.integers(0, SPAN_MINUTES), max_size=24, unique=True))
+        most = 8 if order == "hourly" else 24
+        minutes = draw(st.lists(st.integers(0, SPAN_MINUTES), max_size=most, unique=True))
         for minute in minutes:
             active = draw(st.integers(0, 3)) > 0
-            if in_time_order:
+            if order == "in time":
                 upload = minute * uploads // (SPAN_MINUTES + 1)
             else:
                 upload = draw(st.integers(0, uploads - 1))
             polls.append((store, minute, active, upload))
-    return polls, uploads, draw(st.integers(0, uploads - 1))
+    if order == "hourly":
+        polls, uploads = one_poll_of_a_store_an_upload(polls)
+    forgets = draw(st.lists(st.booleans(), min_size=uploads, max_size=uploads))
+    return polls, uploads, draw(st.integers(0, uploads - 1)), forgets
+
+
+def one_poll_of_a_store_an_upload(polls: list[tuple]) -> tuple[list[tuple], int]:
+    """The polls in time order, a new upload whenever a store has one in the current."""
+    upload, in_upload, placed = 0, set(), []
+    for store, minute, active, _ in sorted(polls, key=lambda row: row[1]):
+        if store in in_upload:
+            upload, in_upload = upload + 1, set()
+        in_upload.add(store)
+        placed.append((store, minute, active, upload))
+    return placed, upload + 1
 
 
 def polls_csv(rows) -> str:
@@ -88,7 +106,7 @@ def stored_incidents(app) -> list[tuple]:
 )
 @given(scenarios())
 def test_evaluating_load_by_load_keeps_the_incidents_of_one_evaluation_of_all(scenario):
-    polls, uploads, hours_before = scenario
+    polls, uploads, hours_before, forgets = scenario
     note(f"scenario: {scenario!r}")
     with tempfile.TemporaryDirectory() as folder:
         base = Path(folder)
@@ -99,6 +117,8 @@ def test_evaluating_load_by_load_keeps_the_incidents_of_one_evaluation_of_all(sc
             if upload == hours_before:
                 post(client, "/business_hours", HOURS)
             part = [row for row in polls if row[3] == upload]
+            if forgets[upload]:
+                last_evidence.forget()
             if part:
                 post(client, "/polls", polls_csv(part))
         at_once = make_app(f"sqlite:///{base / 'at_once.sqlite3'}", base / "b")

@@ -237,10 +237,13 @@ def test_duplicate_polls_alone_are_no_reason_to_fail(app):
 
 
 @pytest.mark.parametrize("statement_bytes", [1 << 20, 40])
-def test_insert_rows_stores_every_value_as_sent(app, monkeypatch, statement_bytes):
-    # On MySQL/MariaDB the rows become literals (40 bytes: a statement a row or two).
+@pytest.mark.parametrize("separator", ["", writing.TEXT_SEPARATOR])
+def test_insert_rows_stores_every_value_as_sent(app, monkeypatch, statement_bytes, separator):
+    # On MySQL/MariaDB the rows become literals (40 bytes: a statement a row or two), a
+    # column's texts escaped in one call, or one by one when one holds the separator.
     monkeypatch.setattr(writing, "STATEMENT_BYTES", statement_bytes)
     texts = ["it's", "back\\slash \\N", "%s %(x)s", "\N{PILE OF POO} ó", "", None, "NULL"]
+    texts[0] += separator
     frame = pd.DataFrame(
         {"id": range(1, len(texts) + 1), "label": texts, "flag": [True, False] * 3 + [True]}
     )
@@ -419,6 +422,11 @@ def test_purge_retired_deletes_only_versions_retired_by_the_given_batch(app, tmp
 
 # --------------------------------------------------------------------------- polls in key order
 
+BATCH_POLLS_WITH_IDS = (
+    "SELECT s.external_id, b.polls, b.first_ts_us, b.least_active, b.most_active "
+    "FROM batch_polls b JOIN stores s ON s.id = b.store_key ORDER BY s.external_id"
+)
+
 
 def test_a_load_larger_than_the_buffer_is_written_in_key_order_first_duplicate_kept(
     app, tmp_path, monkeypatch
@@ -468,3 +476,18 @@ def test_a_load_larger_than_the_buffer_is_written_in_key_order_first_duplicate_k
     ]
     assert sorted(stored) == sorted(expected)
     assert list(tmp_path.glob("sorted-runs-*")) == []
+    # What the load sent per store, over every block and run (`models.BatchPolls`): each row
+    # counted, the repeats the database skipped too.
+    sent_per_store = pd.DataFrame(lines, columns=["store", "minute", "status"])
+    sent_per_store["active"] = (sent_per_store["status"] == "active").astype(int)
+    expected_summary = [
+        (
+            store,
+            len(part),
+            AT_MIDNIGHT + part["minute"].min() * 60_000_000,
+            part["active"].min(),
+            part["active"].max(),
+        )
+        for store, part in sent_per_store.groupby("store")
+    ]
+    assert rows(app, BATCH_POLLS_WITH_IDS) == expected_summary
