@@ -587,12 +587,13 @@ class Incidents:
 
 @dataclass(frozen=True)
 class TimelineEnds:
-    """How the timeline of each store with a poll inside business hours ends at `now`, in µs:
-    its latest evidence poll, and, when that poll is inactive, the first poll of the inactive
-    run it ends and the evidence poll before that run (-1: none). With `stale_after`, a run
-    is any inactive stretch, unknown time ignored."""
+    """How each store's timeline ends at `now`, in µs: whether its evidence is its polls inside
+    business hours (else all its polls), its latest evidence poll, and, when that poll is
+    inactive, the first poll of the inactive run it ends and the evidence poll before that run
+    (-1: none). With `stale_after`, a run is any inactive stretch, unknown time ignored."""
 
     stores: np.ndarray
+    inside: np.ndarray
     last_us: np.ndarray
     last_active: np.ndarray
     run_first_us: np.ndarray
@@ -604,19 +605,20 @@ def timeline_ends(state_polls: StorePolls, evidence: Evidence) -> TimelineEnds:
     codes, ticks, active = evidence.codes, evidence.ticks, evidence.active
     if not codes.size:
         none = np.zeros(0, dtype=np.int64)
-        return TimelineEnds(state_polls.stores[none], none, none.astype(bool), none, none)
+        flags = none.astype(bool)
+        return TimelineEnds(state_polls.stores[none], flags, none, flags, none, none)
     position = np.arange(codes.size)
     same_store = np.r_[False, codes[1:] == codes[:-1]]
     run_starts = ~active & ~(same_store & np.r_[False, ~active[:-1]])
     run_start = np.maximum.accumulate(np.where(run_starts, position, 0))
     last = np.flatnonzero(np.r_[codes[1:] != codes[:-1], True])
-    last = last[evidence.inside[codes[last]]]
     down = ~active[last]
     first = np.where(down, run_start[last], last)
     has_before = down & same_store[first]
     none = np.int64(-1)
     return TimelineEnds(
         state_polls.stores[codes[last]],
+        evidence.inside[codes[last]],
         ticks[last] // TICKS_PER_US,
         active[last],
         np.where(down, ticks[first] // TICKS_PER_US, none),

@@ -228,21 +228,19 @@ def ends_after(before: Ends | None, parts: list[incidents.Found], unread: incide
     polls and were not computed are no longer kept."""
     computed = np.concatenate([part.since.index.to_numpy(np.int64) for part in parts])
     before = before or Ends.empty()
-    moved = report.Polls.of(
-        unread.polls.store[unread.inside],
-        unread.polls.ts_us[unread.inside],
-        unread.polls.active[unread.inside],
-    )
-    starting = unread.inside & unread.polls.active & ~np.isin(unread.polls.store, before.store)
+    polls = unread.polls
+    starting = unread.inside & polls.active & ~np.isin(polls.store, before.store)
+    count = int(starting.sum())
     first_known = Ends(
-        unread.polls.store[starting].astype(np.int64),
-        unread.polls.ts_us[starting],
-        np.ones(int(starting.sum()), dtype=bool),
-        np.full(int(starting.sum()), last_evidence.NONE, dtype=np.int64),
-        np.full(int(starting.sum()), last_evidence.NONE, dtype=np.int64),
+        polls.store[starting].astype(np.int64),
+        np.ones(count, dtype=bool),
+        polls.ts_us[starting],
+        np.ones(count, dtype=bool),
+        np.full(count, last_evidence.NONE, dtype=np.int64),
+        np.full(count, last_evidence.NONE, dtype=np.int64),
     )
     fresh = last_evidence.concat([part.ends for part in parts] + [first_known])
-    return before.advanced(np.union1d(computed, unread.several), fresh, moved)
+    return before.advanced(np.union1d(computed, unread.several), fresh, polls, unread.inside)
 
 
 def evidence_state(conn: Connection, batch: int, now_us: int | None) -> last_evidence.State:

@@ -186,19 +186,24 @@ def remembered_polls(
     changing: np.ndarray, open_rows: pd.DataFrame, new: NewPolls, known: Known
 ) -> Remembered:
     """The stores among `changing` (polled stores whose new polls change their incidents) that
-    are computed from memory: one new poll, every new poll after the previous `now`, a poll
-    inside business hours, and how their timeline ended kept (`known.ends`) and consistent
-    with the stored open incident, if any (`last_evidence.timeline_polls`)."""
+    are computed from memory: one new poll, every new poll after the previous `now`, evidence
+    of the same kind (`report.TimelineEnds.inside`) before and after it, and how their timeline
+    ended kept (`known.ends`) and consistent with the stored open incident, if any
+    (`last_evidence.timeline_polls`)."""
     ends, previous_now_us = known.ends, known.previous_now_us
     if ends is None or new.per_store is None or known.evidenced is None or known.kept is None:
         return Remembered.none()
     if previous_now_us is None or new.first_new_us <= previous_now_us:
         return Remembered.none()
     summary = new.per_store[np.isin(new.per_store[:, 0], changing) & (new.per_store[:, 1] == 1)]
-    summary = summary[np.isin(summary[:, 0], known.evidenced)]
     summary = summary[np.argsort(summary[:, 0])]
     kept = ends.of(summary[:, 0])
     summary = summary[np.isin(summary[:, 0], kept.store)]  # both sorted by store
+    # A store's evidence stays of its kind: as `evidenced_stores` says, and a store without a
+    # poll inside business hours gets none (its new poll is outside them).
+    same_kind = kept.inside == np.isin(kept.store, known.evidenced)
+    same_kind[~kept.inside] &= ~inside_business_hours(summary[~kept.inside], known.kept)
+    kept, summary = kept.rows(same_kind), summary[same_kind]
     open_first = open_rows.drop_duplicates("store_key", keep=False).set_index("store_key")
     stored_first = open_first["first_poll_us"].reindex(kept.store).fillna(NONE_US)
     opened = kept.open_first_us != last_evidence.NONE
@@ -216,6 +221,17 @@ def remembered_polls(
 NONE_US = -1
 
 
+def inside_business_hours(summary: np.ndarray, kept: StoreRows) -> np.ndarray:
+    """Whether each store's one new poll (rows of `NewPolls.per_store`) is inside its business
+    hours minus closures."""
+    keys = summary[:, 0]
+    if not keys.size:
+        return np.zeros(0, dtype=bool)
+    hours, zones, closures = kept.of(int(keys.min()), int(keys.max()) + 1, keys.tolist())
+    context = report.ReportInputs(report.Polls.of(), hours, zones, closures)
+    return report.in_business_hours(context, keys, summary[:, 2])
+
+
 def unread_polls(unread: np.ndarray, new: NewPolls, known: Known) -> Unread:
     """The new polls of the stores that are not read (`Unread`), where known one by one (every
     new poll after the previous `now`: each store's one new poll is its latest)."""
@@ -226,13 +242,8 @@ def unread_polls(unread: np.ndarray, new: NewPolls, known: Known) -> Unread:
     summary = new.per_store[np.isin(new.per_store[:, 0], unread)]
     one = summary[summary[:, 1] == 1]
     polls = report.Polls.of(one[:, 0], one[:, 2], one[:, 3].astype(bool))
-    keys = one[:, 0]
-    if not keys.size:
-        return Unread(polls, np.zeros(0, dtype=bool), np.setdiff1d(unread, keys))
-    hours, zones, closures = known.kept.of(int(keys.min()), int(keys.max()) + 1, keys.tolist())
-    context = report.ReportInputs(report.Polls.of(), hours, zones, closures)
-    inside = report.in_business_hours(context, polls.store, polls.ts_us)
-    return Unread(polls, inside, np.setdiff1d(unread, keys))
+    inside = inside_business_hours(one, known.kept)
+    return Unread(polls, inside, np.setdiff1d(unread, one[:, 0]))
 
 
 def open_incidents(conn: Connection) -> pd.DataFrame:
@@ -495,9 +506,7 @@ def by_place(readings: list[Reading]) -> list[Reading]:
     ]
 
 
-def from_memory(
-    remembered: Remembered, kept: StoreRows, now_us: int, with_ends: bool = True
-) -> Found:
+def from_memory(remembered: Remembered, kept: StoreRows, now_us: int) -> Found:
     """The incidents of the stores computed from memory (`Remembered`): the engine's from
     their remembered polls, the same from before their open incident on as from all their
     polls. Each is read as from the earliest new poll (their older incidents stay), and
@@ -509,9 +518,9 @@ def from_memory(
     inputs = report.ReportInputs(remembered.polls, hours, zones, closures)
     found = report.find_incidents(inputs, now_us, report.ReportOptions())
     frame = engine_frame(found)
-    ends = last_evidence.ends_of(found.ends, keys) if with_ends else last_evidence.Ends.empty()
+    ends = last_evidence.ends_of(found.ends, keys)
     since = pd.Series(remembered.first_new_us, index=keys, dtype=np.int64)
-    return Found(frame, since, keys, ends)
+    return Found(frame, since, ends.store[ends.inside], ends)
 
 
 def carry_forward(

@@ -33,12 +33,14 @@ NONE = -1  # no open incident; or no evidence poll before the open incident's fi
 
 @dataclass(frozen=True)
 class Ends:
-    """Per evidenced store (keys sorted): its latest evidence poll (instant, status); with an
+    """Per store (keys sorted): whether its evidence is its polls inside business hours (else
+    all its polls, none being inside), its latest evidence poll (instant, status); with an
     open incident, that incident's first poll and the latest evidence poll before it (NONE:
     the incident starts at its first poll), else NONE twice. Evidence polls of an open
     incident's store before its first are active, after it inactive."""
 
     store: np.ndarray
+    inside: np.ndarray
     last_us: np.ndarray
     last_active: np.ndarray
     open_first_us: np.ndarray
@@ -47,32 +49,45 @@ class Ends:
     @classmethod
     def empty(cls) -> Ends:
         none = np.zeros(0, dtype=np.int64)
-        return cls(none, none, none.astype(bool), none, none)
+        return cls(none, none.astype(bool), none, none.astype(bool), none, none)
 
     def of(self, store_keys: np.ndarray) -> Ends:
         """The entries of those of `store_keys` that are kept."""
         return self.rows(np.isin(self.store, store_keys))
 
-    def advanced(self, dropped: np.ndarray, fresh: Ends, polled: report.Polls) -> Ends:
+    def advanced(
+        self, dropped: np.ndarray, fresh: Ends, polled: report.Polls, inside: np.ndarray
+    ) -> Ends:
         """These ends after an evaluation: `fresh` entries replace the stores' (those it read,
         which are no longer kept when not in `fresh`: `dropped` lists every store read or
-        otherwise changed); a store with one new poll that was not read (`polled`: its poll
-        is no evidence, or of the status it had) keeps its entry, its latest evidence poll
-        now that poll when it is inside business hours (`polled.active` then holds it)."""
+        otherwise changed). A store with one new poll that was not read (`polled`, `inside`
+        its business hours or not: it is no evidence, or of the status the store had) keeps
+        its entry, its latest evidence poll now that poll when it is evidence: inside business
+        hours, or outside them for a store without a poll inside them (one inside would have
+        changed that store's evidence: it is dropped)."""
         kept = self.rows(~np.isin(self.store, dropped))
-        moved = np.isin(kept.store, polled.store)
-        if moved.any():
-            order = np.argsort(polled.store)
-            at = order[np.searchsorted(polled.store, kept.store[moved], sorter=order)]
-            last_us, last_active = kept.last_us.copy(), kept.last_active.copy()
-            last_us[moved], last_active[moved] = polled.ts_us[at], polled.active[at]
-            kept = Ends(kept.store, last_us, last_active, kept.open_first_us, kept.before_open_us)
-        return concat([kept, fresh])
+        order = np.argsort(polled.store, kind="stable")
+        here = np.flatnonzero(np.isin(kept.store, polled.store))
+        at = order[np.searchsorted(polled.store, kept.store[here], sorter=order)]
+        evidence = here[inside[at] | ~kept.inside[here]]
+        at_evidence = at[inside[at] | ~kept.inside[here]]
+        last_us, last_active = kept.last_us.copy(), kept.last_active.copy()
+        last_us[evidence], last_active[evidence] = (
+            polled.ts_us[at_evidence],
+            polled.active[at_evidence],
+        )
+        flipped = np.zeros(kept.store.size, dtype=bool)
+        flipped[here] = inside[at] & ~kept.inside[here]
+        moved = Ends(
+            kept.store, kept.inside, last_us, last_active, kept.open_first_us, kept.before_open_us
+        )
+        return concat([moved.rows(~flipped), fresh])
 
     def rows(self, chosen: np.ndarray) -> Ends:
         """The entries where `chosen` holds."""
         return Ends(
             self.store[chosen],
+            self.inside[chosen],
             self.last_us[chosen],
             self.last_active[chosen],
             self.open_first_us[chosen],
@@ -90,6 +105,7 @@ def concat(parts: list[Ends]) -> Ends:
 
     return Ends(
         store[order],
+        column("inside"),
         column("last_us"),
         column("last_active"),
         column("open_first_us"),
@@ -98,14 +114,15 @@ def concat(parts: list[Ends]) -> Ends:
 
 
 def ends_of(found: report.TimelineEnds, stores: np.ndarray) -> Ends:
-    """The ends of those of `stores` the engine found with a poll inside business hours
-    (`report.find_incidents(...).ends`, from polls read from some instant to `now` with each
-    store's latest poll and latest evidence poll before it)."""
+    """The ends of `stores` as the engine found them (`report.find_incidents(...).ends`, from
+    polls read from some instant to `now` with each store's latest poll and latest evidence
+    poll before it)."""
     chosen = np.isin(found.stores, stores)
     keys = found.stores[chosen].astype(np.int64)
     order = np.argsort(keys, kind="stable")
     return Ends(
         keys[order],
+        found.inside[chosen][order],
         found.last_us[chosen][order],
         found.last_active[chosen][order],
         found.run_first_us[chosen][order],

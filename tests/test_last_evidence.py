@@ -41,7 +41,7 @@ def test_ends_hold_the_latest_evidence_and_the_poll_before_the_open_incident():
         (1, at("2023-01-23 10:30"), False),  # the open incident's first poll
         (1, at("2023-01-23 11:30"), False),
         (1, at("2023-01-23 18:00"), True),  # outside again
-        (2, at("2023-01-23 08:00"), False),  # never inside business hours: not kept
+        (2, at("2023-01-23 08:00"), False),  # never inside business hours: all its evidence
         (3, at("2023-01-23 09:10"), True),
         (3, at("2023-01-23 12:10"), True),
         (4, at("2023-01-23 10:00"), False),  # down from its first evidence poll
@@ -50,42 +50,65 @@ def test_ends_hold_the_latest_evidence_and_the_poll_before_the_open_incident():
     inputs = engine_inputs(polls, MONDAY_HOURS, IN_UTC)
     now = at("2023-01-23 18:00")
     ends = last_evidence.ends_of(report.find_incidents(inputs, now).ends, np.array([1, 2, 3, 4]))
-    assert ends.store.tolist() == [1, 3, 4]
-    assert ends.last_us.tolist() == [
-        at("2023-01-23 11:30"),
-        at("2023-01-23 12:10"),
-        at("2023-01-23 11:00"),
+    assert ends.store.tolist() == [1, 2, 3, 4]
+    assert ends.inside.tolist() == [True, False, True, True]
+    latest = ["2023-01-23 11:30", "2023-01-23 08:00", "2023-01-23 12:10", "2023-01-23 11:00"]
+    assert ends.last_us.tolist() == [at(text) for text in latest]
+    assert ends.last_active.tolist() == [False, False, True, False]
+    assert ends.open_first_us.tolist() == [
+        at("2023-01-23 10:30"),
+        at("2023-01-23 08:00"),
+        NONE,
+        at("2023-01-23 10:00"),
     ]
-    assert ends.last_active.tolist() == [False, True, False]
-    assert ends.open_first_us.tolist() == [at("2023-01-23 10:30"), NONE, at("2023-01-23 10:00")]
-    assert ends.before_open_us.tolist() == [at("2023-01-23 09:30"), NONE, NONE]
+    assert ends.before_open_us.tolist() == [at("2023-01-23 09:30"), NONE, NONE, NONE]
 
 
 def ends_of_rows(*rows) -> last_evidence.Ends:
-    table = np.array(rows, dtype=np.int64).reshape(-1, 5)
+    table = np.array(rows, dtype=np.int64).reshape(-1, 6)
     return last_evidence.Ends(
-        table[:, 0], table[:, 1], table[:, 2].astype(bool), table[:, 3], table[:, 4]
+        table[:, 0],
+        table[:, 1].astype(bool),
+        table[:, 2],
+        table[:, 3].astype(bool),
+        table[:, 4],
+        table[:, 5],
     )
 
 
 def test_advancing_replaces_drops_and_moves_entries():
     before = ends_of_rows(
-        (1, 100, 1, NONE, NONE),  # read again: replaced
-        (2, 100, 0, 50, 40),  # one new poll inside business hours: its latest evidence moves
-        (3, 100, 1, NONE, NONE),  # several new polls, not read: no longer known
-        (4, 100, 1, NONE, NONE),  # untouched
+        (1, 1, 100, 1, NONE, NONE),  # read again: replaced
+        (2, 1, 100, 0, 50, 40),  # a new poll inside business hours: its latest evidence moves
+        (3, 1, 100, 1, NONE, NONE),  # several new polls, not read: no longer known
+        (4, 1, 100, 1, NONE, NONE),  # untouched
+        (6, 1, 100, 1, NONE, NONE),  # a new poll outside business hours: no evidence
+        (7, 0, 100, 1, NONE, NONE),  # all its polls are evidence: the new one too
+        (8, 0, 100, 1, NONE, NONE),  # its first poll inside business hours: no longer known
     )
-    fresh = ends_of_rows((1, 300, 0, 300, 100), (5, 200, 1, NONE, NONE))
-    moved = report.Polls.of(np.array([2]), np.array([250]), np.array([False]))
-    after = before.advanced(np.array([1, 3, 5]), fresh, moved)
+    fresh = ends_of_rows((1, 1, 300, 0, 300, 100), (5, 1, 200, 1, NONE, NONE))
+    moved = report.Polls.of(
+        np.array([8, 2, 6, 7]), np.array([250, 250, 250, 250]), np.array([True, False, True, True])
+    )
+    inside = np.array([True, True, False, False])
+    after = before.advanced(np.array([1, 3, 5]), fresh, moved, inside)
     table = np.column_stack(
-        [after.store, after.last_us, after.last_active, after.open_first_us, after.before_open_us]
+        [
+            after.store,
+            after.inside,
+            after.last_us,
+            after.last_active,
+            after.open_first_us,
+            after.before_open_us,
+        ]
     )
     assert table.tolist() == [
-        [1, 300, 0, 300, 100],
-        [2, 250, 0, 50, 40],
-        [4, 100, 1, NONE, NONE],
-        [5, 200, 1, NONE, NONE],
+        [1, 1, 300, 0, 300, 100],
+        [2, 1, 250, 0, 50, 40],
+        [4, 1, 100, 1, NONE, NONE],
+        [5, 1, 200, 1, NONE, NONE],
+        [6, 1, 100, 1, NONE, NONE],
+        [7, 0, 250, 1, NONE, NONE],
     ]
 
 
@@ -127,9 +150,10 @@ def test_remembered_polls_give_the_incidents_of_all_polls(history):
     ends = last_evidence.ends_of(
         report.find_incidents(inputs, previous_now).ends, np.array([store])
     )
-    assume(ends.store.size == 1)  # a store with a poll inside business hours
     new = (STORE, at_minute(new_minute), new_active)
     everything = engine_inputs([*rows, new], HOURS, ZONES, CLOSURES)
+    new_inside = report.in_business_hours(everything, np.array([STORE]), np.array([new[1]]))[0]
+    assume(ends.inside[0] or not new_inside)  # a first poll inside changes the whole timeline
     remembered = last_evidence.timeline_polls(
         ends, report.Polls.of(np.array([store]), np.array([new[1]]), np.array([new_active]))
     )
