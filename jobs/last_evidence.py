@@ -1,21 +1,22 @@
 """How each store's timeline ended at the last evaluation's `now`, kept in memory.
 
-A store with a poll inside business hours (an evidenced store) has a status timeline that,
-from its latest evidence poll on, is that poll's status. A new poll after the previous `now`
-only changes the timeline from the midpoint with that latest evidence poll on; an open
-incident of the store only needs, besides, its first poll and the evidence poll before it (the
-incident starts halfway between the two). So with those polls kept, an evaluation computes
-the incidents of a store that got one new poll from four polls in memory instead of reading
-its history: the engine sees the same timeline from the poll before the open incident on,
-since every evidence poll between that incident's first and the latest one is inactive
-(`incidents.remembered_polls`).
+A store's status timeline is, from its latest evidence poll on, that poll's status (its
+evidence: its polls inside business hours, or all its polls while none is inside them). A new
+poll after the previous `now` only changes the timeline from the midpoint with that latest
+evidence poll on; an open incident of the store only needs, besides, its first poll and the
+evidence poll before it (the incident starts halfway between the two). So with those polls
+kept, an evaluation computes the incidents of a store that got one new poll from four polls in
+memory instead of reading its history: the engine sees the same timeline from the poll before
+the open incident on, since every evidence poll between that incident's first and the latest
+one is inactive (`incidents.remembered_polls`, `timeline_polls`). Not when the new poll is a
+store's first inside business hours: that changes which polls are its evidence.
 
-The polls are kept per database for the alert state they are as of (evaluated batch, `now`,
-and when that batch started): an evaluation that starts from another state (another process
-evaluated meanwhile) finds none, reads as before, and keeps what it read. A store is kept only
-when everything about it is known: its entry is replaced from every read of it, and dropped
-when new polls come that are not read and not known one by one (`Ends.advanced`).
-"""
+The engine reports these ends (`report.TimelineEnds`). They are kept per database for the
+alert state they are as of (evaluated batch, `now`, and when that batch started): an
+evaluation that starts from another state (another process evaluated meanwhile) finds none,
+reads as before, and keeps what it read. A store is kept only when everything about it is
+known: its entry is replaced from every read of it, and dropped when new polls come that are
+not read and not known one by one (`Ends.advanced`)."""
 
 from __future__ import annotations
 
