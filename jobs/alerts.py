@@ -89,6 +89,7 @@ class Computed:
     remembered: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     remembered_open: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     ends: Ends | None = None  # how the stores' timelines end as of `fixed` (`last_evidence`)
+    reshaped: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def _evaluate(clock: deliveries.Clock) -> Evaluation:
@@ -108,7 +109,9 @@ def _evaluate(clock: deliveries.Clock) -> Evaluation:
         state.evaluated_batch = max(state.evaluated_batch, fixed.batch)
         session.commit()
         return Evaluation(fixed.batch, None, 0, 0)
-    replaced_open = np.union1d(planned.carried, planned.remembered_open)
+    replaced_open = np.union1d(
+        np.union1d(planned.carried, planned.remembered_open), planned.reshaped
+    )
     incidents.save_incidents(
         conn, planned.by_stale[None], planned.since, replaced_open, planned.planned_from[1]
     )
@@ -217,15 +220,16 @@ def compute(planned_from: tuple[int, int | None]) -> Computed:
         plan.remembered.store_keys,
         plan.remembered.open_keys,
         None if kept is None else ends_after(ends, parts, plan.unread),
+        plan.reshaped,
     )
 
 
 def ends_after(before: Ends | None, parts: list[incidents.Found], unread: incidents.Unread) -> Ends:
     """How the stores' timelines end after the evaluation: as found for the stores computed;
     for a store with one new poll that was not computed, as before but with that poll as its
-    latest evidence when it is inside business hours (a store not kept whose poll is inside
-    and active is kept from now on: it has no open incident); stores that got several new
-    polls and were not computed are no longer kept."""
+    latest evidence when it is evidence for it (`last_evidence.Ends.advanced`; a store not
+    kept whose poll is inside business hours and active is kept from now on: it has no open
+    incident); stores that got several new polls and were not computed are no longer kept."""
     computed = np.concatenate([part.since.index.to_numpy(np.int64) for part in parts])
     before = before or Ends.empty()
     polls = unread.polls

@@ -12,10 +12,11 @@ whose new polls, after the previous `now`, are all no evidence or of the status 
 not read at all when its evidence cannot change kind (`unaffected_by_new_polls`); if it had an
 open incident, that incident is carried forward without reading: it only grows by the business
 time since the previous `now` (`carry_forward`), as it does for a store that got no poll. A
-store with a poll inside business hours whose one new poll does change it is computed from the
-polls the process keeps of how its timeline ended (`last_evidence`, `remembered_polls`), when
-the process evaluated the previous state itself. What each load sent per store (`batch_polls`)
-tells an evaluation what the new polls are, without reading them.
+store whose one new poll does change it (but is not its first inside business hours) is
+computed from the polls the process keeps of how its timeline ended (`last_evidence`,
+`remembered_polls`), when the process evaluated the previous state itself. What each load
+sent per store (`batch_polls`) tells an evaluation what the new polls are, without reading
+them.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ class Plan:
     with_carried: list[Reading]
     remembered: Remembered = field(default_factory=lambda: Remembered.none())
     unread: Unread = field(default_factory=lambda: Unread.none())
+    reshaped: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def plan_readings(
@@ -125,7 +127,8 @@ def plan_readings(
     """What an evaluation of batches (after_batch, batch] reads, store by store.
 
     - Stores whose hours, zone or closures changed: the week before `now` (and further back
-      where an incident reaches past it), as everything about them may have changed.
+      where an incident reaches past it), as everything about them may have changed; their
+      stored open incident is replaced, however old (`reshaped`: it may be gone).
     - Stores with an open incident that got polls: from its start, in readings of stores whose
       incidents are of similar age. Those that got none, or none that changes their incidents
       (`unaffected_by_new_polls`), are carried forward (`carriable`).
@@ -175,6 +178,7 @@ def plan_readings(
         [r for r in readings + by_age if r.store_keys.size],
         remembered,
         unread,
+        reshaped,
     )
 
 

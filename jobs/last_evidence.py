@@ -165,8 +165,12 @@ def kept(identity: str, state: State) -> Ends | None:
 
 
 def keep(identity: str, state: State, ends: Ends) -> None:
-    """Keep `ends` as of `state` for the database (the CACHED_DATABASES latest only)."""
+    """Keep `ends` as of `state` for the database (the CACHED_DATABASES latest only), unless
+    ends of a later batch are kept (another thread committed after this one and kept first)."""
     with _LOCK:
+        kept_now = _CACHE.get(identity)
+        if kept_now is not None and kept_now[0][0] > state[0]:
+            return
         _CACHE[identity] = (state, ends)
         _CACHE.move_to_end(identity)
         while len(_CACHE) > CACHED_DATABASES:

@@ -696,6 +696,29 @@ def test_a_store_with_one_new_poll_is_computed_from_memory(alert_app, caplog):
     assert remembered_counts(caplog) == [1, 0, 1, 0, 1]
 
 
+def test_an_open_incident_older_than_the_week_goes_when_new_hours_end_it(alert_app):
+    # Under Monday hours s1's only evidence is Monday 2 January's inactive poll: it is down
+    # from then on. Under Tuesday hours its evidence is its Tuesday polls, both active: it
+    # never was. The hours' evaluation reads the week before `now`, which does not reach the
+    # open incident's first poll; that incident must go all the same.
+    client = alert_app.test_client()
+    upload(
+        client,
+        "/business_hours",
+        "store_id,day,start_time_local,end_time_local\ns1,0,09:00,17:00\n",
+    )
+    upload(client, "/timezones", ZONES)
+    monday_and_tuesdays = ("s1,inactive,2023-01-02 10:00:00", "s1,active,2023-01-03 09:30:00")
+    upload(client, "/polls", polls(*monday_and_tuesdays, "s1,active,2023-01-10 10:00:00"))
+    assert s1_incidents(client) == [("2023-01-02T10:00:00.000000Z", None, 54000.0)]
+    upload(
+        client,
+        "/business_hours",
+        "store_id,day,start_time_local,end_time_local\ns1,1,09:00,17:00\n",
+    )
+    assert s1_incidents(client) == []
+
+
 def test_a_poll_repeated_in_two_loads_not_yet_evaluated_is_the_first_loaded(alert_app, tmp_path):
     # What a load sent per store (`batch_polls`) counts a repeat that the database skipped:
     # an evaluation must read such a store's polls, not take the last load's word for them.
