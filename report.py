@@ -540,6 +540,16 @@ class Outages:
     first_polls: np.ndarray  # tick of each outage's first evidence poll
 
 
+def continues_outage(evidence: Evidence, stale_ticks: int | None) -> np.ndarray:
+    """Per evidence poll: whether it is inactive and goes on its store's outage of the poll
+    before (inactive too, and not more than twice `stale_after` away)."""
+    inactive, codes, ticks = ~evidence.active, evidence.codes, evidence.ticks
+    continues = np.r_[False, (codes[1:] == codes[:-1]) & inactive[1:] & inactive[:-1]]
+    if stale_ticks is not None:
+        continues &= np.r_[False, ticks[1:] - ticks[:-1] <= 2 * stale_ticks]
+    return continues
+
+
 def find_outages(evidence: Evidence, stale_ticks: int | None) -> Outages:
     """Join consecutive inactive evidence polls of a store into outages.
 
@@ -548,9 +558,7 @@ def find_outages(evidence: Evidence, stale_ticks: int | None) -> Outages:
     """
     inactive = ~evidence.active
     codes, ticks = evidence.codes, evidence.ticks
-    continues = np.r_[False, (codes[1:] == codes[:-1]) & inactive[1:] & inactive[:-1]]
-    if stale_ticks is not None:
-        continues &= np.r_[False, ticks[1:] - ticks[:-1] <= 2 * stale_ticks]
+    continues = continues_outage(evidence, stale_ticks)
     starts_run = inactive & ~continues
     ends_run = inactive & ~np.r_[continues[1:], False]
     return Outages(
@@ -609,7 +617,7 @@ def timeline_ends(state_polls: StorePolls, evidence: Evidence) -> TimelineEnds:
         return TimelineEnds(state_polls.stores[none], flags, none, flags, none, none)
     position = np.arange(codes.size)
     same_store = np.r_[False, codes[1:] == codes[:-1]]
-    run_starts = ~active & ~(same_store & np.r_[False, ~active[:-1]])
+    run_starts = ~active & ~continues_outage(evidence, None)
     run_start = np.maximum.accumulate(np.where(run_starts, position, 0))
     last = np.flatnonzero(np.r_[codes[1:] != codes[:-1], True])
     down = ~active[last]

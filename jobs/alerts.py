@@ -193,9 +193,8 @@ def compute(planned_from: tuple[int, int | None]) -> Computed:
         stale_values = conn.scalars(
             select(AlertRule.stale_after_us).where(AlertRule.stale_after_us.is_not(None)).distinct()
         ).all()
-    options = report.ReportOptions()
     found = incidents.compute_readings(
-        db.engine, fixed, plan.readings, options, kept, with_ends=kept is not None
+        db.engine, fixed, plan.readings, report.ReportOptions(), kept
     )
     parts = [found]
     if kept is not None and plan.remembered.store_keys.size:
@@ -211,16 +210,16 @@ def compute(planned_from: tuple[int, int | None]) -> Computed:
         planned_from,
         fixed,
         plan.readings,
-        plan.carried["store_key"].to_numpy(np.int64),
-        plan.with_carried,
-        pd.concat([part.since for part in parts]).sort_index(),
-        by_stale,
-        evidenced,
-        np.unique(np.concatenate([part.evidenced for part in parts])),
-        plan.remembered.store_keys,
-        plan.remembered.open_keys,
-        None if kept is None else ends_after(ends, parts, plan.unread),
-        plan.reshaped,
+        carried=plan.carried["store_key"].to_numpy(np.int64),
+        stale_readings=plan.with_carried,
+        since=pd.concat([part.since for part in parts]).sort_index(),
+        by_stale=by_stale,
+        known_evidenced=evidenced,
+        evidenced=np.unique(np.concatenate([part.evidenced for part in parts])),
+        remembered=plan.remembered.store_keys,
+        remembered_open=plan.remembered.open_keys,
+        ends=None if kept is None else ends_after(ends, parts, plan.unread),
+        reshaped=plan.reshaped,
     )
 
 
@@ -258,9 +257,7 @@ def evidence_state(conn: Connection, batch: int, now_us: int | None) -> last_evi
 
 def ends_key(conn: Connection, batch: int, now_us: int | None) -> tuple[str, last_evidence.State]:
     """The database and alert state that `last_evidence` keeps the stores' ends for."""
-    return f"{conn.engine.url}#{store_rows.database_instance(conn)}", evidence_state(
-        conn, batch, now_us
-    )
+    return store_rows.database_identity(conn), evidence_state(conn, batch, now_us)
 
 
 def kept_ends(conn: Connection, planned_from: tuple[int, int | None]) -> Ends | None:

@@ -159,7 +159,7 @@ def plan_readings(
     still_down, unchanged = none, none
     remembered, unread = Remembered.none(), Unread.none()
     if first_new is not None:
-        new = new_polls(conn, after_batch, batch, int(first_new), now_us)
+        new = new_polls(conn, after_batch, batch, (int(first_new), now_us), known.previous_now_us)
         unchanged = unaffected_by_new_polls(conn, polled, batch, new, known, down=False)
         still_down = unaffected_by_new_polls(conn, polled_open, batch, new, known, down=True)
         polled = np.setdiff1d(polled, unchanged)
@@ -194,10 +194,8 @@ def remembered_polls(
     of the same kind (`report.TimelineEnds.inside`) before and after it, and how their timeline
     ended kept (`known.ends`) and consistent with the stored open incident, if any
     (`last_evidence.timeline_polls`)."""
-    ends, previous_now_us = known.ends, known.previous_now_us
+    ends = known.ends
     if ends is None or new.per_store is None or known.evidenced is None or known.kept is None:
-        return Remembered.none()
-    if previous_now_us is None or new.first_new_us <= previous_now_us:
         return Remembered.none()
     summary = new.per_store[np.isin(new.per_store[:, 0], changing) & (new.per_store[:, 1] == 1)]
     summary = summary[np.argsort(summary[:, 0])]
@@ -206,10 +204,10 @@ def remembered_polls(
     # A store's evidence stays of its kind: as `evidenced_stores` says, and a store without a
     # poll inside business hours gets none (its new poll is outside them).
     same_kind = kept.inside == np.isin(kept.store, known.evidenced)
-    same_kind[~kept.inside] &= ~inside_business_hours(summary[~kept.inside], known.kept)
+    same_kind[~kept.inside] &= ~in_kept_hours(known.kept, one_poll_each(summary[~kept.inside]))
     kept, summary = kept.rows(same_kind), summary[same_kind]
     open_first = open_rows.drop_duplicates("store_key", keep=False).set_index("store_key")
-    stored_first = open_first["first_poll_us"].reindex(kept.store).fillna(NONE_US)
+    stored_first = open_first["first_poll_us"].reindex(kept.store).fillna(last_evidence.NONE)
     opened = kept.open_first_us != last_evidence.NONE
     usable = np.where(
         opened,
@@ -217,37 +215,31 @@ def remembered_polls(
         kept.last_active & ~np.isin(kept.store, open_rows["store_key"]),
     )
     kept, summary = kept.rows(usable), summary[usable]
-    one_new = report.Polls.of(summary[:, 0], summary[:, 2], summary[:, 3].astype(bool))
-    polls = last_evidence.timeline_polls(kept, one_new)
+    polls = last_evidence.timeline_polls(kept, one_poll_each(summary))
     return Remembered(polls, kept.store, kept.store[opened[usable]], new.first_new_us)
 
 
-NONE_US = -1
+def one_poll_each(summary: np.ndarray) -> report.Polls:
+    """The new poll of each store of `summary` (rows of `NewPolls.per_store` of one poll)."""
+    return report.Polls.of(summary[:, 0], summary[:, 2], summary[:, 3].astype(bool))
 
 
-def inside_business_hours(summary: np.ndarray, kept: StoreRows) -> np.ndarray:
-    """Whether each store's one new poll (rows of `NewPolls.per_store`) is inside its business
-    hours minus closures."""
-    keys = summary[:, 0]
-    if not keys.size:
+def in_kept_hours(kept: StoreRows, polls: report.Polls) -> np.ndarray:
+    """Whether each poll is inside its store's business hours minus closures."""
+    if not polls.store.size:
         return np.zeros(0, dtype=bool)
-    hours, zones, closures = kept.of(int(keys.min()), int(keys.max()) + 1, keys.tolist())
-    context = report.ReportInputs(report.Polls.of(), hours, zones, closures)
-    return report.in_business_hours(context, keys, summary[:, 2])
+    return report.in_business_hours(kept.inputs(polls.store), polls.store, polls.ts_us)
 
 
 def unread_polls(unread: np.ndarray, new: NewPolls, known: Known) -> Unread:
     """The new polls of the stores that are not read (`Unread`), where known one by one (every
     new poll after the previous `now`: each store's one new poll is its latest)."""
-    previous_now_us = known.previous_now_us
-    fast = previous_now_us is not None and new.first_new_us > previous_now_us
-    if new.per_store is None or known.kept is None or not fast or not unread.size:
+    if new.per_store is None or known.kept is None or not unread.size:
         return Unread(report.Polls.of(), np.zeros(0, dtype=bool), unread)
     summary = new.per_store[np.isin(new.per_store[:, 0], unread)]
     one = summary[summary[:, 1] == 1]
-    polls = report.Polls.of(one[:, 0], one[:, 2], one[:, 3].astype(bool))
-    inside = inside_business_hours(one, known.kept)
-    return Unread(polls, inside, np.setdiff1d(unread, one[:, 0]))
+    polls = one_poll_each(one)
+    return Unread(polls, in_kept_hours(known.kept, polls), np.setdiff1d(unread, one[:, 0]))
 
 
 def open_incidents(conn: Connection) -> pd.DataFrame:
@@ -260,9 +252,10 @@ def open_incidents(conn: Connection) -> pd.DataFrame:
 @dataclass(frozen=True)
 class NewPolls:
     """What the evaluated batches sent for polls (`models.BatchPolls`), per store summed over
-    them: columns store_key, polls, first_ts_us, least_active, most_active (None when some
-    batch with polls has no rows: it was loaded before the table existed); the earliest new
-    poll, and `now`."""
+    them: columns store_key, polls, first_ts_us, least_active, most_active; the earliest new
+    poll, and `now`. `per_store` is None, and every polled store is read, when it does not say
+    what is stored: when some new poll is not after the previous `now` (it may repeat a stored
+    one), or some batch with polls has no rows (it was loaded before the table existed)."""
 
     per_store: np.ndarray | None
     first_new_us: int
@@ -270,13 +263,19 @@ class NewPolls:
 
 
 def new_polls(
-    conn: Connection, after_batch: int, batch: int, first_new_us: int, now_us: int
+    conn: Connection,
+    after_batch: int,
+    batch: int,
+    new: tuple[int, int],
+    previous_now_us: int | None,
 ) -> NewPolls:
-    """The summary of the polls of batches (after_batch, batch] (`NewPolls`)."""
+    """The summary of the polls of batches (after_batch, batch] (`NewPolls`); `new`: the
+    earliest new poll, and `now`."""
+    first_new_us, now_us = new
     params = {"after": after_batch, "batch": batch}
-    unsummarized = conn.execute(text(UNSUMMARIZED_BATCHES), params).scalar()
     per_store = None
-    if not unsummarized:
+    all_later = previous_now_us is not None and first_new_us > previous_now_us
+    if all_later and not conn.execute(text(UNSUMMARIZED_BATCHES), params).scalar():
         per_store = snapshot.integer_table(conn, NEW_POLLS, params, NEW_POLL_COLUMNS)
     return NewPolls(per_store, first_new_us, now_us)
 
@@ -337,12 +336,9 @@ def unaffected_by_new_polls(
     (docs/spec.md). What the new polls are comes from their summary (`new`); only the polls of
     stores that got several, of which some may be inside business hours, are read.
     """
-    previous_now_us, evidenced, kept = known.previous_now_us, known.evidenced, known.kept
-    none = np.zeros(0, dtype=np.int64)
-    if previous_now_us is None or evidenced is None or kept is None or new.per_store is None:
-        return none
-    if new.first_new_us <= previous_now_us:  # some poll came late: read every polled store
-        return none
+    evidenced, kept = known.evidenced, known.kept
+    if evidenced is None or kept is None or new.per_store is None:  # read every polled store
+        return np.zeros(0, dtype=np.int64)
     # Every new poll is after the previous `now`, so the batches' polls repeat no older one:
     # one poll sent is the poll stored, and alike statuses sent are those stored.
     same = 0 if down else 1  # the status at the previous `now`
@@ -354,21 +350,16 @@ def unaffected_by_new_polls(
     unsure = summary[uniform != has_evidence]
     if not unsure.size:
         return settled
-    one = unsure[unsure[:, 1] == 1]
     polls = snapshot.concat_polls(
         [
-            report.Polls.of(one[:, 0], one[:, 2], one[:, 3].astype(bool)),
+            one_poll_each(unsure[unsure[:, 1] == 1]),
             snapshot.polls_in_span(
                 conn, batch, unsure[unsure[:, 1] > 1, 0], new.first_new_us, new.now_us + 1
             ),
         ]
     )
     unsure_keys = unsure[:, 0]
-    hours, zones, closures = kept.of(
-        int(unsure_keys.min()), int(unsure_keys.max()) + 1, unsure_keys.tolist()
-    )
-    context = report.ReportInputs(report.Polls.of(), hours, zones, closures)
-    inside = report.in_business_hours(context, polls.store, polls.ts_us)
+    inside = in_kept_hours(kept, polls)
     other = polls.active != bool(same)
     changing = (inside & other) | (~np.isin(polls.store, evidenced) & (inside | other))
     return np.union1d(settled, np.setdiff1d(unsure_keys, polls.store[changing])).astype(np.int64)
@@ -426,13 +417,12 @@ def compute_readings(
     readings: list[Reading],
     options: report.ReportOptions,
     kept: StoreRows | None = None,
-    with_ends: bool = False,
 ) -> Found:
     """Incidents of every reading's stores as of the snapshot (with `kept`, their hours, zones
     and closures come from memory), in waves: the readings, then the stores to read again
     (`settle`), one reading per place to read from: a store's incidents depend only on its
-    own rows and that place, never on the other stores read with it. `with_ends`: how the
-    stores' timelines end, too (`last_evidence.ends_of`)."""
+    own rows and that place, never on the other stores read with it; and how the stores'
+    timelines end (`last_evidence.ends_of`)."""
     none = np.zeros(0, dtype=np.int64)
     pending = [reading for reading in readings if reading.store_keys.size]
     if fixed.now_us is None or not pending:
@@ -443,7 +433,7 @@ def compute_readings(
     while pending:
         again: list[Reading] = []
         for reading in pending:
-            settled = settle(engine, fixed, reading, options, kept, oldest, with_ends)
+            settled = settle(engine, fixed, reading, options, kept, oldest)
             frames.append(settled.frame)
             evidenced.append(settled.evidenced)
             ends.append(settled.ends)
@@ -477,10 +467,9 @@ def settle(
     options: report.ReportOptions,
     kept: StoreRows | None,
     oldest: int,
-    with_ends: bool = False,
 ) -> Settled:
     """One reading's incidents of the stores it settles, the stores with a poll inside
-    business hours, how the settled stores' timelines end (`with_ends`), and what to read
+    business hours, how the settled stores' timelines end, and what to read
     again: the stores whose history read begins inside an outage (twice as far back, at least
     the week: they are few, and a read costs mostly its fixed part), and those whose evidence
     changed kind (`newly_evidenced`: from the first poll)."""
@@ -492,9 +481,7 @@ def settle(
     deeper = np.setdiff1d(deeper, flipped).astype(np.int64)
     again = np.union1d(deeper, flipped)
     settled = frame[~frame["store_key"].isin(again)]
-    ends = last_evidence.Ends.empty()
-    if with_ends:
-        ends = last_evidence.ends_of(ends_found, np.setdiff1d(reading.store_keys, again))
+    ends = last_evidence.ends_of(ends_found, np.setdiff1d(reading.store_keys, again))
     further = min(2 * reading.since_us - fixed.now_us, fixed.now_us - READ_BACK_US)
     return Settled(settled, inside, ends, [Reading(deeper, further), Reading(flipped, oldest)])
 
@@ -518,8 +505,7 @@ def from_memory(remembered: Remembered, kept: StoreRows, now_us: int) -> Found:
     keys = remembered.store_keys
     if not keys.size:
         return Found(empty_frame(), pd.Series([], dtype=np.int64), keys)
-    hours, zones, closures = kept.of(int(keys.min()), int(keys.max()) + 1, keys.tolist())
-    inputs = report.ReportInputs(remembered.polls, hours, zones, closures)
+    inputs = kept.inputs(keys, remembered.polls)
     found = report.find_incidents(inputs, now_us, report.ReportOptions())
     frame = engine_frame(found)
     ends = last_evidence.ends_of(found.ends, keys)
@@ -536,9 +522,7 @@ def carry_forward(
     keys = carried["store_key"].to_numpy(np.int64)
     if not keys.size:
         return empty_frame()
-    hours, zones, closures = kept.of(int(keys.min()), int(keys.max()) + 1, keys.tolist())
-    inputs = report.ReportInputs(report.Polls.of(), hours, zones, closures)
-    grown, down_now = report.business_between(inputs, keys, previous_now_us, now_us)
+    grown, down_now = report.business_between(kept.inputs(keys), keys, previous_now_us, now_us)
     return pd.DataFrame(
         {
             "store_key": keys,

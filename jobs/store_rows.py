@@ -58,6 +58,16 @@ class StoreRows:
             _rows_of(self.closures, key_low, key_high, listed),
         )
 
+    def inputs(
+        self, store_keys: np.ndarray, polls: report.Polls | None = None
+    ) -> report.ReportInputs:
+        """Engine inputs of `store_keys` (some): their rows, and `polls` (none by default)."""
+        keys = np.asarray(store_keys, dtype=np.int64)
+        hours, zones, closures = self.of(int(keys.min()), int(keys.max()) + 1, keys.tolist())
+        return report.ReportInputs(
+            report.Polls.of() if polls is None else polls, hours, zones, closures
+        )
+
 
 def _rows_of(part, key_low: int, key_high: int, listed: np.ndarray | None):
     stores = part.store.astype(np.int64, copy=False)
@@ -77,7 +87,7 @@ def current(engine: Engine, fixed: snapshot.Snapshot) -> StoreRows | None:
     if fixed.last_store_key > STORES_LIMIT:
         return None
     with engine.connect() as conn:
-        identity = f"{engine.url}#{database_instance(conn)}"
+        identity = database_identity(conn)
         version = tables_version(conn)
         if version.last_change > fixed.batch:
             return None
@@ -131,6 +141,11 @@ TABLE_VERSION = (
 )
 
 
+def database_identity(conn: Connection) -> str:
+    """The database a process keeps things for: its address and random id."""
+    return f"{conn.engine.url}#{database_instance(conn)}"
+
+
 def database_instance(conn: Connection) -> str:
     """The database's random id: tells a database recreated at the same address apart."""
     return str(conn.execute(text("SELECT instance_id FROM data_state WHERE id = 1")).scalar())
@@ -167,7 +182,7 @@ def external_ids(engine: Engine, store_keys: np.ndarray) -> np.ndarray:
 
 
 def _kept_ids(conn: Connection, keys: np.ndarray) -> np.ndarray:
-    identity = f"{conn.engine.url}#{database_instance(conn)}"
+    identity = database_identity(conn)
     with _LOCK:
         ids = _IDS.get(identity, _NO_IDS)
     if not _still_valid(conn, ids):
