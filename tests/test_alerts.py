@@ -37,6 +37,13 @@ SECRET = "s3cret-for-tests"
 POLLS = "store_id,status,timestamp_utc\n"
 # 2023-01-23 is a Monday: store s1 is open 09:00-17:00 UTC that day.
 HOURS = "store_id,day,start_time_local,end_time_local\ns1,0,09:00,17:00\ns2,0,09:00,17:00\n"
+
+
+def s1_open_on(day: int) -> str:
+    """Hours: s1 open 09:00-17:00 on one weekday (0 = Monday)."""
+    return f"store_id,day,start_time_local,end_time_local\ns1,{day},09:00,17:00\n"
+
+
 ZONES = "store_id,timezone_str\ns1,UTC\ns2,UTC\n"
 NOON_US = 1_674_475_200_000_000  # 2023-01-23 12:00 UTC
 
@@ -702,20 +709,12 @@ def test_an_open_incident_older_than_the_week_goes_when_new_hours_end_it(alert_a
     # never was. The hours' evaluation reads the week before `now`, which does not reach the
     # open incident's first poll; that incident must go all the same.
     client = alert_app.test_client()
-    upload(
-        client,
-        "/business_hours",
-        "store_id,day,start_time_local,end_time_local\ns1,0,09:00,17:00\n",
-    )
+    upload(client, "/business_hours", s1_open_on(0))
     upload(client, "/timezones", ZONES)
     monday_and_tuesdays = ("s1,inactive,2023-01-02 10:00:00", "s1,active,2023-01-03 09:30:00")
     upload(client, "/polls", polls(*monday_and_tuesdays, "s1,active,2023-01-10 10:00:00"))
     assert s1_incidents(client) == [("2023-01-02T10:00:00.000000Z", None, 54000.0)]
-    upload(
-        client,
-        "/business_hours",
-        "store_id,day,start_time_local,end_time_local\ns1,1,09:00,17:00\n",
-    )
+    upload(client, "/business_hours", s1_open_on(1))
     assert s1_incidents(client) == []
 
 
@@ -738,8 +737,7 @@ def test_a_poll_repeated_in_two_loads_not_yet_evaluated_is_the_first_loaded(aler
 
 
 def incidents_of_s1(client) -> list[tuple[str, str | None]]:
-    found = client.get("/incidents?state=all").get_json()["incidents"]
-    return [(i["started_at"], i["resolved_at"]) for i in found if i["store_id"] == "s1"]
+    return [(started, resolved) for started, resolved, _ in s1_incidents(client)]
 
 
 def test_a_first_active_poll_inside_business_hours_recomputes_the_store(alert_app):
@@ -758,11 +756,7 @@ def test_a_first_active_poll_inside_business_hours_recomputes_the_store(alert_ap
 
 def test_a_store_whose_hours_change_is_no_longer_known_to_have_evidence(alert_app):
     client = alert_app.test_client()
-    upload(
-        client,
-        "/business_hours",
-        "store_id,day,start_time_local,end_time_local\ns1,6,09:00,17:00\n",
-    )
+    upload(client, "/business_hours", s1_open_on(6))
     upload(client, "/timezones", ZONES)
     sunday = ("s1,active,2023-01-22 09:00:00", "s1,inactive,2023-01-22 10:00:00")
     upload(client, "/polls", polls(*sunday, "s1,active,2023-01-22 11:00:00"))
@@ -787,7 +781,7 @@ def test_an_evaluation_that_found_nothing_new_cannot_leave_a_store_marked_eviden
     monday = ("s1,active,2023-01-23 10:00:00", "s1,inactive,2023-01-23 11:00:00")
     upload(client, "/polls", polls(*monday, "s1,active,2023-01-23 18:00:00"))
     sundays = tmp_path / "sundays.csv"
-    sundays.write_text("store_id,day,start_time_local,end_time_local\ns1,6,09:00,17:00\n")
+    sundays.write_text(s1_open_on(6))
     with alert_app.app_context():
         db.session.execute(text("DELETE FROM evidenced_stores"))  # as in a database upgraded
         db.session.commit()
