@@ -7,7 +7,8 @@ escapes) is read by one regular expression; a line that cannot hold the three fi
 than the shortest such object, or not starting with `{`) and a line that is not UTF-8 are
 refused without parsing. Only the remaining lines (other key orders, escapes) are parsed one
 by one by `json`, and each of them is at least `MIN_RECORD_CHARS` long: however a body is
-made, its per-line Python work is bounded by its size / 45, and its memory by a block.
+made, its per-line Python work is bounded by its size / 45, and its memory by a block (at most
+BLOCK_BYTES and MAX_BLOCK_LINES lines).
 
 Lines are numbered as sent (1 = the first line); blank lines are skipped and count for
 nothing. Refused lines are handed to `on_rejected` as a table (line, column `*`, value, reason).
@@ -24,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from loading.sources import MAX_BLOCK_LINES, after_lines
 from loading.validation import POLLS, REQUIRED_COLUMNS, Chunk
 
 COLUMNS = REQUIRED_COLUMNS[POLLS]
@@ -70,7 +72,8 @@ def stream_chunks(path: Path, on_rejected: RejectedCallback) -> Iterator[Chunk]:
 
 
 def line_blocks(stream, on_rejected: RejectedCallback) -> Iterator[tuple[int, bytes]]:
-    """Blocks of whole lines and the number of each block's first line.
+    """Blocks of whole lines (at most BLOCK_BYTES and MAX_BLOCK_LINES) and the number of
+    each block's first line.
 
     A line longer than MAX_LINE_BYTES is refused (its start shown) and skipped to its end,
     so no line is ever held whole beyond that size.
@@ -85,9 +88,10 @@ def line_blocks(stream, on_rejected: RejectedCallback) -> Iterator[tuple[int, by
         block = carry + data
         cut = block.rfind(b"\n") + 1
         block, carry = block[:cut], block[cut:]
-        if block:
-            yield line, block
-            line += block.count(b"\n")
+        while block:  # at most MAX_BLOCK_LINES lines a block: a refused line costs ~150 bytes
+            cut = after_lines(block, MAX_BLOCK_LINES)
+            yield line, block[:cut]
+            block, line = block[cut:], line + block.count(b"\n", 0, cut)
         if len(carry) > MAX_LINE_BYTES:
             shown = [carry[:SHOWN_CHARS].decode(errors="replace")]
             on_rejected(_refused(np.array([line]), shown, np.array([REASONS.index(TOO_LONG)])))

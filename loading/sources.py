@@ -58,6 +58,10 @@ BATCH_BYTES = 2 << 20
 # A block grows beyond BATCH_BYTES only to end at a row's end (a quoted field may hold line
 # ends), and never beyond this.
 MAX_BLOCK_BYTES = 16 << 20
+# A block also holds at most this many lines (unless one row spans more): a short bad row
+# costs a hundred times its bytes once rejected, so bytes alone do not bound a block's memory.
+# Real rows (40 to 60 bytes) fill BATCH_BYTES before this.
+MAX_BLOCK_LINES = 1 << 16
 HEADER_MAX_BYTES = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 # Rows with the wrong number of fields (in blocks with quotes) are handed over in batches of
@@ -269,13 +273,30 @@ def row_blocks(stream: pa.NativeFile | BinaryIO) -> Iterator[RowBlock]:
         cut = _last_row_end(block)
         if cut == 0 and len(block) > MAX_BLOCK_BYTES:  # an unclosed quote, or no line end
             cut = block.rfind(b"\n") + 1 or len(block)
-        if cut:
-            line_ends = block.count(b"\n", 0, cut)
-            yield RowBlock(block[:cut], line, line_ends)
-            line += line_ends
+        for rows in _at_most_max_lines(block[:cut], line):
+            yield rows
+            line += rows.line_ends
         carry = block[cut:]
-    if carry:
-        yield RowBlock(carry, line, carry.count(b"\n"))
+    yield from _at_most_max_lines(carry, line)
+
+
+def _at_most_max_lines(rows: bytes, line: int) -> Iterator[RowBlock]:
+    """Rows (starting on `line`) in blocks of at most MAX_BLOCK_LINES lines, each cut at a
+    row's end; a row that spans more lines than that (or an unclosed quote) stays whole."""
+    while rows:
+        cut = _last_row_end(rows[: after_lines(rows, MAX_BLOCK_LINES)]) or len(rows)
+        line_ends = rows.count(b"\n", 0, cut)
+        yield RowBlock(rows[:cut], line, line_ends)
+        rows, line = rows[cut:], line + line_ends
+
+
+def after_lines(data: bytes, count: int) -> int:
+    """Where the first `count` lines of `data` end (after their line end): len(data) when it
+    holds no more than `count` line ends."""
+    if data.count(b"\n") <= count:
+        return len(data)
+    line_ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
+    return int(line_ends[count - 1]) + 1
 
 
 def _read_ahead(stream: pa.NativeFile | BinaryIO) -> Iterator[bytes]:

@@ -611,6 +611,11 @@ BOMBS = {
         {**NDJSON, "Content-Encoding": "gzip"},
         lambda: gzip.compress(b"1\n" * 33_000_000, 9, mtime=0),
     ),
+    "33 M short bad CSV rows, skip_invalid": (
+        "/polls?skip_invalid=true",
+        GZIP_CSV,
+        lambda: gzip.compress(POLL_HEADER.encode() + b"1\n" * 33_000_000, 9, mtime=0),
+    ),
     "4 M identical hours rows": (
         "/business_hours",
         GZIP_CSV,
@@ -626,7 +631,9 @@ BOMBS = {
         lambda: gzip.compress(POLL_HEADER.encode() + GOOD.encode() * 1_900_000, 9, mtime=0),
     ),
 }
-UPLOAD_MEMORY_BOUND_MB = 300  # growth of the server's peak RSS over its own at start
+# Growth of the server's peak RSS over its size before the upload. Seen: 12 to 90 MB; 200 to
+# 310 MB when a block of short bad rows was bounded by its bytes only.
+UPLOAD_MEMORY_BOUND_MB = 200
 
 
 @pytest.mark.slow

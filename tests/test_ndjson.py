@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -27,9 +28,15 @@ def poll(store_id, status="active", stamp="2023-01-25T10:00:00Z", **more) -> byt
     return json.dumps({"store_id": store_id, "status": status, "timestamp_utc": stamp, **more})
 
 
-@pytest.mark.parametrize("block_bytes", [64, 100, 1 << 20])  # blocks cut lines anywhere
-def test_lines_are_numbered_as_sent_whatever_the_blocks(tmp_path, monkeypatch, block_bytes):
+@pytest.mark.parametrize(  # blocks cut lines anywhere
+    ("block_bytes", "block_lines"),
+    [(64, 1 << 16), (100, 1 << 16), (1 << 20, 1 << 16), (1 << 20, 3)],
+)
+def test_lines_are_numbered_as_sent_whatever_the_blocks(
+    tmp_path, monkeypatch, block_bytes, block_lines
+):
     monkeypatch.setattr(ndjson, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(ndjson, "MAX_BLOCK_LINES", block_lines)
     lines = [
         poll("a").encode(),
         b"",
@@ -106,3 +113,14 @@ def test_short_lines_are_refused_without_being_parsed(tmp_path, monkeypatch):
     polls, refused = read_all(path)
     assert [line for line, _, _ in refused] == [1, 2, 3, 4]
     assert polls == [(5, "1", "", "")] and parsed == []  # the last one: the usual shape
+
+
+def test_a_block_of_short_lines_is_cut_by_lines_not_only_by_bytes(tmp_path):
+    # 300,000 two-byte lines fit one read block; refused whole they would cost ~45 MB at once.
+    refused: list[pa.Table] = []
+    path = tmp_path / "polls.ndjson"
+    path.write_bytes(b"1\n" * 300_000)
+    assert list(ndjson.stream_chunks(path, refused.append)) == []
+    assert max(table.num_rows for table in refused) <= ndjson.MAX_BLOCK_LINES
+    lines = pa.concat_tables(refused)["line"].to_numpy()
+    assert (lines == np.arange(1, 300_001)).all()

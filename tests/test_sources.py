@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -21,9 +22,12 @@ def read_all(path, kind="polls"):
 
 
 @pytest.mark.parametrize("quoted", [False, True])  # blocks split on columns; Arrow's callback
-@pytest.mark.parametrize("block_bytes", [64, 256, 4096, 2 << 20])
+@pytest.mark.parametrize(
+    ("block_bytes", "block_lines"),
+    [(64, 1 << 16), (256, 1 << 16), (4096, 1 << 16), (2 << 20, 1 << 16), (2 << 20, 7)],
+)
 def test_good_rows_are_numbered_by_their_line_whatever_is_skipped_around_them(
-    tmp_path, monkeypatch, block_bytes, quoted
+    tmp_path, monkeypatch, block_bytes, block_lines, quoted
 ):
     # Each good row carries its own line number as its store id; malformed rows come alone,
     # in runs, at the start and at the end, and read blocks cut the file anywhere.
@@ -36,6 +40,7 @@ def test_good_rows_are_numbered_by_their_line_whatever_is_skipped_around_them(
         for line in range(2, 302)
     )
     monkeypatch.setattr(sources, "BATCH_BYTES", block_bytes)
+    monkeypatch.setattr(sources, "MAX_BLOCK_LINES", block_lines)
     chunks, malformed = read_all(write(tmp_path / "polls.csv", POLL_HEADER + body))
     for chunk in chunks:
         assert chunk.lines.tolist() == [int(text) for text in chunk.columns["store_id"].to_pylist()]
@@ -92,6 +97,29 @@ def test_a_line_longer_than_a_read_block_is_a_clear_error(app, tmp_path):
     with pytest.raises(loader.LoadError) as caught, app.app_context():
         loader.load(db.engine, tmp_path)
     assert str(path) in str(caught.value)
+
+
+def test_a_block_of_short_bad_rows_is_cut_by_lines_not_only_by_bytes(tmp_path):
+    # 300,000 one-byte rows fit one read block; rejected whole they would cost ~100 MB at once.
+    rejected: list[pa.Table] = []
+    path = write(tmp_path / "polls.csv", POLL_HEADER + "1\n" * 300_000)
+    assert (
+        list(sources.stream_chunks(sources.Source.from_path("polls", path), rejected.append)) == []
+    )
+    assert max(table.num_rows for table in rejected) <= sources.MAX_BLOCK_LINES
+    lines = pa.concat_tables(rejected)["line"].to_numpy()
+    assert (lines == np.arange(2, 300_002)).all()
+
+
+@pytest.mark.parametrize("block_lines", [1, 2, 3, 1 << 16])
+def test_a_row_spanning_more_lines_than_a_block_holds_stays_whole(
+    tmp_path, monkeypatch, block_lines
+):
+    monkeypatch.setattr(sources, "MAX_BLOCK_LINES", block_lines)
+    body = POLL_HEADER + '1,active,t\n"2\nb\nc\nd",active,t\n"3\nc",active,t\n4,active,t\n'
+    chunks, malformed = read_all(write(tmp_path / "polls.csv", body))
+    stores = [store for chunk in chunks for store in chunk.columns["store_id"].to_pylist()]
+    assert stores == ["1", "2\nb\nc\nd", "3\nc", "4"] and malformed is None
 
 
 def test_rows_spanning_lines_are_read_by_arrow_and_numbered_closely(tmp_path):
