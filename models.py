@@ -366,7 +366,8 @@ SERVICE_LOCKS = (TRIGGER_LOCK, ALERTS_LOCK)
 
 
 class BatchStore(db.Model):
-    """A store a load batch wrote rows for: what an evaluation of incidents looks at."""
+    """A store a load batch wrote rows for: what an evaluation of incidents looks at. Kept
+    until the batch is evaluated (`alerts.forget_evaluated_batches`), as are `BatchPolls`."""
 
     __tablename__ = "batch_stores"
     __table_args__: ClassVar[dict] = {"sqlite_with_rowid": False}

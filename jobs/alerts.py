@@ -26,7 +26,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 from flask import Flask, current_app
-from sqlalchemy import Connection, select, text, update
+from sqlalchemy import Connection, delete, select, text, update
 
 import report
 from engine import timestamps
@@ -40,6 +40,8 @@ from models import (
     AlertRule,
     AlertState,
     ApiKey,
+    BatchPolls,
+    BatchStore,
     DataState,
     DeliveryStatus,
     ServiceLock,
@@ -160,7 +162,23 @@ def evaluate_and_send(app: Flask | None = None, send: bool = True) -> Evaluation
         return None
     if send:
         deliveries.kick(app)
+    forget_evaluated_batches()
     return result
+
+
+def forget_evaluated_batches() -> None:
+    """Drop the stores and poll summaries that evaluated batches wrote (`batch_stores`,
+    `batch_polls`): an evaluation reads only those of batches after the one evaluated last, so
+    they hold what is not yet evaluated, not two rows per store per load forever. Done after
+    the events are on their way, in a transaction of its own (neither a load nor an
+    evaluation waits on it); a failure is logged, and the next evaluation drops them."""
+    try:
+        with db.engine.begin() as conn:
+            evaluated = conn.execute(select(AlertState.evaluated_batch)).scalar()
+            for table in (BatchStore.__table__, BatchPolls.__table__):
+                conn.execute(delete(table).where(table.c.batch <= (evaluated or 0)))
+    except Exception:
+        logger.exception("alerts: could not drop what evaluated batches wrote; next time")
 
 
 def unevaluated_loads() -> int:

@@ -736,6 +736,49 @@ def test_a_poll_repeated_in_two_loads_not_yet_evaluated_is_the_first_loaded(aler
     assert s1_incidents(client) == []
 
 
+def test_what_a_load_sent_is_kept_until_its_batch_is_evaluated(alert_app, tmp_path):
+    # Which stores a batch wrote and what it sent for their polls are read by the evaluation
+    # of that batch only: the service drops them once it has evaluated it.
+    client = alert_app.test_client()
+    upload(client, "/business_hours", HOURS)
+    upload(client, "/timezones", ZONES)
+    bodies = [
+        polls("s1,active,2023-01-23 09:00:00"),
+        polls("s1,inactive,2023-01-23 10:00:00", "s2,active,2023-01-23 10:00:00"),
+        polls("s1,active,2023-01-23 11:00:00"),
+    ]
+    paths = [tmp_path / f"polls{number}.csv" for number in range(len(bodies))]
+    for path, body in zip(paths, bodies, strict=True):
+        path.write_text(body)
+
+    def recorded() -> list[tuple[str, int]]:
+        return [
+            (table, batch)
+            for table in ("batch_stores", "batch_polls")
+            for (batch,) in db.session.execute(
+                text(f"SELECT DISTINCT batch FROM {table} ORDER BY batch")
+            )
+        ]
+
+    with alert_app.app_context():
+        first = loader.load(db.engine, polls=paths[0]).batch
+        loader.load(db.engine, polls=paths[1])  # commands leave evaluating to the service
+        both = [first, first + 1]
+        assert recorded() == [("batch_stores", b) for b in both] + [
+            ("batch_polls", b) for b in both
+        ]
+        db.session.commit()
+        alerts.evaluate_and_send(alert_app, send=False)
+        assert recorded() == []
+        loader.load(db.engine, polls=paths[2])
+        db.session.commit()
+        assert recorded() == [("batch_stores", first + 2), ("batch_polls", first + 2)]
+        alerts.evaluate_and_send(alert_app, send=False)
+    assert incidents_of_s1(client) == [
+        ("2023-01-23T09:30:00.000000Z", "2023-01-23T10:30:00.000000Z")
+    ]
+
+
 def incidents_of_s1(client) -> list[tuple[str, str | None]]:
     return [(started, resolved) for started, resolved, _ in s1_incidents(client)]
 
