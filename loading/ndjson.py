@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from loading.sources import MAX_BLOCK_LINES, after_lines
+from loading.sources import line_limited_cuts
 from loading.validation import POLLS, REQUIRED_COLUMNS, Chunk
 
 COLUMNS = REQUIRED_COLUMNS[POLLS]
@@ -88,10 +88,10 @@ def line_blocks(stream, on_rejected: RejectedCallback) -> Iterator[tuple[int, by
         block = carry + data
         cut = block.rfind(b"\n") + 1
         block, carry = block[:cut], block[cut:]
-        while block:  # at most MAX_BLOCK_LINES lines a block: a refused line costs ~150 bytes
-            cut = after_lines(block, MAX_BLOCK_LINES)
-            yield line, block[:cut]
-            block, line = block[cut:], line + block.count(b"\n", 0, cut)
+        start = 0  # at most MAX_BLOCK_LINES lines a block: a refused line costs ~150 bytes
+        for cut in line_limited_cuts(block, quotes_join_lines=False):
+            yield line, block[start:cut]
+            start, line = cut, line + block.count(b"\n", start, cut)
         if len(carry) > MAX_LINE_BYTES:
             shown = [carry[:SHOWN_CHARS].decode(errors="replace")]
             on_rejected(_refused(np.array([line]), shown, np.array([REASONS.index(TOO_LONG)])))

@@ -282,21 +282,39 @@ def row_blocks(stream: pa.NativeFile | BinaryIO) -> Iterator[RowBlock]:
 
 def _at_most_max_lines(rows: bytes, line: int) -> Iterator[RowBlock]:
     """Rows (starting on `line`) in blocks of at most MAX_BLOCK_LINES lines, each cut at a
-    row's end; a row that spans more lines than that (or an unclosed quote) stays whole."""
-    while rows:
-        cut = _last_row_end(rows[: after_lines(rows, MAX_BLOCK_LINES)]) or len(rows)
-        line_ends = rows.count(b"\n", 0, cut)
-        yield RowBlock(rows[:cut], line, line_ends)
-        rows, line = rows[cut:], line + line_ends
+    row's end (`line_limited_cuts`)."""
+    start = 0
+    for cut in line_limited_cuts(rows, quotes_join_lines=True):
+        line_ends = rows.count(b"\n", start, cut)
+        yield RowBlock(rows[start:cut], line, line_ends)
+        start, line = cut, line + line_ends
 
 
-def after_lines(data: bytes, count: int) -> int:
-    """Where the first `count` lines of `data` end (after their line end): len(data) when it
-    holds no more than `count` line ends."""
-    if data.count(b"\n") <= count:
-        return len(data)
-    line_ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
-    return int(line_ends[count - 1]) + 1
+def line_limited_cuts(data: bytes, quotes_join_lines: bool) -> list[int]:
+    """Where to cut `data` (the end of each piece) so that a piece holds at most
+    MAX_BLOCK_LINES lines and ends at a row's end: a line end, outside quotes when
+    `quotes_join_lines` (CSV). A row that spans more lines than that is a piece up to its end.
+    Line ends and quotes are found once, on the whole of `data`."""
+    if data.count(b"\n") <= MAX_BLOCK_LINES:
+        return [len(data)] if data else []
+    bytes_ = np.frombuffer(data, dtype=np.uint8)
+    line_ends = np.flatnonzero(bytes_ == ord("\n"))
+    row_ends = line_ends
+    if quotes_join_lines and b'"' in data:
+        quotes_before = np.searchsorted(np.flatnonzero(bytes_ == ord('"')), line_ends)
+        row_ends = line_ends[quotes_before % 2 == 0]
+    cuts, start, lines_before = [], 0, 0
+    while lines_before + MAX_BLOCK_LINES < line_ends.size:
+        limit = line_ends[lines_before + MAX_BLOCK_LINES - 1]
+        index = int(np.searchsorted(row_ends, limit, side="right")) - 1
+        if index < 0 or row_ends[index] < start:  # one row spans all those lines: to its end
+            index = int(np.searchsorted(row_ends, limit))
+            if index == row_ends.size:
+                break
+        start = int(row_ends[index]) + 1
+        cuts.append(start)
+        lines_before = int(np.searchsorted(line_ends, start))
+    return cuts if cuts and cuts[-1] == len(data) else [*cuts, len(data)]
 
 
 def _read_ahead(stream: pa.NativeFile | BinaryIO) -> Iterator[bytes]:

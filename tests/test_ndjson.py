@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from loading import ndjson
+from loading import ndjson, sources
 
 
 def read_all(path) -> tuple[list[tuple[int, str, str, str]], list[tuple[int, str, str]]]:
@@ -36,7 +36,7 @@ def test_lines_are_numbered_as_sent_whatever_the_blocks(
     tmp_path, monkeypatch, block_bytes, block_lines
 ):
     monkeypatch.setattr(ndjson, "BLOCK_BYTES", block_bytes)
-    monkeypatch.setattr(ndjson, "MAX_BLOCK_LINES", block_lines)
+    monkeypatch.setattr(sources, "MAX_BLOCK_LINES", block_lines)
     lines = [
         poll("a").encode(),
         b"",
@@ -121,6 +121,6 @@ def test_a_block_of_short_lines_is_cut_by_lines_not_only_by_bytes(tmp_path):
     path = tmp_path / "polls.ndjson"
     path.write_bytes(b"1\n" * 300_000)
     assert list(ndjson.stream_chunks(path, refused.append)) == []
-    assert max(table.num_rows for table in refused) <= ndjson.MAX_BLOCK_LINES
+    assert max(table.num_rows for table in refused) <= sources.MAX_BLOCK_LINES
     lines = pa.concat_tables(refused)["line"].to_numpy()
     assert (lines == np.arange(1, 300_001)).all()

@@ -7,6 +7,8 @@ import gzip
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import loader
 from loading import sources
@@ -135,3 +137,36 @@ def test_rows_spanning_lines_are_read_by_arrow_and_numbered_closely(tmp_path):
     assert chunks[0].lines.tolist()[:2] == [2, 4]  # exact up to the row spanning two lines
     assert malformed["value"].to_pylist() == ["x,y", "x"]
     assert malformed["line"].to_pylist()[0] == 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(st.sampled_from(["x", '"a', 'b"', '""', "", 'c"d"e']), max_size=40),
+    block_lines=st.integers(1, 5),
+    quotes_join_lines=st.booleans(),
+)
+def test_line_limited_cuts_end_pieces_at_row_ends_within_the_limit(
+    lines, block_lines, quotes_join_lines
+):
+    data = "\n".join(lines).encode()
+    original, sources.MAX_BLOCK_LINES = sources.MAX_BLOCK_LINES, block_lines
+    try:
+        cuts = sources.line_limited_cuts(data, quotes_join_lines)
+    finally:
+        sources.MAX_BLOCK_LINES = original
+    # Row ends, found the slow way: a line end after an even number of quotes.
+    row_ends = {
+        end + 1
+        for end, byte in enumerate(data)
+        if byte == ord("\n") and (not quotes_join_lines or data[:end].count(b'"') % 2 == 0)
+    }
+    assert cuts == sorted(set(cuts)) and (cuts[-1:] == [len(data)] if data else cuts == [])
+    starts = [0, *cuts][: len(cuts)]
+    for start, cut in zip(starts, cuts, strict=True):
+        assert cut == len(data) or cut in row_ends
+        inside = sorted(end for end in row_ends if start < end < cut)
+        if data.count(b"\n", start, cut) > block_lines:
+            assert not inside  # one row spanning more lines than the limit
+        elif cut < len(data):  # as long as the limit allows: up to the next row end is beyond
+            following = min((end for end in row_ends if end > cut), default=len(data))
+            assert data.count(b"\n", start, following) > block_lines
