@@ -471,7 +471,7 @@ def _load_file(
     keys: StoreKeys,
     batch: int,
     values: Iterable[dict],
-    poll_summaries: list[pd.DataFrame],
+    poll_summaries: list[pd.DataFrame | None],
 ) -> tuple[int | None, int | None]:
     """Write one input's checked values into the open transaction; return the (min, max)
     poll instant (and add what polls it sent per store to `poll_summaries`)."""
@@ -526,8 +526,12 @@ def _record_batch_stores(conn: Connection, batch: int, keys: StoreKeys) -> None:
 BATCH_STORES_PER_INSERT = 10_000
 
 
-def _record_batch_polls(conn: Connection, batch: int, summaries: list[pd.DataFrame]) -> None:
-    """What this batch sent for each store's polls (`models.BatchPolls`)."""
+def _record_batch_polls(conn: Connection, batch: int, summaries: list[pd.DataFrame | None]) -> None:
+    """What this batch sent for each store's polls (`models.BatchPolls`); nothing when an input
+    named too many stores to summarise (`writing.MAX_SUMMARIZED_STORES`): the evaluation of a
+    batch without these rows reads its stores' polls."""
+    if any(summary is None for summary in summaries):
+        return
     rows = combined_summary(summaries)
     if not rows.empty:
         insert_rows(conn, BatchPolls.__tablename__, rows, same={"batch": batch})

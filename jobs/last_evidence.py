@@ -29,6 +29,9 @@ import numpy as np
 import report
 
 CACHED_DATABASES = 4
+# Ends of more stores than this are not kept (34 bytes a store, a few copies while an
+# evaluation merges them): such a database is read as before, as `store_rows` does.
+MAX_KEPT_STORES = 200_000
 NONE = -1  # no open incident; or no evidence poll before the open incident's first
 
 
@@ -166,10 +169,14 @@ def kept(identity: str, state: State) -> Ends | None:
 
 def keep(identity: str, state: State, ends: Ends) -> None:
     """Keep `ends` as of `state` for the database (the CACHED_DATABASES latest only), unless
-    ends of a later batch are kept (another thread committed after this one and kept first)."""
+    ends of a later batch are kept (another thread committed after this one and kept first).
+    Ends of more than MAX_KEPT_STORES stores drop what was kept instead."""
     with _LOCK:
         kept_now = _CACHE.get(identity)
         if kept_now is not None and kept_now[0][0] > state[0]:
+            return
+        if ends.store.size > MAX_KEPT_STORES:
+            _CACHE.pop(identity, None)
             return
         _CACHE[identity] = (state, ends)
         _CACHE.move_to_end(identity)

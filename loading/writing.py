@@ -32,6 +32,10 @@ EXECUTEMANY_ROWS = 50_000
 ROWS_PER_STATEMENT = 100  # SQLite: rows of one INSERT (3-7 columns: far below its 32,766 values)
 STATEMENT_BYTES = 1 << 20  # MySQL: characters of one INSERT of literals (≤ 4 MB; packets: 16 MB)
 IN_LIST_SIZE = 500
+# A load that sends polls of more stores than this records no summary of them (`BatchPolls`):
+# its evaluation reads those stores' polls instead. It bounds the summary's memory (a 64 MB
+# upload can name 1.7 M stores).
+MAX_SUMMARIZED_STORES = 200_000
 DUPLICATE_KEY = 1062  # MySQL/MariaDB warning: a row skipped by IGNORE for its key
 SHOWN_WARNINGS = 5
 VERSIONED_MODELS = (BusinessHours, StoreTimezone, Closure, StoreGroupMember)
@@ -63,7 +67,9 @@ class PollWriter:
         self.written = 0
         self.low: int | None = None
         self.high: int | None = None
-        self.per_store: list[pd.DataFrame] = []  # of each block written (`block_summary`)
+        # Of each block written (`block_summary`); None once beyond MAX_SUMMARIZED_STORES.
+        self.per_store: list[pd.DataFrame] | None = []
+        self.summarized_rows = 0
 
     def add(self, keys: np.ndarray, instants: np.ndarray, active: np.ndarray) -> None:
         self.parts.append((keys, instants, active))
@@ -103,11 +109,22 @@ class PollWriter:
         batch = {"batch": self.batch}  # one value for every row: written once in the statement
         self.inserted += bulk_insert(self.conn, "polls", rows, skip_duplicates=True, same=batch)
         self.written += keys.size
-        self.per_store.append(block_summary(keys, instants, active))
+        self._summarize(keys, instants, active)
 
-    def summary(self) -> pd.DataFrame:
-        """Per store, what the load sent for its polls (`models.BatchPolls`)."""
-        return combined_summary(self.per_store)
+    def _summarize(self, keys: np.ndarray, instants: np.ndarray, active: np.ndarray) -> None:
+        if self.per_store is None:
+            return
+        summary = block_summary(keys, instants, active)
+        self.summarized_rows += len(summary)
+        if self.summarized_rows > MAX_SUMMARIZED_STORES:
+            self.per_store = None
+        else:
+            self.per_store.append(summary)
+
+    def summary(self) -> pd.DataFrame | None:
+        """Per store, what the load sent for its polls (`models.BatchPolls`); None for more
+        than MAX_SUMMARIZED_STORES stores."""
+        return None if self.per_store is None else combined_summary(self.per_store)
 
 
 def combined_summary(blocks: list[pd.DataFrame]) -> pd.DataFrame:

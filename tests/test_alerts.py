@@ -25,6 +25,7 @@ from sqlalchemy import func, select, text, update
 import loader
 from jobs import alerts, deliveries, incidents, last_evidence
 from jobs.leases import LeaseKeeper
+from loading import writing
 from models import AlertAttempt, AlertEvent, DeliveryStatus, KeyRole, Store, db, utcnow
 from tests.brokers import broker_url
 from tests.conftest import make_app
@@ -774,6 +775,33 @@ def test_what_a_load_sent_is_kept_until_its_batch_is_evaluated(alert_app, tmp_pa
         db.session.commit()
         assert recorded() == [("batch_stores", first + 2), ("batch_polls", first + 2)]
         alerts.evaluate_and_send(alert_app, send=False)
+    assert incidents_of_s1(client) == [
+        ("2023-01-23T09:30:00.000000Z", "2023-01-23T10:30:00.000000Z")
+    ]
+
+
+def test_a_load_of_more_stores_than_are_summarised_is_read_by_its_evaluation(
+    alert_app, tmp_path, monkeypatch
+):
+    # A load naming more stores than MAX_SUMMARIZED_STORES records no `batch_polls` rows (its
+    # memory stays bounded); its evaluation reads the polls of its stores instead.
+    monkeypatch.setattr(writing, "MAX_SUMMARIZED_STORES", 1)
+    client = alert_app.test_client()
+    upload(client, "/business_hours", HOURS)
+    upload(client, "/timezones", ZONES)
+    upload(client, "/polls", polls("s1,active,2023-01-23 09:00:00"))
+    two_stores = tmp_path / "two.csv"
+    two_stores.write_text(polls("s1,inactive,2023-01-23 10:00:00", "s2,active,2023-01-23 10:00:00"))
+    with alert_app.app_context():
+        batch = loader.load(db.engine, polls=two_stores).batch
+        summarised = db.session.scalar(
+            text(f"SELECT COUNT(*) FROM batch_polls WHERE batch = {batch}")
+        )
+        db.session.commit()
+        alerts.evaluate_and_send(alert_app, send=False)
+    assert summarised == 0
+    assert incidents_of_s1(client) == [("2023-01-23T09:30:00.000000Z", None)]
+    upload(client, "/polls", polls("s1,active,2023-01-23 11:00:00"))  # one store: summarised
     assert incidents_of_s1(client) == [
         ("2023-01-23T09:30:00.000000Z", "2023-01-23T10:30:00.000000Z")
     ]

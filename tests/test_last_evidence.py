@@ -76,6 +76,23 @@ def ends_of_rows(*rows) -> last_evidence.Ends:
     )
 
 
+def test_ends_of_more_stores_than_the_limit_are_not_kept_and_drop_what_was(monkeypatch):
+    monkeypatch.setattr(last_evidence, "MAX_KEPT_STORES", 2)
+    last_evidence.forget()
+
+    def ends_of(count: int) -> last_evidence.Ends:
+        keys = np.arange(count, dtype=np.int64)
+        flags = np.zeros(count, dtype=bool)
+        return last_evidence.Ends(keys, flags, keys, flags, keys * 0 + NONE, keys * 0 + NONE)
+
+    first, second = (1, 10, "a"), (2, 20, "b")
+    last_evidence.keep("db", first, ends_of(2))
+    assert last_evidence.kept("db", first).store.tolist() == [0, 1]
+    last_evidence.keep("db", second, ends_of(3))
+    assert last_evidence.kept("db", first) is None and last_evidence.kept("db", second) is None
+    last_evidence.forget()
+
+
 def test_advancing_replaces_drops_and_moves_entries():
     before = ends_of_rows(
         (1, 1, 100, 1, NONE, NONE),  # read again: replaced
