@@ -90,7 +90,7 @@ def run(name: str, url: str, folder: Path, uploads: list[Path], scratch: Path, r
             loaded = time.perf_counter() - started
             seconds, after = evaluations(repeat)
             started = time.perf_counter()
-            alerts.forget_evaluated_batches()  # what the service does after an evaluation
+            alerts.forget_evaluated_batches(after.batch)  # as the service does after one
             dropped = time.perf_counter() - started
             times = (
                 f"{min(seconds):.2f} s"

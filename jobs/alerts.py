@@ -162,21 +162,21 @@ def evaluate_and_send(app: Flask | None = None, send: bool = True) -> Evaluation
         return None
     if send:
         deliveries.kick(app)
-    forget_evaluated_batches()
+    forget_evaluated_batches(result.batch)
     return result
 
 
-def forget_evaluated_batches() -> None:
-    """Drop the stores and poll summaries that evaluated batches wrote (`batch_stores`,
-    `batch_polls`): an evaluation reads only those of batches after the one evaluated last, so
-    they hold what is not yet evaluated, not two rows per store per load forever. Done after
-    the events are on their way, in a transaction of its own (neither a load nor an
-    evaluation waits on it); a failure is logged, and the next evaluation drops them."""
+def forget_evaluated_batches(evaluated_batch: int) -> None:
+    """Drop the stores and poll summaries that batches up to `evaluated_batch` (committed as
+    evaluated) wrote (`batch_stores`, `batch_polls`): an evaluation reads only those of batches
+    after the one evaluated last, so they hold what is not yet evaluated, not two rows per
+    store per load forever. Done after the events are on their way, in a transaction of its
+    own (neither a load nor an evaluation waits on it); a failure is logged, and the next
+    evaluation drops them."""
     try:
         with db.engine.begin() as conn:
-            evaluated = conn.execute(select(AlertState.evaluated_batch)).scalar()
             for table in (BatchStore.__table__, BatchPolls.__table__):
-                conn.execute(delete(table).where(table.c.batch <= (evaluated or 0)))
+                conn.execute(delete(table).where(table.c.batch <= evaluated_batch))
     except Exception:
         logger.exception("alerts: could not drop what evaluated batches wrote; next time")
 
