@@ -34,6 +34,7 @@ from jobs import deliveries, incidents, last_evidence, snapshot, store_rows
 from jobs.last_evidence import Ends
 from jobs.options import scope_of
 from loading import writing
+from loading.lock_waits import bounded_lock_wait
 from models import (
     ALERTS_LOCK,
     AlertEvent,
@@ -166,15 +167,23 @@ def evaluate_and_send(app: Flask | None = None, send: bool = True) -> Evaluation
     return result
 
 
+FORGET_LOCK_WAIT_MS = 1000
+
+
 def forget_evaluated_batches(evaluated_batch: int) -> None:
     """Drop the stores and poll summaries that batches up to `evaluated_batch` (committed as
     evaluated) wrote (`batch_stores`, `batch_polls`): an evaluation reads only those of batches
     after the one evaluated last, so they hold what is not yet evaluated, not two rows per
     store per load forever. Done after the events are on their way, in a transaction of its
-    own (neither a load nor an evaluation waits on it); a failure is logged, and the next
-    evaluation drops them."""
+    own (neither a load nor an evaluation waits on it). It waits at most FORGET_LOCK_WAIT_MS
+    for a writer's lock, so that a long load never holds up the evaluation thread (nor a
+    shutdown); a failure is logged, and the next evaluation drops them."""
     try:
-        with db.engine.begin() as conn:
+        with (
+            db.engine.connect() as conn,
+            bounded_lock_wait(conn, FORGET_LOCK_WAIT_MS),
+            conn.begin(),
+        ):
             for table in (BatchStore.__table__, BatchPolls.__table__):
                 conn.execute(delete(table).where(table.c.batch <= evaluated_batch))
     except Exception:
